@@ -1,0 +1,42 @@
+# `make run` starts the app, `make test` runs the whole suite, `make bench` writes docs/benchmarks.md.
+# Each creates/updates .venv at the repo root first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+DEV_STAMP := $(VENV)/.dev-installed
+ARGS ?=
+
+export GRADIO_ANALYTICS_ENABLED = False
+export HF_HUB_DISABLE_TELEMETRY = 1
+
+.PHONY: run test bench system-deps tiny-model clean
+
+$(RUNTIME_STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+system-deps:
+	bash scripts/apt-deps.sh
+
+run: $(RUNTIME_STAMP)
+	$(PY) app.py $(ARGS)
+
+test: $(DEV_STAMP) system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(DEV_STAMP) system-deps
+	$(PY) -m bench $(ARGS)
+
+# A tiny random SmolVLM-architecture model to try the app with on machines without real weights.
+tiny-model: $(DEV_STAMP)
+	$(PY) -m tools.random_models idefics3 .cache/tiny-smolvlm
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache

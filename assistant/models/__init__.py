@@ -1,0 +1,1 @@
+"""Chat model backends. Each implements :class:`assistant.models.base.ChatModel`."""

@@ -56,7 +56,8 @@ class ChatMessage:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    finish_reason: str = "stop"  # stop | length | cancelled
+    finish_reason: str = "stop"  # stop | length | cancelled | error
+    first_token_at: float | None = None  # time.perf_counter() when the first new token arrived
 
 
 @dataclass

@@ -1,0 +1,306 @@
+"""Any Hugging Face image-text-to-text model, run in this process.
+
+Loading goes through ``AutoProcessor`` + ``AutoModelForImageTextToText`` (a hub id or a local
+directory), optionally quantized with bitsandbytes. Prompts are built with the processor's own
+chat template; replies stream from a worker thread through ``TextIteratorStreamer``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from PIL import Image
+
+from assistant.errors import GenerationFailed, InvalidParams, ModelUnavailable
+from assistant.models.base import ChatMessage, ChatRequest, ModelInfo
+from assistant.queueing import TurnQueue
+
+log = logging.getLogger(__name__)
+
+# Vision towers and projectors, by the module names transformers uses for them. Kept in
+# full precision when ``keep_vision_unquantized`` is asked for.
+VISION_MODULE_PATTERNS = [
+    r"(?:model\.)?(?:visual|vision_tower|vision_model|vision_encoder|multi_modal_projector|connector|mm_projector|embed_vision)",
+]
+ZERO_WIDTH_SPACE = "\u200b"
+DEFAULT_CONTEXT_LENGTH = 4096
+TEMPLATE_OVERHEAD_TOKENS = 8  # role markers and separators around each message
+
+
+def unavailable_message(model_id: str, reason: str = "") -> str:
+    if Path(model_id).expanduser().exists():
+        return f"could not load chat model from {model_id}: {reason}".rstrip(": ")
+    return (
+        f"chat model '{model_id}' is not downloaded here and the model hub cannot be reached. "
+        f"Download it on a connected machine with `hf download {model_id}` (then copy the "
+        f"cache), or pass --model PATH to a local copy."
+    )
+
+
+def quantization_config(quantization: str, compute_dtype, keep_vision_unquantized: bool):
+    """bitsandbytes settings for 'nf4' / 'int8'; None for 'none'."""
+    if quantization == "none":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    skip = VISION_MODULE_PATTERNS + ["lm_head"] if keep_vision_unquantized else None
+    if quantization == "nf4":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+            llm_int8_skip_modules=skip,
+        )
+    if quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    raise InvalidParams(f"unknown quantization {quantization!r}: use nf4, int8 or none")
+
+
+def _context_length(config) -> int:
+    text_config = getattr(config, "text_config", None) or config
+    for source in (text_config, config):
+        value = getattr(source, "max_position_embeddings", None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return DEFAULT_CONTEXT_LENGTH
+
+
+def control_strings(processor) -> list[str]:
+    """Every string the tokenizer or processor would turn into a control token.
+
+    Added tokens are matched before normal tokenization, and processors expand image
+    placeholders in the prompt text, so any of these typed by a user must be defused.
+    """
+    tokenizer = getattr(processor, "tokenizer", processor)
+    found = {tok.content for tok in getattr(tokenizer, "added_tokens_decoder", {}).values()}
+    found.update(getattr(tokenizer, "all_special_tokens", []))
+    for name in dir(processor):
+        if name.endswith("_token") and not name.startswith("_"):
+            value = getattr(processor, name, None)
+            if isinstance(value, str):
+                found.add(value)
+    return sorted((s for s in found if len(s) >= 2), key=len, reverse=True)
+
+
+class ControlTokenGuard:
+    """Makes user text unable to spell a control token: a zero-width space goes after the
+    first character of any such string, so it reads the same but tokenizes as plain text."""
+
+    def __init__(self, strings: Sequence[str]):
+        self._pattern = re.compile("|".join(re.escape(s) for s in strings)) if strings else None
+
+    def __call__(self, text: str) -> str:
+        if not self._pattern:
+            return text
+        return self._pattern.sub(lambda m: m.group(0)[0] + ZERO_WIDTH_SPACE + m.group(0)[1:], text)
+
+
+class LocalChatModel:
+    """One loaded model, one generation at a time (``queue`` orders the callers)."""
+
+    def __init__(self, model, processor, *, name: str, device: str, quantization: str, image_max_side: int = 1024):
+        self.model = model
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.queue = TurnQueue()
+        self._lock = threading.Lock()  # also protects direct callers that bypass the queue
+        self._guard = ControlTokenGuard(control_strings(processor))
+        self.info = ModelInfo(
+            name=name,
+            backend="local",
+            device=device,
+            quantization=quantization,
+            context_length=_context_length(model.config),
+        )
+        self.image_tokens = self._measure_image_tokens(image_max_side)
+
+    @classmethod
+    def load(
+        cls,
+        model_id: str,
+        *,
+        device: str = "cpu",
+        quantization: str = "none",
+        image_max_side: int = 1024,
+        keep_vision_unquantized: bool = False,
+    ) -> "LocalChatModel":
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        if quantization not in ("none", "nf4", "int8"):
+            raise InvalidParams(f"unknown quantization {quantization!r}: use auto, nf4, int8 or none")
+        if device == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            dtype = torch.float32  # bf16 matmuls are slow on most CPUs
+        quant = quantization_config(quantization, dtype if device == "cuda" else torch.bfloat16, keep_vision_unquantized)
+        try:
+            processor = AutoProcessor.from_pretrained(model_id)
+            model = AutoModelForImageTextToText.from_pretrained(
+                model_id,
+                dtype=dtype,
+                device_map={"": 0} if device == "cuda" else ("cpu" if quant else None),
+                quantization_config=quant,
+            )
+        except (OSError, ValueError, KeyError, ImportError, RuntimeError) as exc:
+            raise ModelUnavailable(unavailable_message(model_id, _first_line(exc))) from exc
+        if getattr(processor, "chat_template", None) is None and getattr(processor, "tokenizer", None) is not None:
+            if getattr(processor.tokenizer, "chat_template", None) is None:
+                raise ModelUnavailable(f"chat model '{model_id}' has no chat template; use an instruction-tuned model")
+        model.eval()
+        return cls(model, processor, name=model_id, device=device, quantization=quantization, image_max_side=image_max_side)
+
+    # -- prompt building -------------------------------------------------------------------
+
+    def _template_messages(self, messages: Sequence[ChatMessage], merge_system: bool = False) -> list[dict]:
+        result: list[dict] = []
+        pending_system = ""
+        for message in messages:
+            text = self._guard(message.text)
+            if message.role == "system" and merge_system:
+                pending_system = text
+                continue
+            if message.role == "user" and pending_system:
+                text = f"{pending_system}\n\n{text}".strip()
+                pending_system = ""
+            content = [{"type": "image", "image": image} for image in message.images]
+            if text or not content:
+                content.append({"type": "text", "text": text})
+            result.append({"role": message.role, "content": content})
+        return result
+
+    def prepare_inputs(self, messages: Sequence[ChatMessage]):
+        """Tokenized prompt (``input_ids``, pixel tensors…) on the model's device."""
+        from jinja2 import TemplateError
+
+        kwargs = dict(add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+        try:
+            inputs = self.processor.apply_chat_template(self._template_messages(messages), **kwargs)
+        except TemplateError:
+            # Some templates refuse a system role: fold the system prompt into the first user turn.
+            inputs = self.processor.apply_chat_template(self._template_messages(messages, merge_system=True), **kwargs)
+        return inputs.to(self.model.device)
+
+    def _measure_image_tokens(self, side: int) -> int:
+        """Prompt tokens one image of the largest allowed size costs (an upper bound)."""
+        probe = Image.new("RGB", (max(side, 32), max(side, 32)), (127, 127, 127))
+        try:
+            with_image = self.prepare_inputs([ChatMessage("user", "x", (probe,))])["input_ids"].shape[-1]
+            without = self.prepare_inputs([ChatMessage("user", "x")])["input_ids"].shape[-1]
+            return max(1, with_image - without)
+        except Exception as exc:  # a model we cannot probe still works; estimate generously
+            log.warning("could not measure image token cost (%s); assuming 1024", exc)
+            return 1024
+
+    def count_tokens(self, message: ChatMessage) -> int:
+        text_tokens = len(self.tokenizer(message.text, add_special_tokens=False)["input_ids"]) if message.text else 0
+        return TEMPLATE_OVERHEAD_TOKENS + text_tokens + self.image_tokens * len(message.images)
+
+    # -- generation ------------------------------------------------------------------------
+
+    def stream(self, request: ChatRequest) -> Iterator[str]:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer, set_seed
+
+        params = request.params
+        cancel = request.cancel
+
+        class CancelCriteria(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+
+        class CountingStreamer(TextIteratorStreamer):
+            generated = 0
+            first_token_at: float | None = None
+
+            def put(self, value):
+                if not (self.skip_prompt and self.next_tokens_are_prompt):
+                    self.generated += value.numel()
+                    if self.first_token_at is None:
+                        self.first_token_at = time.perf_counter()
+                super().put(value)
+
+        with self._lock:
+            inputs = self.prepare_inputs(request.messages)
+            prompt_tokens = int(inputs["input_ids"].shape[-1])
+            request.usage.prompt_tokens = prompt_tokens
+            if prompt_tokens + params.max_new_tokens > self.info.context_length:
+                room = self.info.context_length - prompt_tokens
+                raise InvalidParams(
+                    f"the conversation takes {prompt_tokens} tokens and the model's context is "
+                    f"{self.info.context_length}: start a new chat, send fewer images, or ask for at most {max(room, 0)} new tokens"
+                )
+            streamer = CountingStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+            sampling = (
+                dict(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+                if params.temperature > 0
+                else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+            )
+            if params.seed is not None:
+                set_seed(params.seed)
+            failure: list[BaseException] = []
+
+            def work():
+                try:
+                    with torch.inference_mode():
+                        self.model.generate(
+                            **inputs,
+                            **sampling,
+                            max_new_tokens=params.max_new_tokens,
+                            min_new_tokens=params.min_new_tokens or None,
+                            streamer=streamer,
+                            stopping_criteria=StoppingCriteriaList([CancelCriteria()]),
+                            pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+                        )
+                except BaseException as exc:  # handed to the consumer below, never lost
+                    failure.append(exc)
+                finally:
+                    streamer.end()  # the consumer never waits forever
+
+            worker = threading.Thread(target=work, name="generate", daemon=True)
+            worker.start()
+            try:
+                for chunk in streamer:
+                    request.usage.first_token_at = streamer.first_token_at
+                    if chunk:
+                        yield chunk
+            finally:
+                if worker.is_alive():  # consumer stopped early: stop generating within one token
+                    cancel.set()
+                worker.join()
+                request.usage.completion_tokens = streamer.generated
+                request.usage.first_token_at = streamer.first_token_at
+                if failure:
+                    request.usage.finish_reason = "error"
+                elif cancel.is_set() and streamer.generated < params.max_new_tokens:
+                    request.usage.finish_reason = "cancelled"
+                elif streamer.generated >= params.max_new_tokens:
+                    request.usage.finish_reason = "length"
+                else:
+                    request.usage.finish_reason = "stop"
+                if device_is_cuda(self.info.device):
+                    torch.cuda.empty_cache()
+            if failure:
+                raise _generation_error(failure[0])
+
+
+def device_is_cuda(device: str) -> bool:
+    return device.startswith("cuda")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _generation_error(exc: BaseException) -> GenerationFailed:
+    name = type(exc).__name__
+    if "OutOfMemory" in name:
+        return GenerationFailed("the GPU ran out of memory: send fewer or smaller images, lower max tokens, or use --quantization nf4")
+    return GenerationFailed(f"generation failed: {_first_line(exc)}")

@@ -1,0 +1,227 @@
+"""The orchestrator with a fake model: events, params, history, queueing, cancel, stop strings."""
+
+import threading
+import time
+
+import pytest
+from PIL import Image
+
+from assistant.conversation import Conversation, Message, UserTurn, fit_to_context, limit_images
+from assistant.core import Assistant, Done, Queued, StopFilter, Token
+from assistant.errors import InvalidParams, ModelUnavailable
+from assistant.models.base import GenerationParams
+from assistant.queueing import TurnQueue
+from assistant.settings import Settings
+from tests.fakes import FakeChatModel
+
+
+def make_assistant(model=None, **settings):
+    return Assistant(Settings(**settings), model or FakeChatModel())
+
+
+def collect(events):
+    return list(events)
+
+
+def test_reply_streams_tokens_then_done_with_stats():
+    assistant = make_assistant()
+    events = collect(assistant.reply([], UserTurn("hi")))
+    tokens = [e.text for e in events if isinstance(e, Token)]
+    done = events[-1]
+    assert tokens == ["Hello", ", ", "world", "!"]
+    assert isinstance(done, Done) and done.text == "Hello, world!"
+    assert done.stats.tokens == 4
+    assert done.stats.ttft_s >= 0 and done.stats.prompt_tokens > 0
+    assert done.stats.finish_reason == "stop"
+
+
+def test_system_prompt_default_persona_and_free_text():
+    model = FakeChatModel()
+    assistant = make_assistant(model)
+    collect(assistant.reply([], UserTurn("hi")))
+    assert model.requests[-1].messages[0].role == "system"
+    assert "helpful" in model.requests[-1].messages[0].text
+    collect(assistant.reply([], UserTurn("hi"), system_prompt="concise"))
+    assert "terse" in model.requests[-1].messages[0].text
+    collect(assistant.reply([], UserTurn("hi"), system_prompt="Talk like a pirate."))
+    assert model.requests[-1].messages[0].text == "Talk like a pirate."
+    collect(assistant.reply([], UserTurn("hi"), system_prompt=""))
+    assert model.requests[-1].messages[0].role == "user"
+    with pytest.raises(InvalidParams, match="unknown system prompt"):
+        collect(assistant.reply([], UserTurn("hi"), system_prompt="no-such-persona"))
+    with pytest.raises(InvalidParams):
+        collect(assistant.reply([], UserTurn("hi"), system_prompt="../../etc/passwd"))
+
+
+def test_empty_turn_rejected():
+    with pytest.raises(InvalidParams, match="empty"):
+        collect(make_assistant().reply([], UserTurn("   ")))
+
+
+def test_missing_model_explains_itself():
+    assistant = Assistant(Settings(), None, None, chat_error="chat model 'x' is not downloaded")
+    with pytest.raises(ModelUnavailable, match="not downloaded"):
+        collect(assistant.reply([], UserTurn("hi")))
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("temperature", -0.1), ("temperature", 2.5), ("temperature", float("nan")), ("top_p", 0), ("top_p", 1.5),
+     ("max_new_tokens", 0), ("max_new_tokens", 10**6), ("seed", -1), ("seed", "x"), ("max_new_tokens", 1.5)],
+)
+def test_params_out_of_range_name_the_field(field, value):
+    with pytest.raises(InvalidParams, match=field):
+        make_assistant().params(**{field: value})
+
+
+def test_params_defaults_and_bounds():
+    assistant = make_assistant(default_max_new_tokens=77)
+    assert assistant.params().max_new_tokens == 77
+    assert assistant.params(temperature=0, top_p=1, seed=3).temperature == 0
+    assert assistant.params(temperature=2.0).temperature == 2.0
+
+
+def test_images_in_two_turns_reach_the_model(tmp_path):
+    model = FakeChatModel()
+    assistant = make_assistant(model)
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    Image.new("RGB", (64, 48), "red").save(a)
+    Image.new("RGB", (48, 64), "blue").save(b)
+    history = [Message("user", "first", (str(a),)), Message("assistant", "a red one")]
+    collect(assistant.reply(history, UserTurn("and this?", images=(str(b),))))
+    sent = model.requests[-1].messages
+    images = [img for m in sent for img in m.images]
+    assert [img.getpixel((0, 0)) for img in images] == [(255, 0, 0), (0, 0, 255)]
+    assert [m.role for m in sent] == ["system", "user", "assistant", "user"]
+
+
+def test_image_cap_keeps_newest():
+    msgs = [Message("user", str(i), ("a", "b")) for i in range(3)]
+    kept = limit_images(msgs, 3)
+    assert [len(m.images) for m in kept] == [0, 1, 2]
+    assert [m.text for m in kept] == ["0", "1", "2"]
+    assert all(not m.images for m in limit_images(msgs, 0))
+
+
+def test_context_trim_keeps_system_and_newest_turns():
+    system = Message("system", "sys")
+    history = [Message("user" if i % 2 == 0 else "assistant", f"m{i} " * 10) for i in range(10)]
+    kept = fit_to_context(system, history, lambda m: 10, budget=45)
+    assert kept[0] is system
+    assert kept[-1] is history[-1]
+    assert kept[1].role == "user"  # never begins with an orphan assistant reply
+    assert len(kept) - 1 <= 4
+
+
+def test_long_history_is_trimmed_to_model_context():
+    model = FakeChatModel(context_length=200)
+    assistant = make_assistant(model, default_max_new_tokens=50)
+    history = []
+    for i in range(40):
+        history += [Message("user", f"question {i} " * 3), Message("assistant", f"answer {i}")]
+    collect(assistant.reply(history, UserTurn("last question")))
+    sent = model.requests[-1].messages
+    assert sent[0].role == "system" and sent[-1].text == "last question"
+    assert sum(model.count_tokens(m) for m in sent) <= 200 - 50
+    assert len(sent) < len(history)
+
+
+def test_stop_filter_holds_back_partial_matches():
+    f = StopFilter(["STOP"])
+    out = f.feed("abc ST") + f.feed("O") + f.feed("P tail")
+    assert out == "abc " and f.stopped
+    g = StopFilter(["STOP"])
+    assert g.feed("ST") == "" and g.feed("ar") == "STar" and not g.stopped
+
+
+def test_stop_sequence_ends_reply_and_frees_model():
+    model = FakeChatModel(chunks=["one ", "two ", "th", "ree ", "four"])
+    assistant = make_assistant(model)
+    events = collect(assistant.reply([], UserTurn("count"), assistant.params(stop=["three"])))
+    assert events[-1].text == "one two "
+    assert events[-1].stats.finish_reason == "stop"
+    assert model.requests[-1].cancel.is_set()
+    assert not model.queue.busy
+
+
+def test_closing_the_stream_cancels_and_frees_the_model():
+    model = FakeChatModel(chunks=["x"] * 100, delay_s=0.01)
+    assistant = make_assistant(model)
+    stream = assistant.reply([], UserTurn("go"))
+    for event in stream:
+        if isinstance(event, Token):
+            break
+    stream.close()
+    assert model.requests[-1].cancel.is_set()
+    assert not model.queue.busy and model.active == 0
+
+
+def test_cancel_event_stops_generation():
+    model = FakeChatModel(chunks=["x"] * 100, delay_s=0.01)
+    assistant = make_assistant(model)
+    cancel = threading.Event()
+    seen = 0
+    for event in assistant.reply([], UserTurn("go"), cancel=cancel):
+        if isinstance(event, Token):
+            seen += 1
+            if seen == 3:
+                cancel.set()
+        last = event
+    assert isinstance(last, Done) and last.stats.finish_reason == "cancelled"
+    assert last.stats.tokens <= 4
+
+
+def test_concurrent_callers_run_one_at_a_time_in_arrival_order():
+    model = FakeChatModel(chunks=["a", "b", "c"], delay_s=0.05)
+    assistant = make_assistant(model)
+    finished, queued_seen = [], []
+
+    def user(i):
+        for event in assistant.reply([], UserTurn(f"user {i}")):
+            if isinstance(event, Queued):
+                queued_seen.append(i)
+        finished.append(i)
+
+    threads = []
+    for i in range(4):
+        t = threading.Thread(target=user, args=(i,))
+        t.start()
+        threads.append(t)
+        time.sleep(0.03)  # arrive in order
+    for t in threads:
+        t.join(10)
+    assert finished == [0, 1, 2, 3]
+    assert model.max_active == 1
+    assert set(queued_seen) >= {2, 3}
+    assert [r.messages[-1].text for r in model.requests] == [f"user {i}" for i in range(4)]
+
+
+def test_turn_queue_positions_and_leaving_early():
+    q = TurnQueue()
+    a, b, c = q.enter(), q.enter(), q.enter()
+    assert q.wait(a, 0.1)
+    assert q.position(a) == 0 and q.position(b) == 1 and q.position(c) == 2
+    q.leave(b)  # gave up while waiting
+    assert q.position(c) == 1
+    assert not q.wait(c, 0.05)
+    q.leave(a)
+    assert q.wait(c, 0.1)
+    q.leave(c)
+    assert not q.busy
+
+
+def test_conversation_history_ops():
+    conv = Conversation([Message("user", "q1"), Message("assistant", "a1"), Message("user", "q2"), Message("assistant", "a2")])
+    history, user = conv.for_regenerate()
+    assert user.text == "q2" and [m.text for m in history.messages] == ["q1", "a1"]
+    history, edited = conv.edit_user_message(0, "q1 edited")
+    assert edited.text == "q1 edited" and history.messages == []
+    with pytest.raises(ValueError):
+        conv.edit_user_message(1, "x")
+    assert conv.undo_last_turn().text == "q2"
+    assert [m.text for m in conv.messages] == ["q1", "a1"]
+
+
+def test_generation_params_validated_type():
+    with pytest.raises(InvalidParams, match="stop"):
+        GenerationParams(stop=("",)).validated(100)

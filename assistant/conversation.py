@@ -72,7 +72,7 @@ def limit_images(messages: Sequence[Message], max_images: int) -> list[Message]:
     kept: list[Message] = []
     for message in reversed(messages):
         if message.images:
-            keep = message.images[len(message.images) - budget :] if budget else ()
+            keep = message.images[max(0, len(message.images) - budget) :] if budget else ()
             budget -= len(keep)
             message = replace(message, images=tuple(keep))
         kept.append(message)

@@ -213,10 +213,12 @@ class Assistant:
         try:
             if queue is not None:
                 wait_started = time.perf_counter()
-                while not queue.wait(ticket, timeout=QUEUE_POLL_S):
+                timeout = 0.0  # say at once that we wait, then every poll
+                while not queue.wait(ticket, timeout=timeout):
                     if request.cancel.is_set():
                         return
                     yield Queued(queue.position(ticket))
+                    timeout = QUEUE_POLL_S
                 queued_s = time.perf_counter() - wait_started
             stop = StopFilter(params.stop)
             stream = model.stream(request)

@@ -49,8 +49,8 @@ def test_system_prompt_default_persona_and_free_text():
     assert model.requests[-1].messages[0].role == "user"
     with pytest.raises(InvalidParams, match="unknown system prompt"):
         collect(assistant.reply([], UserTurn("hi"), system_prompt="no-such-persona"))
-    with pytest.raises(InvalidParams):
-        collect(assistant.reply([], UserTurn("hi"), system_prompt="../../etc/passwd"))
+    collect(assistant.reply([], UserTurn("hi"), system_prompt="../prompts/default"))
+    assert model.requests[-1].messages[0].text == "../prompts/default"  # text, never a path
 
 
 def test_empty_turn_rejected():
@@ -224,4 +224,4 @@ def test_conversation_history_ops():
 
 def test_generation_params_validated_type():
     with pytest.raises(InvalidParams, match="stop"):
-        GenerationParams(stop=("",)).validated(100)
+        GenerationParams(stop=("",)).validated(4096)

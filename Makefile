@@ -35,7 +35,7 @@ bench: $(DEV_STAMP) system-deps
 	$(PY) -m bench $(ARGS)
 
 # A tiny random SmolVLM-architecture model to try the app with on machines without real weights.
-tiny-model: $(DEV_STAMP)
+tiny-model: $(RUNTIME_STAMP)
 	$(PY) -m tools.random_models idefics3 .cache/tiny-smolvlm
 
 clean:

@@ -1,0 +1,86 @@
+"""Errors in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
+
+Engine errors (:mod:`assistant.errors`) carry their own HTTP status and code; this module
+translates them, and pydantic's validation errors, once, for the /v1 routes only.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from assistant.errors import AssistantError
+
+log = logging.getLogger(__name__)
+
+# Engine wording → the API's field names (the engine speaks of max_new_tokens).
+_ENGINE_FIELDS = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens", "temperature": "temperature", "top_p": "top_p", "seed": "seed", "stop": "stop"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None, type: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+        self.type = type or _type_for(status)
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self, headers: dict | None = None) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
+
+def _type_for(status: int) -> str:
+    # As OpenAI does: every client error (401 and 404 included) is an invalid_request_error.
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def from_exception(exc: BaseException) -> ApiError:
+    """Any exception → ApiError; unexpected ones are logged and hidden behind a 500."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, RequestValidationError):
+        return from_validation(exc.errors())
+    if isinstance(exc, AssistantError):
+        message, param = str(exc), None
+        for engine_name, api_name in _ENGINE_FIELDS.items():
+            if message.startswith(engine_name):
+                message, param = api_name + message[len(engine_name):], api_name
+                break
+        return ApiError(exc.http_status, message, param=param, code=exc.code)
+    log.exception("unexpected error in the API", exc_info=exc)
+    return ApiError(500, f"internal error ({type(exc).__name__}); see the server log", code="internal_error")
+
+
+def param_path(loc) -> str:
+    """pydantic loc → ``messages[0].content[1].image_url.url`` (union member names dropped)."""
+    out = ""
+    for part in loc:
+        if part in ("body", "query", "path"):
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif "[" in part or part in ("str", "int", "float", "bool", "none", "function-after"):
+            continue  # pydantic names the union member it tried; not a field
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def from_validation(errors) -> ApiError:
+    if not errors:
+        return ApiError(400, "invalid request")
+    # Unions report one error per member; the deepest is the one that says what is wrong.
+    error = max(errors, key=lambda e: len(e.get("loc", ())))
+    param = param_path(error.get("loc", ())) or None
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        return ApiError(400, f"Unrecognized request argument supplied: {param}", param=param, code="unknown_parameter")
+    if kind in ("json_invalid", "model_attributes_type") or param is None:
+        return ApiError(400, "the request body is not valid JSON (send a JSON object with 'model' and 'messages')", code="invalid_json")
+    if kind == "missing":
+        return ApiError(400, f"missing required parameter: {param}", param=param, code="missing_required_parameter")
+    message = error.get("msg", "invalid value").removeprefix("Value error, ")
+    return ApiError(400, f"{param}: {message}", param=param, code="invalid_value")

@@ -1,0 +1,53 @@
+"""OpenAI chat messages → the engine's ``(history, user turn, system prompt)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from api.errors import ApiError
+from api.images import ImageFetcher
+from api.schemas import ChatMessageIn
+from assistant.conversation import Message, UserTurn
+
+
+@dataclass(frozen=True)
+class Converted:
+    history: list[Message]
+    turn: UserTurn
+    system_prompt: str | None  # None = the server's default persona
+
+
+async def convert(messages: list[ChatMessageIn], fetcher: ImageFetcher) -> Converted:
+    if not messages:
+        raise ApiError(400, "messages must contain at least one user message", param="messages", code="empty_messages")
+    if messages[-1].role != "user":
+        raise ApiError(400, f"the last message must come from the user, not '{messages[-1].role}'", param=f"messages[{len(messages) - 1}].role")
+    system: list[str] = []
+    chat: list[Message] = []
+    for i, message in enumerate(messages):
+        text, images = await _content(message, i, fetcher)
+        if message.role in ("system", "developer"):
+            if images:
+                raise ApiError(400, "system messages cannot contain images", param=f"messages[{i}].content")
+            system.append(text)
+        else:
+            if message.role == "assistant" and images:
+                raise ApiError(400, "assistant messages cannot contain images", param=f"messages[{i}].content")
+            chat.append(Message(message.role, text, tuple(images)))
+    last = chat.pop()
+    # A trailing space keeps the engine from reading a one-word prompt ("concise") as a persona
+    # name: over the API a system message is always literal text.
+    system_prompt = "\n\n".join(system) + " " if system else None
+    return Converted(chat, UserTurn(last.text, last.images), system_prompt)
+
+
+async def _content(message: ChatMessageIn, i: int, fetcher: ImageFetcher) -> tuple[str, list[bytes]]:
+    if message.content is None or isinstance(message.content, str):
+        return message.content or "", []
+    texts, images = [], []
+    for j, part in enumerate(message.content):
+        if part.type == "text":
+            texts.append(part.text)
+        else:
+            images.append(await fetcher.load(part.image_url.url, f"messages[{i}].content[{j}].image_url.url"))
+    return "\n".join(texts), images

@@ -1,0 +1,162 @@
+"""The /v1 routes: models, chat completions (JSON or SSE), audio transcriptions.
+
+Every route goes through :class:`OpenAIRoute`, which checks the API key first and turns any
+error into OpenAI's error JSON; nothing here touches the app-wide handlers, so the Gradio
+page mounted beside these routes keeps its own behaviour.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import threading
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
+from fastapi.routing import APIRoute
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from api.errors import ApiError, from_exception
+from api.images import ImageFetcher
+from api.messages import convert
+from api.replies import Reply
+from api.schemas import ChatCompletionRequest
+from api.streaming import Workers
+from assistant.errors import ModelUnavailable
+
+MB = 1024 * 1024
+WHISPER_ALIAS = "whisper-1"  # the name OpenAI clients and tools send by default
+TRANSCRIPTION_FIELDS = ("file", "model", "language", "response_format")
+RESPONSE_FORMATS = ("json", "text", "verbose_json")
+
+
+def route_class(api_key: str | None, max_body_bytes: int) -> type[APIRoute]:
+    expected = api_key.encode() if api_key else None
+
+    class OpenAIRoute(APIRoute):
+        def get_route_handler(self):
+            handler = super().get_route_handler()
+
+            async def guarded(request: Request):
+                try:
+                    if expected is not None:
+                        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+                        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+                            raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", code="invalid_api_key")
+                    length = request.headers.get("content-length", "")
+                    if length.isdigit() and int(length) > max_body_bytes:
+                        raise ApiError(413, f"the request body is larger than {max_body_bytes // MB} MB", code="request_too_large")
+                    return await handler(request)
+                except HTTPException as exc:
+                    return ApiError(exc.status_code, str(exc.detail)).response()
+                except Exception as exc:
+                    error = from_exception(exc)
+                    return error.response({"WWW-Authenticate": "Bearer"} if error.status == 401 else None)
+
+            return guarded
+
+    return OpenAIRoute
+
+
+def build_router(assistant, settings) -> APIRouter:
+    chat_body = (settings.max_images_in_context + 4) * settings.max_image_bytes * 4 // 3 + MB
+    router = APIRouter(prefix="/v1", route_class=route_class(settings.api_key, max(chat_body, settings.max_audio_bytes + MB)))
+    fetcher = ImageFetcher(allow_remote=settings.allow_remote_images, max_bytes=settings.max_image_bytes, timeout_s=settings.remote_image_timeout_s)
+    workers = Workers()
+    created = int(time.time())
+
+    def chat_name() -> str | None:
+        return assistant.chat_model.info.name if assistant.chat_model is not None else None
+
+    def asr_name() -> str | None:
+        return getattr(assistant.transcriber, "name", "whisper") if assistant.transcriber is not None else None
+
+    def model_card(name: str, **extra) -> dict:
+        return {"id": name, "object": "model", "created": created, "owned_by": "multimodal-assistant", **extra}
+
+    def cards() -> list[dict]:
+        found = []
+        if chat_name():
+            found.append(model_card(chat_name(), max_model_len=assistant.chat_model.info.context_length))
+        if asr_name():
+            found.append(model_card(asr_name()))
+        return found
+
+    @router.get("/models")
+    async def list_models():
+        return {"object": "list", "data": cards()}
+
+    @router.get("/models/{model_id:path}")
+    async def get_model(model_id: str):
+        for card in cards():
+            if card["id"] == model_id:
+                return card
+        raise ApiError(404, f"The model '{model_id}' does not exist", param="model", code="model_not_found")
+
+    @router.post("/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, request: Request):
+        name = chat_name()
+        if name is None:
+            raise ModelUnavailable(assistant.chat_error or "no chat model is loaded")
+        if body.model != name:
+            raise ApiError(404, f"The model '{body.model}' does not exist; this server serves '{name}'", param="model", code="model_not_found")
+        if body.n not in (None, 1):
+            raise ApiError(400, "n must be 1: this server returns one choice per request", param="n")
+        if body.stream_options is not None and not body.stream:
+            raise ApiError(400, "stream_options is only allowed when stream is true", param="stream_options")
+        converted = await convert(body.messages, fetcher)
+        params = assistant.params(
+            max_new_tokens=body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            seed=body.seed,
+            stop=[body.stop] if isinstance(body.stop, str) else body.stop,
+            min_new_tokens=body.min_tokens,
+        )
+        cancel = threading.Event()
+        events = assistant.reply(converted.history, converted.turn, params, system_prompt=converted.system_prompt, cancel=cancel)
+        reply = Reply(name, workers.iterate(events, request, cancel))
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return await reply.streaming(include_usage)
+        return await reply.complete()
+
+    @router.post("/audio/transcriptions")
+    async def transcriptions(request: Request):
+        if assistant.transcriber is None:
+            raise ModelUnavailable("speech recognition is not loaded on this server")
+        async with request.form(max_files=1, max_fields=16) as form:  # room to name a stray field
+            for key in form.keys():
+                if key not in TRANSCRIPTION_FIELDS:
+                    raise ApiError(400, f"Unrecognized request argument supplied: {key}", param=key, code="unknown_parameter")
+            upload, model = form.get("file"), form.get("model")
+            if not isinstance(upload, UploadFile):
+                raise ApiError(400, "missing required parameter: file (send the audio as multipart form data)", param="file", code="missing_required_parameter")
+            if not model:
+                raise ApiError(400, "missing required parameter: model", param="model", code="missing_required_parameter")
+            if model not in (asr_name(), WHISPER_ALIAS):
+                raise ApiError(404, f"The model '{model}' does not exist; use '{asr_name()}'", param="model", code="model_not_found")
+            response_format = form.get("response_format") or "json"
+            if response_format not in RESPONSE_FORMATS:
+                raise ApiError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}", param="response_format")
+            language = form.get("language") or None
+            data = await upload.read(settings.max_audio_bytes + 1)
+        if len(data) > settings.max_audio_bytes:
+            raise ApiError(413, f"the audio file is larger than {settings.max_audio_bytes // MB} MB", param="file", code="audio_too_large")
+        transcript = await workers.run(assistant.transcribe, data, language)
+        if response_format == "text":
+            return PlainTextResponse(transcript.text)
+        usage = {"type": "duration", "seconds": math.ceil(transcript.duration_s)}
+        if response_format == "json":
+            return {"text": transcript.text, "usage": usage}
+        segments = [{"id": i, "start": s.start, "end": s.end, "text": s.text} for i, s in enumerate(transcript.segments)]
+        return {"task": "transcribe", "language": transcript.language, "duration": transcript.duration_s, "text": transcript.text, "segments": segments, "usage": usage}
+
+    @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    async def unknown_route(request: Request):
+        raise ApiError(404, f"Unknown route: {request.method} {request.url.path}", code="unknown_url")
+
+    return router
+

@@ -1,0 +1,313 @@
+"""The ChatModel contract over any OpenAI-compatible server (vLLM, another copy of this app…).
+
+Chat goes to ``{base_url}/chat/completions`` with ``stream: true``; images travel as JPEG data
+URLs. The server batches concurrent requests itself, so there is no ``queue`` here: callers
+reach it in parallel. Speech can go the same way (:class:`RemoteTranscriber`).
+Network problems become :class:`ModelUnavailable` / :class:`GenerationFailed` naming the URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import threading
+import time
+import wave
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from assistant.errors import AssistantError, GenerationFailed, InvalidParams, MediaError, ModelUnavailable
+from assistant.models.base import ChatMessage, ChatRequest, ModelInfo
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONTEXT_LENGTH = 32768  # used when the server does not say (vLLM reports max_model_len)
+IMAGE_TOKENS = 1280  # an upward estimate of one image's prompt cost on common VLMs
+CHARS_PER_TOKEN = 3
+MESSAGE_OVERHEAD_TOKENS = 8
+JPEG_QUALITY = 90
+CONNECT_TIMEOUT_S = 10.0
+DISCOVERY_RETRY_S = 3.0
+_LANGUAGE_CODES = {"english": "en", "spanish": "es", "french": "fr", "german": "de", "italian": "it", "portuguese": "pt",
+                   "dutch": "nl", "russian": "ru", "chinese": "zh", "japanese": "ja", "korean": "ko"}
+
+
+def _client(base_url: str, api_key: str | None, timeout_s: float) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return httpx.Client(
+        base_url=base_url.rstrip("/") + "/",
+        headers=headers,
+        # read = the longest wait for the next chunk (prefill of a long prompt included)
+        timeout=httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s)),
+        limits=httpx.Limits(max_connections=256, max_keepalive_connections=32),
+    )
+
+
+def _error_detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        error = body.get("error", body) if isinstance(body, dict) else body
+        message = error.get("message") or error.get("detail") if isinstance(error, dict) else error
+        return str(message or response.reason_phrase)[:500]
+    except (ValueError, UnicodeDecodeError):
+        return (response.text or response.reason_phrase)[:500]
+
+
+@contextmanager
+def _translated(what: str, url: str, timeout_s: float):
+    """httpx failures → engine errors a person can act on."""
+    try:
+        yield
+    except AssistantError:
+        raise
+    except httpx.TimeoutException:
+        raise ModelUnavailable(f"the {what} at {url} did not answer within {timeout_s:g} s; is it overloaded?") from None
+    except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        raise ModelUnavailable(f"cannot reach the {what} at {url} ({type(exc).__name__}: {str(exc) or 'connection closed'}); is it running?") from None
+    except httpx.HTTPError as exc:
+        raise ModelUnavailable(f"request to the {what} at {url} failed: {exc}") from None
+
+
+def _raise_for_status(response: httpx.Response, what: str, url: str) -> None:
+    if response.status_code < 400:
+        return
+    if not response.is_closed:
+        response.read()
+    detail, status = _error_detail(response), response.status_code
+    if status in (401, 403):
+        raise ModelUnavailable(f"the {what} at {url} refused our credentials (HTTP {status}): {detail}; check --remote-api-key")
+    if status == 404:
+        raise ModelUnavailable(f"the {what} at {url} does not serve this (HTTP 404): {detail}; check --base-url and --remote-model")
+    if status in (400, 413, 422):  # the request itself: too long a prompt, an image it refuses…
+        raise InvalidParams(f"the {what} at {url} rejected the request: {detail}")
+    if status in (429, 503):
+        raise ModelUnavailable(f"the {what} at {url} is busy or not ready (HTTP {status}): {detail}")
+    raise GenerationFailed(f"the {what} at {url} failed (HTTP {status}): {detail}")
+
+
+def image_data_url(image) -> str:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def to_openai(message: ChatMessage) -> dict:
+    if not message.images:
+        return {"role": message.role, "content": message.text}
+    parts = [{"type": "image_url", "image_url": {"url": image_data_url(im)}} for im in message.images]
+    if message.text:
+        parts.append({"type": "text", "text": message.text})
+    return {"role": message.role, "content": parts}
+
+
+class RemoteChatModel:
+    def __init__(self, base_url: str, *, model: str | None = None, api_key: str | None = None, timeout_s: float = 120.0,
+                 context_length: int | None = None, client: httpx.Client | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._client = client or _client(self.base_url, api_key, timeout_s)
+        self._model = model
+        self._context_length = context_length
+        self._discovered = False
+        self._closed = False
+        self._send_usage_option = True  # cleared once if the server refuses stream_options
+        self.info = ModelInfo(model or "(remote model)", "openai", self.base_url, "remote", context_length or DEFAULT_CONTEXT_LENGTH)
+
+    @classmethod
+    def from_settings(cls, settings) -> "RemoteChatModel":
+        if not settings.base_url:
+            raise ModelUnavailable("--backend openai needs --base-url (e.g. http://gpu-box:8000/v1)")
+        model = cls(settings.base_url, model=settings.remote_model, api_key=settings.remote_api_key, timeout_s=settings.remote_timeout_s)
+        try:
+            model.discover()
+        except ModelUnavailable as exc:  # the server may come up later than this app
+            log.warning("%s (retrying in the background)", exc)
+            threading.Thread(target=model._discover_until_found, name="remote-discover", daemon=True).start()
+        return model
+
+    def _discover_until_found(self) -> None:
+        while True:
+            time.sleep(DISCOVERY_RETRY_S)
+            if self._discovered or self._closed:
+                return
+            try:
+                self.discover()
+                log.info("the chat server at %s is up: using %s", self.base_url, self._model)
+            except (ModelUnavailable, RuntimeError):  # RuntimeError: closed meanwhile
+                pass
+
+    def discover(self) -> None:
+        """Ask the server for its models: the name to use (the first, unless given) and its context."""
+        with _translated("chat server", self.base_url, self.timeout_s):
+            response = self._client.get("models")
+            _raise_for_status(response, "chat server", self.base_url)
+            cards = [c for c in response.json().get("data", []) if isinstance(c, dict) and c.get("id")]
+        if not cards:
+            raise ModelUnavailable(f"the chat server at {self.base_url} lists no models")
+        card = next((c for c in cards if c["id"] == self._model), None)
+        if card is None and self._model:
+            log.warning("the chat server at %s does not list %r (it has %s); using it anyway", self.base_url, self._model, [c["id"] for c in cards])
+            card = {"id": self._model}
+        card = card or cards[0]
+        self._model = card["id"]
+        context = self._context_length or card.get("max_model_len") or DEFAULT_CONTEXT_LENGTH
+        self.info = ModelInfo(self._model, "openai", self.base_url, "remote", int(context))
+        self._discovered = True
+
+    def count_tokens(self, message: ChatMessage) -> int:
+        # An estimate from above: the exact tokenizer lives on the server.
+        return MESSAGE_OVERHEAD_TOKENS + len(message.text) // CHARS_PER_TOKEN + IMAGE_TOKENS * len(message.images)
+
+    def _body(self, request: ChatRequest) -> dict:
+        p = request.params
+        body = {"model": self._model, "messages": [to_openai(m) for m in request.messages], "stream": True,
+                "max_tokens": p.max_new_tokens, "temperature": p.temperature, "top_p": p.top_p}
+        if p.seed is not None:
+            body["seed"] = p.seed
+        if p.stop:
+            body["stop"] = list(p.stop)
+        if p.min_new_tokens:
+            body["min_tokens"] = p.min_new_tokens  # vLLM's extension (this app accepts it too)
+        if self._send_usage_option:
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    def stream(self, request: ChatRequest) -> Iterator[str]:
+        usage = request.usage
+        usage.prompt_tokens = sum(self.count_tokens(m) for m in request.messages)  # until the server says
+        with _translated("chat server", self.base_url, self.timeout_s):
+            if self._model is None:
+                self.discover()
+            body = self._body(request)
+            with self._client.stream("POST", "chat/completions", json=body) as response:
+                if response.status_code == 400 and "stream_options" in body and "stream_options" in response.read().decode(errors="replace"):
+                    self._send_usage_option = False  # an older server: count chunks instead
+                    response.close()
+                    yield from self.stream(request)
+                    return
+                _raise_for_status(response, "chat server", self.base_url)
+                yield from self._read_events(response, request)
+
+    def _read_events(self, response: httpx.Response, request: ChatRequest) -> Iterator[str]:
+        usage, counted, reported = request.usage, 0, False
+        usage.finish_reason = "stop"
+        try:
+            for line in response.iter_lines():
+                if request.cancel.is_set():
+                    usage.finish_reason = "cancelled"
+                    return  # leaving the `with` closes the connection; the server stops generating
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    error = chunk["error"]
+                    raise GenerationFailed(f"the chat server at {self.base_url} failed mid-reply: {error.get('message', error) if isinstance(error, dict) else error}")
+                if chunk.get("usage"):
+                    usage.prompt_tokens = chunk["usage"].get("prompt_tokens", usage.prompt_tokens)
+                    usage.completion_tokens = chunk["usage"].get("completion_tokens", counted)
+                    reported = True
+                for choice in chunk.get("choices") or []:
+                    text = (choice.get("delta") or {}).get("content")
+                    if choice.get("finish_reason"):
+                        usage.finish_reason = "length" if choice["finish_reason"] == "length" else "stop"
+                    if text:
+                        if usage.first_token_at is None:
+                            usage.first_token_at = time.perf_counter()
+                        counted += 1
+                        if not reported:
+                            usage.completion_tokens = counted
+                        yield text
+            else:
+                raise GenerationFailed(f"the chat server at {self.base_url} closed the stream before it finished")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise GenerationFailed(f"the chat server at {self.base_url} sent a malformed stream ({type(exc).__name__}: {exc})") from None
+        except httpx.TimeoutException:
+            usage.finish_reason = "error"
+            raise GenerationFailed(f"the chat server at {self.base_url} sent nothing for {self.timeout_s:g} s mid-reply") from None
+        except httpx.TransportError as exc:
+            usage.finish_reason = "error"
+            raise GenerationFailed(f"the connection to the chat server at {self.base_url} broke mid-reply ({type(exc).__name__})") from None
+
+    def close(self) -> None:
+        self._closed = True
+        self._client.close()
+
+
+class RemoteTranscriber:
+    """Speech to text through a remote ``/v1/audio/transcriptions`` (OpenAI, vLLM, this app)."""
+
+    def __init__(self, base_url: str, *, model: str = "whisper-1", api_key: str | None = None, timeout_s: float = 120.0,
+                 max_audio_bytes: int = 50 * 1024 * 1024, client: httpx.Client | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.name = model
+        self.timeout_s, self.max_audio_bytes = timeout_s, max_audio_bytes
+        self._client = client or _client(self.base_url, api_key, timeout_s)
+
+    @classmethod
+    def from_settings(cls, settings) -> "RemoteTranscriber":
+        if not settings.base_url:
+            raise ModelUnavailable("--asr-backend openai needs --base-url")
+        # 'embedded' names our local default; remote servers know OpenAI's name for Whisper.
+        model = settings.asr_model if settings.asr_model not in ("embedded", "", None) else "whisper-1"
+        return cls(settings.base_url, model=model, api_key=settings.remote_api_key, timeout_s=settings.remote_timeout_s,
+                   max_audio_bytes=settings.max_audio_bytes)
+
+    def _payload(self, audio) -> tuple[str, bytes]:
+        if isinstance(audio, (str, Path)):
+            path = Path(audio)
+            try:
+                size = path.stat().st_size
+            except OSError as exc:
+                raise MediaError(f"cannot read the audio file {path.name}: {exc.strerror}") from None
+            if size > self.max_audio_bytes:
+                raise MediaError(f"{path.name} is larger than {self.max_audio_bytes // 2**20} MB")
+            return path.name, path.read_bytes()
+        if isinstance(audio, (bytes, bytearray)):
+            if len(audio) > self.max_audio_bytes:
+                raise MediaError(f"the audio is larger than {self.max_audio_bytes // 2**20} MB")
+            return "audio", bytes(audio)
+        return "audio.wav", _wav_bytes(audio)  # 16 kHz mono float samples
+
+    def transcribe(self, audio, language: str | None = None):
+        from assistant.speech import Segment, Transcript
+
+        filename, data = self._payload(audio)
+        form = {"model": self.name, "response_format": "verbose_json"}
+        if language:
+            form["language"] = language
+        started = time.perf_counter()
+        with _translated("speech server", self.base_url, self.timeout_s):
+            response = self._client.post("audio/transcriptions", data=form, files={"file": (filename, data, "application/octet-stream")})
+            _raise_for_status(response, "speech server", self.base_url)
+            body = response.json()
+        segments = tuple(Segment(float(s.get("start", 0)), float(s.get("end", 0)), str(s.get("text", "")).strip()) for s in body.get("segments") or [])
+        detected = str(body.get("language") or language or "")
+        return Transcript(
+            text=str(body.get("text", "")).strip(),
+            language=_LANGUAGE_CODES.get(detected.lower(), detected),
+            duration_s=float(body.get("duration") or (segments[-1].end if segments else 0.0)),
+            segments=segments,
+            language_probability=1.0 if language else 0.0,
+            elapsed_s=time.perf_counter() - started,
+        )
+
+
+def _wav_bytes(samples) -> bytes:
+    import numpy as np
+
+    pcm = (np.clip(np.asarray(samples, dtype=np.float32), -1, 1) * 32767).astype("<i2")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(pcm.tobytes())
+    return buffer.getvalue()

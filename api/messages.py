@@ -35,9 +35,8 @@ async def convert(messages: list[ChatMessageIn], fetcher: ImageFetcher) -> Conve
                 raise ApiError(400, "assistant messages cannot contain images", param=f"messages[{i}].content")
             chat.append(Message(message.role, text, tuple(images)))
     last = chat.pop()
-    # A trailing space keeps the engine from reading a one-word prompt ("concise") as a persona
-    # name: over the API a system message is always literal text.
-    system_prompt = "\n\n".join(system) + " " if system else None
+    # Over the API a system message is always literal text (routes pass literal_system=True).
+    system_prompt = "\n\n".join(system) if system else None
     return Converted(chat, UserTurn(last.text, last.images), system_prompt)
 
 

@@ -116,7 +116,7 @@ def build_router(assistant, settings) -> APIRouter:
             min_new_tokens=body.min_tokens,
         )
         cancel = threading.Event()
-        events = assistant.reply(converted.history, converted.turn, params, system_prompt=converted.system_prompt, cancel=cancel)
+        events = assistant.reply(converted.history, converted.turn, params, system_prompt=converted.system_prompt, literal_system=True, cancel=cancel)
         reply = Reply(name, workers.iterate(events, request, cancel))
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)

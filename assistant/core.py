@@ -185,15 +185,20 @@ class Assistant:
         system_prompt: str | None = None,
         cancel: threading.Event | None = None,
         language: str | None = None,
+        literal_system: bool = False,
     ) -> Iterator[Event]:
         """Stream the answer to ``turn`` given ``history``. ``system_prompt`` is a persona
-        name or free text (None = the configured default, "" = none)."""
+        name or free text (None = the configured default, "" = none); with ``literal_system``
+        it is always taken as text, even when it is one word that names a persona."""
         started = time.perf_counter()
         params = params or self.params()
         if turn.is_empty():
             raise InvalidParams("the message is empty: type something, attach a photo or record your voice")
         model = self._require_chat()
-        system_text = self.system_prompt(system_prompt)
+        if literal_system and system_prompt is not None:
+            system_text = system_prompt.strip()
+        else:
+            system_text = self.system_prompt(system_prompt)
         user_text, transcribe_s = turn.text, 0.0
         if turn.audio is not None:
             transcript = self.transcribe(turn.audio, language=language)

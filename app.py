@@ -139,6 +139,7 @@ def build_server(assistant, settings: Settings):
     from api import install_api
     from assistant.store import HistoryStore
     from ui import build_ui
+    from ui.style import CSS
 
     server = FastAPI(title="Multimodal assistant", docs_url="/v1/docs", openapi_url="/v1/openapi.json")
     install_api(server, assistant, settings)
@@ -152,6 +153,7 @@ def build_server(assistant, settings: Settings):
         max_file_size=settings.max_image_bytes,
         allowed_paths=[str(store.media_dir)],
         show_error=True,
+        css=CSS,
     )
     return server, blocks
 

@@ -194,7 +194,6 @@ class Assistant:
         params = params or self.params()
         if turn.is_empty():
             raise InvalidParams("the message is empty: type something, attach a photo or record your voice")
-        model = self._require_chat()
         if literal_system and system_prompt is not None:
             system_text = system_prompt.strip()
         else:
@@ -207,6 +206,7 @@ class Assistant:
             if transcript.is_empty and not turn.text.strip() and not turn.images:
                 raise InvalidParams("no speech was heard in the recording: try again closer to the microphone")
             user_text = "\n\n".join(t for t in (turn.text.strip(), transcript.text) if t)
+        model = self._require_chat()  # after transcription: voice works without a chat model
         user = Message("user", user_text, tuple(turn.images))
         messages = self.build_messages(history, user, system_text, params.max_new_tokens)
 

@@ -130,3 +130,17 @@ def test_bitsandbytes_load_on_cpu(tmp_path_factory, quantization):
     assert quantized, "no layer was quantized"
     request = ChatRequest([ChatMessage("user", "hi", (photo("green"),))], GenerationParams(max_new_tokens=3, min_new_tokens=3, temperature=0))
     assert list(model.stream(request)) is not None and request.usage.completion_tokens == 3
+
+
+def test_missing_model_with_hub_unreachable_fails_fast_and_clearly(monkeypatch):
+    """Not offline-flagged, but no hub answers (as on a machine without internet)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    import huggingface_hub
+
+    def unreachable(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "model_info", unreachable)
+    with pytest.raises(ModelUnavailable) as err:
+        LocalChatModel.load("HuggingFaceTB/SmolVLM-256M-Instruct")
+    assert "hf download HuggingFaceTB/SmolVLM-256M-Instruct" in str(err.value)

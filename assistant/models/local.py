@@ -8,6 +8,7 @@ chat template; replies stream from a worker thread through ``TextIteratorStreame
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -30,6 +31,7 @@ VISION_MODULE_PATTERNS = [
 ZERO_WIDTH_SPACE = "\u200b"
 DEFAULT_CONTEXT_LENGTH = 4096
 TEMPLATE_OVERHEAD_TOKENS = 8  # role markers and separators around each message
+HUB_PROBE_TIMEOUT_S = 5.0
 
 
 def unavailable_message(model_id: str, reason: str = "") -> str:
@@ -40,6 +42,36 @@ def unavailable_message(model_id: str, reason: str = "") -> str:
         f"Download it on a connected machine with `hf download {model_id}` (then copy the "
         f"cache), or pass --model PATH to a local copy."
     )
+
+
+def hub_load_options(model_id: str) -> dict:
+    """How ``from_pretrained`` should look for ``model_id``.
+
+    A local directory or a fully cached hub model loads without the network. Otherwise one quick
+    request tells whether the hub answers: an offline machine then fails in milliseconds with a
+    clear message instead of after a minute of download retries.
+    """
+    if Path(model_id).expanduser().is_dir():
+        return {}
+    from huggingface_hub import model_info, snapshot_download
+
+    try:
+        snapshot_download(model_id, local_files_only=True)
+        return {"local_files_only": True}
+    except Exception:  # not (fully) cached: fall through to the hub
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise ModelUnavailable(unavailable_message(model_id))
+    try:
+        model_info(model_id, timeout=HUB_PROBE_TIMEOUT_S)
+    except Exception as exc:
+        name = type(exc).__name__
+        if "RepositoryNotFound" in name:
+            raise ModelUnavailable(f"there is no model '{model_id}' on the Hugging Face hub: check the id, or pass --model PATH") from None
+        if "Gated" in name:
+            raise ModelUnavailable(f"'{model_id}' is gated: accept its license on the hub, run `hf auth login`, then `hf download {model_id}`") from None
+        raise ModelUnavailable(unavailable_message(model_id)) from None
+    return {}
 
 
 def quantization_config(quantization: str, compute_dtype, keep_vision_unquantized: bool):
@@ -140,10 +172,12 @@ class LocalChatModel:
         else:
             dtype = torch.float32  # bf16 matmuls are slow on most CPUs
         quant = quantization_config(quantization, dtype if device == "cuda" else torch.bfloat16, keep_vision_unquantized)
+        source = hub_load_options(model_id)
         try:
-            processor = AutoProcessor.from_pretrained(model_id)
+            processor = AutoProcessor.from_pretrained(model_id, **source)
             model = AutoModelForImageTextToText.from_pretrained(
                 model_id,
+                **source,
                 dtype=dtype,
                 device_map={"": 0} if device == "cuda" else ("cpu" if quant else None),
                 quantization_config=quant,

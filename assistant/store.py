@@ -1,0 +1,192 @@
+"""Chat history kept in SQLite under the data dir, with copies of the images people sent.
+
+One row per conversation, one row per message. Saving replaces a conversation's messages as a
+whole: regenerate, edit and undo rewrite the tail, and conversations are small. Images are
+copied into ``media/<conversation id>/`` (named by content hash) because the upload cache
+of the web server is temporary; the copies are what saved messages point at.
+
+Every call opens its own short-lived connection, so the store is safe to share between the
+web server's worker threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sqlite3
+import time
+import uuid
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DB_NAME = "history.sqlite3"
+TITLE_CHARS = 60
+LOCAL_OWNER = "local"  # conversations of an app without --auth
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    title TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conversations_by_owner ON conversations (owner, updated_at);
+CREATE TABLE IF NOT EXISTS messages (
+    conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    text TEXT NOT NULL,
+    transcript TEXT,
+    images TEXT NOT NULL,
+    PRIMARY KEY (conversation_id, position)
+);
+"""
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    role: str  # "user" | "assistant"
+    text: str = ""  # what was typed (or generated)
+    images: tuple[str, ...] = ()  # file paths
+    transcript: str | None = None  # the words recognised in a voice message
+
+    @property
+    def words(self) -> str:
+        """Everything the person said in this message: typed text, then the transcript."""
+        return "\n\n".join(t for t in (self.text.strip(), (self.transcript or "").strip()) if t)
+
+
+@dataclass(frozen=True)
+class Summary:
+    id: str
+    title: str
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class StoredConversation:
+    id: str
+    title: str
+    messages: list[StoredMessage] = field(default_factory=list)
+
+
+def title_from(messages: list[StoredMessage]) -> str:
+    """The first user words, shortened; 'Photo' for a picture-only start."""
+    for m in messages:
+        if m.role != "user":
+            continue
+        words = " ".join(m.words.split())
+        if words:
+            return words if len(words) <= TITLE_CHARS else words[: TITLE_CHARS - 1].rstrip() + "…"
+        if m.images:
+            return "Photo"
+    return "New chat"
+
+
+class HistoryStore:
+    def __init__(self, data_dir: str | Path):
+        self.data_dir = Path(data_dir).expanduser()
+        self.media_dir = self.data_dir / "media"
+        self.media_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.data_dir / DB_NAME
+        with self._connect() as db:
+            db.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=10)
+        db.execute("PRAGMA foreign_keys = ON")
+        return db
+
+    # -- conversations -----------------------------------------------------------------
+
+    def conversations(self, owner: str = LOCAL_OWNER) -> list[Summary]:
+        """This owner's conversations, most recently changed first."""
+        with closing(self._connect()) as db:
+            rows = db.execute(
+                "SELECT id, title, updated_at FROM conversations WHERE owner = ? ORDER BY updated_at DESC", (owner,)
+            ).fetchall()
+        return [Summary(*row) for row in rows]
+
+    def load(self, conversation_id: str, owner: str = LOCAL_OWNER) -> StoredConversation | None:
+        with closing(self._connect()) as db:
+            head = db.execute("SELECT title FROM conversations WHERE id = ? AND owner = ?", (conversation_id, owner)).fetchone()
+            if head is None:
+                return None
+            rows = db.execute(
+                "SELECT role, text, images, transcript FROM messages WHERE conversation_id = ? ORDER BY position",
+                (conversation_id,),
+            ).fetchall()
+        messages = [StoredMessage(role, text, tuple(json.loads(images)), transcript) for role, text, images, transcript in rows]
+        return StoredConversation(conversation_id, head[0], messages)
+
+    def save(self, conversation_id: str | None, messages: list[StoredMessage], owner: str = LOCAL_OWNER) -> tuple[str, list[StoredMessage]]:
+        """Create or overwrite a conversation. Images are copied into the media dir first;
+        returns the id and the messages as stored (their image paths point at the copies)."""
+        conversation_id = conversation_id or uuid.uuid4().hex
+        stored = [StoredMessage(m.role, m.text, tuple(self._keep_image(conversation_id, p) for p in m.images), m.transcript) for m in messages]
+        now = time.time()
+        with closing(self._connect()) as db, db:
+            row = db.execute("SELECT owner FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+            if row is not None and row[0] != owner:
+                raise PermissionError("conversation belongs to somebody else")
+            if row is None:
+                db.execute(
+                    "INSERT INTO conversations (id, owner, title, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                    (conversation_id, owner, title_from(stored), now, now),
+                )
+            else:
+                db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
+            db.execute("DELETE FROM messages WHERE conversation_id = ?", (conversation_id,))
+            db.executemany(
+                "INSERT INTO messages (conversation_id, position, role, text, transcript, images) VALUES (?, ?, ?, ?, ?, ?)",
+                [(conversation_id, i, m.role, m.text, m.transcript, json.dumps(list(m.images))) for i, m in enumerate(stored)],
+            )
+        self._drop_unused_images(conversation_id, stored)
+        return conversation_id, stored
+
+    def rename(self, conversation_id: str, title: str, owner: str = LOCAL_OWNER) -> bool:
+        title = " ".join(title.split())[:200]
+        if not title:
+            return False
+        with closing(self._connect()) as db, db:
+            return db.execute("UPDATE conversations SET title = ? WHERE id = ? AND owner = ?", (title, conversation_id, owner)).rowcount > 0
+
+    def delete(self, conversation_id: str, owner: str = LOCAL_OWNER) -> bool:
+        with closing(self._connect()) as db, db:
+            gone = db.execute("DELETE FROM conversations WHERE id = ? AND owner = ?", (conversation_id, owner)).rowcount > 0
+        if gone:
+            shutil.rmtree(self._conversation_media(conversation_id), ignore_errors=True)
+        return gone
+
+    # -- images ------------------------------------------------------------------------
+
+    def _conversation_media(self, conversation_id: str) -> Path:
+        if not conversation_id.isalnum():  # ids are uuid hex: never a path
+            raise ValueError(f"bad conversation id {conversation_id!r}")
+        return self.media_dir / conversation_id
+
+    def _keep_image(self, conversation_id: str, path: str) -> str:
+        """A copy of ``path`` inside this conversation's media dir (already there: unchanged)."""
+        folder = self._conversation_media(conversation_id)
+        source = Path(path)
+        if source.parent == folder:
+            return str(source)
+        data = source.read_bytes()
+        target = folder / (hashlib.sha256(data).hexdigest()[:32] + source.suffix.lower()[:10])
+        if not target.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(target)
+        return str(target)
+
+    def _drop_unused_images(self, conversation_id: str, messages: list[StoredMessage]) -> None:
+        """Images only an undone or edited-away message used are deleted with it."""
+        folder = self._conversation_media(conversation_id)
+        used = {Path(p).name for m in messages for p in m.images}
+        for file in folder.glob("*") if folder.is_dir() else ():
+            if file.name not in used:
+                file.unlink(missing_ok=True)

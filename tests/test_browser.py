@@ -1,0 +1,204 @@
+"""The page in a real headless browser (Debian's chromium driven by Playwright), against
+``app.py`` on a tiny model. Screenshots go to artifacts/ for a person to look at."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import speech_samples
+from tests.server import ROOT, start_app, tiny_model
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+ARTIFACTS = ROOT / "artifacts"
+FIRST_MESSAGE = "Hello from the browser! What is in this photo?"
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    data = tmp_path_factory.mktemp("data")
+    running = start_app(["--model", str(tiny_model()), "--data-dir", str(data)])
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(media):
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.skip("Debian's chromium is not installed (make system-deps)")
+    from playwright.sync_api import sync_playwright
+
+    # The microphone is a fake device that "hears" the spoken test question.
+    fake_mic = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={media['speech']}"]
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + fake_mic)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(app, browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, permissions=["microphone"])
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(app.url)
+    page.locator("#input textarea").wait_for()
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    from PIL import Image
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("media")
+    photo = folder / "astronaut.jpg"
+    Image.fromarray(data.astronaut()).save(photo, quality=85)
+    notes = folder / "holiday.png"
+    notes.write_text("these are my notes, not a photo\n")
+    speech = speech_samples.make_speech("What is the capital of France?", folder / "question.wav")
+    return {"photo": str(photo), "notes": str(notes), "speech": str(speech)}
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"browser-{name}.png"))
+
+
+def last_reply(page) -> str:
+    replies = page.locator("#chat [data-testid=bot]")
+    return replies.last.inner_text() if replies.count() else ""
+
+
+def attach(page, *paths: str) -> None:
+    page.locator("#input input[type=file]").set_input_files(list(paths))
+    page.locator("#input .thumbnail-item, #input .thumbnails img").first.wait_for()
+
+
+def set_options(page, **values) -> None:
+    """Type into the settings panel's number fields, e.g. set_options(page, Temperature=0)."""
+    toggle = page.locator("#settings button.toggle-button")
+    toggle.click()
+    for label, value in values.items():
+        field = page.get_by_label(f"number input for {label.replace('_', ' ')}")
+        field.fill(str(value))
+        field.press("Enter")
+    toggle.click()
+
+
+def wait_for_stats(page, text: str = "tokens") -> str:
+    page.locator("#stats").filter(has_text=text).wait_for()
+    return page.locator("#stats").inner_text()
+
+
+def test_page_loads_with_settings_and_model_info(page):
+    assert page.title() == "Multimodal assistant"
+    assert page.locator("#banner").count() == 0 or not page.locator("#banner").is_visible()
+    page.locator("#settings button.toggle-button").click()
+    page.get_by_text("tiny-smolvlm").wait_for()  # model shown read-only, with its device
+    assert page.get_by_label("Persona").is_visible()
+    shot(page, "01-loaded-with-settings")
+
+
+def test_send_stream_stop_and_find_it_again_after_reload(page, media):
+    set_options(page, Temperature=0)  # greedy: the same (long) reply on every run
+    # Type, attach a photo, press Enter: the photo sits in the user's bubble.
+    page.locator("#input textarea").fill(FIRST_MESSAGE)
+    attach(page, media["photo"])
+    page.locator("#input textarea").press("Enter")
+    page.locator("#chat [data-testid=user] img").first.wait_for()
+
+    # The reply streams: it is seen at several lengths before the stats line appears.
+    lengths = set()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "tokens" not in page.locator("#stats").inner_text():
+        lengths.add(len(last_reply(page)))
+        time.sleep(0.03)
+    stats = wait_for_stats(page)
+    assert len([n for n in lengths if n > 1]) >= 2, f"reply did not stream: lengths seen {sorted(lengths)}"
+    assert "to first token" in stats and "tokens/s" in stats
+    assert last_reply(page).strip()
+    shot(page, "02-streamed-reply")
+
+    # A long reply, stopped midway: it stops growing and the send button comes back.
+    set_options(page, Max_new_tokens=1500)
+    page.locator("#input textarea").fill("Now tell me a very long story")
+    page.locator("#input textarea").press("Enter")
+    stop = page.locator("#input").get_by_role("button", name="Stop")
+    stop.wait_for()
+    page.wait_for_function("() => { const r = document.querySelectorAll('#chat [data-testid=bot]'); return r.length >= 2 && r[r.length - 1].innerText.length > 20; }")
+    stop.click()
+    assert "stopped" in wait_for_stats(page, "stopped")
+    stopped_at = last_reply(page)
+    time.sleep(1.0)
+    assert last_reply(page) == stopped_at
+    page.locator("#input").get_by_role("button", name="Submit").wait_for()
+    shot(page, "03-stopped")
+
+    # Reload: the conversation is in the history sidebar, and opens with its photo.
+    page.reload()
+    page.locator("#input textarea").wait_for()
+    saved = page.locator("#history label").filter(has_text=FIRST_MESSAGE[:30])
+    saved.wait_for()
+    saved.click()
+    page.locator("#chat [data-testid=user]").nth(1).wait_for()
+    image = page.locator("#chat [data-testid=user] img").first
+    image.wait_for()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    assert "very long story" in page.locator("#chat").inner_text()
+    image.scroll_into_view_if_needed()
+    shot(page, "04-reopened-from-history")
+
+    # Edit the first message (the one with the photo): the chat continues from there.
+    page.locator("#chat button[aria-label='Edit']").first.click()
+    page.locator("#chat textarea").fill("Edited: describe the photo in one line")
+    page.locator("#chat button[aria-label='Submit']").click()
+    page.locator("#chat [data-testid=user]").filter(has_text="Edited: describe").wait_for()
+    wait_for_stats(page)
+    assert "very long story" not in page.locator("#chat").inner_text()  # later turns dropped
+    assert page.locator("#chat [data-testid=user] img").count() == 1  # the photo stays
+
+
+def test_voice_file_is_transcribed_into_the_users_bubble(page, media):
+    attach(page, media["speech"])
+    page.locator("#input textarea").press("Enter")
+    page.locator("#chat [data-testid=user]").filter(has_text="🎤 What is the capital of France").wait_for()
+    wait_for_stats(page)
+    assert last_reply(page).strip()
+    shot(page, "05-voice-transcript")
+
+
+def test_microphone_recording_is_transcribed_and_answered(page):
+    box = page.locator("#input")
+    box.get_by_role("button", name="Record audio").click()
+    box.get_by_role("button", name="Start recording").click()
+    time.sleep(3.0)  # the fake microphone plays the 2.3 s question
+    box.get_by_role("button", name="Stop recording").click()
+    box.get_by_role("button", name="Play").wait_for()
+    page.locator("#input textarea").press("Enter")
+    page.locator("#chat [data-testid=user]").filter(has_text="🎤").filter(has_text="capital").wait_for()
+    wait_for_stats(page)
+    shot(page, "06-microphone")
+
+
+def test_bad_file_shows_the_error_and_keeps_the_typed_text(page, media):
+    page.locator("#input textarea").fill("Please read my holiday notes")
+    attach(page, media["notes"])
+    page.locator("#input textarea").press("Enter")
+    page.locator(".toast-body").filter(has_text="holiday.png is not a supported image").wait_for()
+    time.sleep(0.5)  # let the toast finish sliding in, for the screenshot
+    shot(page, "07-bad-file")
+    assert page.locator("#input textarea").input_value() == "Please read my holiday notes"
+    assert page.locator("#chat [data-testid=user]").count() == 0  # the failed turn was taken back
+    assert "Traceback" not in page.content()

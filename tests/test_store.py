@@ -1,0 +1,107 @@
+"""The SQLite chat history: create, list, rename, delete, reopen after a restart, images kept."""
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from assistant.store import HistoryStore, StoredMessage, title_from
+
+
+def photo(path: Path, color=(200, 30, 30)) -> str:
+    Image.new("RGB", (32, 24), color).save(path)
+    return str(path)
+
+
+def exchange(text: str, images=(), reply: str = "ok") -> list[StoredMessage]:
+    return [StoredMessage("user", text, tuple(images)), StoredMessage("assistant", reply)]
+
+
+def test_create_list_and_load(tmp_path):
+    store = HistoryStore(tmp_path / "data")
+    first, _ = store.save(None, exchange("What is a llama?"))
+    second, _ = store.save(None, exchange("Plan a trip to Lisbon"))
+    listed = store.conversations()
+    assert [c.id for c in listed] == [second, first]  # newest first
+    assert [c.title for c in listed] == ["Plan a trip to Lisbon", "What is a llama?"]
+    loaded = store.load(first)
+    assert loaded.title == "What is a llama?"
+    assert [(m.role, m.text) for m in loaded.messages] == [("user", "What is a llama?"), ("assistant", "ok")]
+
+
+def test_saving_again_replaces_messages_and_moves_it_to_the_top(tmp_path):
+    store = HistoryStore(tmp_path)
+    a, messages = store.save(None, exchange("one"))
+    b, _ = store.save(None, exchange("two"))
+    store.save(a, messages + exchange("three", reply="3"))
+    assert [c.id for c in store.conversations()] == [a, b]
+    assert [m.text for m in store.load(a).messages] == ["one", "ok", "three", "3"]
+    store.save(a, messages)  # undo: the tail goes away
+    assert [m.text for m in store.load(a).messages] == ["one", "ok"]
+
+
+def test_titles_come_from_the_first_words_or_the_transcript():
+    assert title_from([StoredMessage("user", "  hello\n  there ")]) == "hello there"
+    assert title_from([StoredMessage("user", "", transcript="what is this")]) == "what is this"
+    assert title_from([StoredMessage("user", "", ("a.png",))]) == "Photo"
+    long = title_from([StoredMessage("user", "word " * 40)])
+    assert len(long) <= 60 and long.endswith("…")
+
+
+def test_rename_and_delete(tmp_path):
+    store = HistoryStore(tmp_path)
+    cid, _ = store.save(None, exchange("first words"))
+    assert store.rename(cid, "  My   trip ")
+    assert store.conversations()[0].title == "My trip"
+    assert not store.rename(cid, "   ")  # an empty name is refused
+    assert store.delete(cid)
+    assert store.conversations() == [] and store.load(cid) is None
+    assert not store.delete(cid)
+
+
+def test_reopen_after_restart_keeps_text_transcripts_and_images(tmp_path):
+    upload = photo(tmp_path / "upload.png")
+    store = HistoryStore(tmp_path / "data")
+    messages = [StoredMessage("user", "", (upload,), transcript="what colour is this"), StoredMessage("assistant", "red")]
+    cid, stored = store.save(None, messages)
+    Path(upload).unlink()  # the web server's upload cache is temporary
+
+    reopened = HistoryStore(tmp_path / "data").load(cid)  # a new process would do just this
+    assert reopened.messages[0].transcript == "what colour is this"
+    assert reopened.messages[0].words == "what colour is this"
+    kept = Path(reopened.messages[0].images[0])
+    assert kept.is_relative_to(tmp_path / "data" / "media") and kept == Path(stored[0].images[0])
+    with Image.open(kept) as image:
+        assert image.size == (32, 24)
+
+
+def test_images_of_dropped_messages_and_deleted_chats_are_removed(tmp_path):
+    store = HistoryStore(tmp_path / "data")
+    cid, stored = store.save(None, exchange("a", [photo(tmp_path / "a.png")]))
+    cid, stored = store.save(cid, stored + exchange("b", [photo(tmp_path / "b.png", (0, 0, 255))]))
+    folder = tmp_path / "data" / "media" / cid
+    assert len(list(folder.iterdir())) == 2
+    store.save(cid, stored[:2])  # the second exchange was undone
+    assert [p.name for p in folder.iterdir()] == [Path(stored[0].images[0]).name]
+    store.delete(cid)
+    assert not folder.exists()
+
+
+def test_same_image_twice_is_stored_once(tmp_path):
+    store = HistoryStore(tmp_path / "data")
+    image = photo(tmp_path / "a.png")
+    cid, stored = store.save(None, exchange("a", [image]) + exchange("again", [image]))
+    assert stored[0].images == stored[2].images
+    assert len(list((tmp_path / "data" / "media" / cid).iterdir())) == 1
+
+
+def test_owners_only_see_their_own_conversations(tmp_path):
+    store = HistoryStore(tmp_path)
+    alice, _ = store.save(None, exchange("alice's question"), owner="alice")
+    store.save(None, exchange("bob's question"), owner="bob")
+    assert [c.title for c in store.conversations("alice")] == ["alice's question"]
+    assert store.load(alice, owner="bob") is None
+    assert not store.rename(alice, "mine now", owner="bob")
+    assert not store.delete(alice, owner="bob")
+    with pytest.raises(PermissionError):
+        store.save(alice, exchange("overwrite"), owner="bob")

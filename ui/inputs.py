@@ -1,0 +1,50 @@
+"""Turn what was typed and attached in the multimodal box into one user message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from assistant import media
+from assistant.errors import InvalidParams
+from assistant.store import StoredMessage
+
+
+def file_path(item) -> str:
+    """Gradio hands files over as paths, or as dicts/FileData with a ``path``."""
+    if isinstance(item, (str, Path)):
+        return str(item)
+    if isinstance(item, dict):
+        return str(item.get("path") or (item.get("file") or {}).get("path"))
+    return str(getattr(item, "path"))
+
+
+def split(value: dict | str | None) -> tuple[str, list[str], str | None]:
+    """(text, image paths, audio path) from a MultimodalTextbox value.
+
+    Files are routed by content, not by name. Anything that is not recognisably audio goes
+    with the images, so the engine's image check names the file and says what is wrong.
+    """
+    if isinstance(value, str):
+        value = {"text": value}
+    value = value or {}
+    text = value.get("text") or ""
+    images, audio = [], []
+    for item in value.get("files") or []:
+        path = file_path(item)
+        (audio if media.kind_of(path) == "audio" else images).append(path)
+    if len(audio) > 1:
+        raise InvalidParams("send one voice recording at a time")
+    return text, images, (audio[0] if audio else None)
+
+
+def user_message(text: str, images: list[str]) -> StoredMessage:
+    return StoredMessage("user", text, tuple(images))
+
+
+def restore_value(value: dict | str | None, error: str) -> dict:
+    """The box as it was, minus any file the error names, so nothing typed is lost."""
+    if isinstance(value, str):
+        value = {"text": value}
+    value = value or {}
+    files = [file_path(f) for f in value.get("files") or []]
+    return {"text": value.get("text") or "", "files": [f for f in files if Path(f).name not in error]}

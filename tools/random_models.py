@@ -41,8 +41,9 @@ ARCHITECTURES = ("idefics3", "qwen2_5_vl", "llava", "gemma3")
 SIZES = ("tiny", "full")
 
 # Bump when the output of build() changes, so stale cached builds are rebuilt.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MARKER = "random_model.json"
+TINY_INIT_STD = 0.2  # see _make_input_sensitive
 
 # Tiny tokenizers: a trained BPE of this many entries (special tokens excluded).
 _TINY_BPE_VOCAB = 1024
@@ -622,6 +623,22 @@ def _read_marker(out_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def _make_input_sensitive(model) -> None:
+    """Widen the random init of a tiny model's matrices.
+
+    With the usual std of 0.02, two layers of width 64 average the prompt into near-uniform
+    attention: greedy output barely depends on the words, so tests could not tell what
+    reached the model. A wider init makes replies depend on every word and image, as a real
+    model's do.
+    """
+    import torch
+
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim >= 2:
+                param.normal_(0.0, TINY_INIT_STD)
+
+
 def build(arch: str, out_dir: str | Path, *, size: str = "tiny", seed: int = 0) -> Path:
     """Build a random-weight model of ``arch`` into ``out_dir`` and return its path.
 
@@ -650,6 +667,8 @@ def build(arch: str, out_dir: str | Path, *, size: str = "tiny", seed: int = 0) 
     processor, config, generation = build_parts(arch, size=size, seed=seed)
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config, dtype=getattr(torch, _DTYPE[size]))
+    if size == "tiny" and arch != "gemma3":  # Gemma scales embeddings by sqrt(width): sensitive already
+        _make_input_sensitive(model)
     model.generation_config = generation
     model.eval()
 

@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server = p.add_argument_group("server")
     server.add_argument("--host", default=defaults.host, help="address to bind; use 0.0.0.0 to serve your network (then set --auth)")
-    server.add_argument("--port", type=int, default=defaults.port)
+    server.add_argument("--port", type=int, default=defaults.port, help="port of the page and the API")
     server.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
     server.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD", help="require a login for the page (repeatable)")
     server.add_argument("--auth-file", help="file with one USER:PASSWORD per line")
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat = p.add_argument_group("chat model")
     chat.add_argument("--model", help="hub id or local directory (default: Qwen2.5-VL-3B-Instruct on GPU, SmolVLM-256M-Instruct on CPU)")
     chat.add_argument("--quantization", default=defaults.quantization, choices=QUANTIZATIONS, help="auto = nf4 on GPU, none on CPU")
-    chat.add_argument("--device", default=defaults.device, choices=DEVICES)
+    chat.add_argument("--device", default=defaults.device, choices=DEVICES, help="where the chat model runs; auto = cuda when a GPU is visible")
     chat.add_argument("--backend", default=defaults.backend, choices=BACKENDS, help="'openai' sends chat to an OpenAI-compatible server (e.g. vLLM)")
     chat.add_argument("--base-url", help="the remote server, e.g. http://gpu-box:8000/v1 (with --backend openai)")
     chat.add_argument("--remote-model", help="model name on the remote server (default: its first model)")
@@ -58,12 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     speech = p.add_argument_group("speech")
     speech.add_argument("--asr-model", default=defaults.asr_model, help="'embedded' (Whisper base shipped with the app), a faster-whisper size, hub id or local dir")
     speech.add_argument("--asr-backend", default=defaults.asr_backend, choices=("local", "openai"), help="'openai' sends audio to the remote server's /v1/audio/transcriptions")
-    speech.add_argument("--asr-device", default=defaults.asr_device, choices=DEVICES)
+    speech.add_argument("--asr-device", default=defaults.asr_device, choices=DEVICES, help="where Whisper runs")
     speech.add_argument("--asr-compute-type", default=defaults.asr_compute_type, help="auto = int8 on CPU, float16 on GPU")
-    speech.add_argument("--language", help="speech language code (default: detect)")
-    speech.add_argument("--max-audio-seconds", type=float, default=defaults.max_audio_seconds)
+    speech.add_argument("--asr-beam-size", type=int, default=defaults.asr_beam_size, help="1 = greedy decoding, about 1.5x faster on CPU")
+    speech.add_argument("--language", help="speech language code, e.g. en (default: detect)")
+    speech.add_argument("--max-audio-seconds", type=float, default=defaults.max_audio_seconds, help="longer recordings are refused")
 
-    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="server log detail")
     return p
 
 
@@ -113,6 +114,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         asr_backend=args.asr_backend,
         asr_device=args.asr_device,
         asr_compute_type=args.asr_compute_type,
+        asr_beam_size=args.asr_beam_size,
         language=args.language,
         max_audio_seconds=args.max_audio_seconds,
         max_image_bytes=int(args.max_file_size_mb * MB),

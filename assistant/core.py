@@ -298,6 +298,7 @@ def load_transcriber(settings: Settings):
         settings.asr_model,
         device=settings.asr_device,
         compute_type=settings.asr_compute_type,
+        beam_size=settings.asr_beam_size,
         max_audio_seconds=settings.max_audio_seconds,
         max_audio_bytes=settings.max_audio_bytes,
     )

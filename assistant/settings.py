@@ -44,6 +44,7 @@ class Settings:
     asr_device: str = "auto"
     asr_compute_type: str = "auto"  # auto = int8 on CPU, float16 on CUDA
     language: str | None = None  # None = detect
+    asr_beam_size: int = 5  # 1 (greedy) is ~1.5x faster; same English WER, worse es/fr in our tests
     max_audio_seconds: float = 600.0
     max_audio_bytes: int = 50 * MB
 

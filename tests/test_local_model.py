@@ -144,3 +144,32 @@ def test_missing_model_with_hub_unreachable_fails_fast_and_clearly(monkeypatch):
     with pytest.raises(ModelUnavailable) as err:
         LocalChatModel.load("HuggingFaceTB/SmolVLM-256M-Instruct")
     assert "hf download HuggingFaceTB/SmolVLM-256M-Instruct" in str(err.value)
+
+
+def test_streamer_never_splits_characters_and_loses_nothing(tmp_path_factory):
+    import torch
+
+    from assistant.models.local import text_streamer
+
+    model = LocalChatModel.load(str(build("qwen2_5_vl", tmp_path_factory.getbasetemp() / "tiny-qwen2_5_vl")))
+    text = "Héllo wörld — 世界 🎉 ok.\nSecond line, done"
+    ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    streamer = text_streamer(model.tokenizer)
+    streamer.put(torch.tensor([[1, 2, 3]]))  # the prompt: skipped
+    first_chunk = None
+    for i, token in enumerate(ids):
+        streamer.put(torch.tensor([token]))
+        if i == 0:
+            first_chunk = streamer.text_queue.get_nowait()  # released at once, not at the next space
+    streamer.end()
+    chunks = [first_chunk] + list(streamer)
+    assert first_chunk and "".join(chunks) == text
+    assert not any("\ufffd" in c for c in chunks)
+    assert streamer.generated == len(ids)
+
+
+def test_tiling_processor_does_not_enlarge_images_past_the_cap(tmp_path_factory):
+    path = build("idefics3", tmp_path_factory.getbasetemp() / "tiny-idefics3")
+    small = LocalChatModel.load(str(path), image_max_side=32)
+    large = LocalChatModel.load(str(path), image_max_side=64)
+    assert small.image_tokens < large.image_tokens  # one tile vs 2x2 tiles + the global view

@@ -94,6 +94,28 @@ def quantization_config(quantization: str, compute_dtype, keep_vision_unquantize
     raise InvalidParams(f"unknown quantization {quantization!r}: use nf4, int8 or none")
 
 
+def cap_processor_upscaling(processor, max_side: int) -> None:
+    """Stop tiling processors (Idefics3 / SmolVLM) from enlarging our images again.
+
+    They resize every image's longest edge *up* to ``size.longest_edge`` (2048 px for SmolVLM)
+    and cut it into ``max_image_size`` tiles. After we have downscaled to ``max_side`` that adds
+    tokens and time but no detail: 878 vs 349 prompt tokens for a 1024-px photo (TTFT 29 s vs
+    8.5 s on 2 CPU cores, docs/benchmarks.md). Cap it at ``max_side`` rounded up to whole tiles.
+    """
+    import dataclasses
+    import math
+
+    image_processor = getattr(processor, "image_processor", None)
+    tile = getattr(image_processor, "max_image_size", None)
+    size = getattr(image_processor, "size", None)
+    if not max_side or not isinstance(tile, dict) or not tile.get("longest_edge") or size is None:
+        return
+    longest = size.get("longest_edge") if isinstance(size, dict) else getattr(size, "longest_edge", None)
+    cap = math.ceil(max_side / tile["longest_edge"]) * tile["longest_edge"]
+    if longest and cap < longest:
+        image_processor.size = dataclasses.replace(size, longest_edge=cap) if dataclasses.is_dataclass(size) else {**size, "longest_edge": cap}
+
+
 def _context_length(config) -> int:
     text_config = getattr(config, "text_config", None) or config
     for source in (text_config, config):
@@ -143,6 +165,7 @@ class LocalChatModel:
         self.queue = TurnQueue()
         self._lock = threading.Lock()  # also protects direct callers that bypass the queue
         self._guard = ControlTokenGuard(control_strings(processor))
+        cap_processor_upscaling(processor, image_max_side)
         self.info = ModelInfo(
             name=name,
             backend="local",
@@ -240,7 +263,7 @@ class LocalChatModel:
 
     def stream(self, request: ChatRequest) -> Iterator[str]:
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer, set_seed
+        from transformers import StoppingCriteria, StoppingCriteriaList, set_seed
 
         params = request.params
         cancel = request.cancel
@@ -249,16 +272,6 @@ class LocalChatModel:
             def __call__(self, input_ids, scores, **kwargs):
                 return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
 
-        class CountingStreamer(TextIteratorStreamer):
-            generated = 0
-            first_token_at: float | None = None
-
-            def put(self, value):
-                if not (self.skip_prompt and self.next_tokens_are_prompt):
-                    self.generated += value.numel()
-                    if self.first_token_at is None:
-                        self.first_token_at = time.perf_counter()
-                super().put(value)
 
         with self._lock:
             inputs = self.prepare_inputs(request.messages)
@@ -270,7 +283,7 @@ class LocalChatModel:
                     f"the conversation takes {prompt_tokens} tokens and the model's context is "
                     f"{self.info.context_length}: start a new chat, send fewer images, or ask for at most {max(room, 0)} new tokens"
                 )
-            streamer = CountingStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+            streamer = text_streamer(self.tokenizer)
             sampling = (
                 dict(do_sample=True, temperature=params.temperature, top_p=params.top_p)
                 if params.temperature > 0
@@ -322,6 +335,41 @@ class LocalChatModel:
                     torch.cuda.empty_cache()
             if failure:
                 raise _generation_error(failure[0])
+
+
+def text_streamer(tokenizer):
+    """A TextIteratorStreamer that counts new tokens and releases text as soon as it is whole
+    characters (transformers' own holds text back until a space ends the word, which delays
+    the first visible text by a decode step; only half a UTF-8 character, decoded as U+FFFD,
+    really needs to wait)."""
+    from transformers import TextIteratorStreamer
+
+    class CountingStreamer(TextIteratorStreamer):
+        generated = 0
+        first_token_at: float | None = None
+
+        def put(self, value):
+            if value.dim() > 1:
+                value = value[0]
+            if self.skip_prompt and self.next_tokens_are_prompt:
+                self.next_tokens_are_prompt = False
+                return
+            self.generated += value.numel()
+            if self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
+            self.token_cache.extend(value.tolist())
+            text = self.tokenizer.decode(self.token_cache, **self.decode_kwargs)
+            if text.endswith("\ufffd"):
+                return
+            printable = text[self.print_len :]
+            if text.endswith("\n"):  # a line is final: start afresh, decoding stays short
+                self.token_cache, self.print_len = [], 0
+            else:
+                self.print_len += len(printable)
+            self.on_finalized_text(printable)
+
+    # no space clean-up: it could rewrite text already sent ("word ." -> "word.")
+    return CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 
 def device_is_cuda(device: str) -> bool:

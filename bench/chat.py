@@ -62,12 +62,12 @@ class Probe:
 
     Wraps, for the benchmark only: ``model.generate`` (when it is called), the engine's
     ``prepare_inputs`` (the processor: the same work the bare side does) and
-    ``TextIteratorStreamer.put`` (the engine's per-token detokenisation in the generation
-    thread). Each wrapper adds about a microsecond.
+    the ``put`` of the engine's streamer (``local.text_streamer``: per-token detokenisation in
+    the generation thread). Each wrapper adds about a microsecond.
     """
 
     def __init__(self, chat):
-        from transformers import TextIteratorStreamer
+        from assistant.models import local
 
         self.chat = chat
         self.generate_called = 0.0
@@ -76,7 +76,7 @@ class Probe:
         self.put_calls = 0
         self._generate = chat.model.generate
         self._prepare = chat.prepare_inputs
-        self._put = TextIteratorStreamer.put
+        self._text_streamer = local.text_streamer
         probe = self
 
         def generate(*args, **kwargs):
@@ -90,26 +90,33 @@ class Probe:
             finally:
                 probe.prepare_s = time.perf_counter() - t
 
-        def put(streamer, value):
-            t = time.perf_counter()
-            try:
-                return probe._put(streamer, value)
-            finally:
-                probe.put_s += time.perf_counter() - t
-                probe.put_calls += 1
+        def text_streamer(tokenizer):
+            streamer = probe._text_streamer(tokenizer)
+            inner = streamer.put
+
+            def put(value):
+                t = time.perf_counter()
+                try:
+                    return inner(value)
+                finally:
+                    probe.put_s += time.perf_counter() - t
+                    probe.put_calls += 1
+
+            streamer.put = put
+            return streamer
 
         chat.model.generate = generate
         chat.prepare_inputs = prepare_inputs
-        TextIteratorStreamer.put = put
+        local.text_streamer = text_streamer
 
     def reset(self):
         self.generate_called = self.prepare_s = self.put_s = 0.0
         self.put_calls = 0
 
     def close(self):
-        from transformers import TextIteratorStreamer
+        from assistant.models import local
 
-        TextIteratorStreamer.put = self._put
+        local.text_streamer = self._text_streamer
         del self.chat.model.generate
         del self.chat.prepare_inputs
 
@@ -240,16 +247,17 @@ def run(ctx: Context) -> SectionResult:
         split_row = capped_row = None
         est = 22 * summary([b["prefill_s"] for b in bare])["median"] + 20
         if not ctx.quick and default_splitting and ctx.left() > est:
+            from transformers import AutoProcessor
+
             image_processor.do_image_splitting = True
-            split_row = worker.submit(engine_run, assistant, image, 4, probe).result()
-            # ... and capped at the engine's image_max_side (1024 px: 2x2 tiles + global).
-            shipped_size = dict(image_processor.size)
+            engine_size = image_processor.size  # capped at image_max_side by the engine
             tile = image_processor.max_image_size["longest_edge"]
-            image_processor.size = {"longest_edge": min(shipped_size["longest_edge"], -(-assistant.settings.image_max_side // tile) * tile)}
             try:
-                capped_row = worker.submit(engine_run, assistant, image, 4, probe).result()
+                image_processor.size = AutoProcessor.from_pretrained(str(model_dir)).image_processor.size  # as shipped
+                split_row = worker.submit(engine_run, assistant, image, 4, probe).result()
             finally:
-                image_processor.size = shipped_size
+                image_processor.size = engine_size
+            capped_row = worker.submit(engine_run, assistant, image, 4, probe).result()
             image_processor.do_image_splitting = False
             ctx.log(f"chat: default processor: {split_row['prompt_tokens']} prompt tokens, TTFT {split_row['ttft_s']:.1f} s")
         elif not ctx.quick:
@@ -302,7 +310,7 @@ def run(ctx: Context) -> SectionResult:
         ["everything else before `generate()` starts", ms(med(engine, "other_pre_s"), 1), ms(med(bare, "other_pre_s"), 1), f"**{other_d['median'] * 1000:+.1f}**"],
         ["`generate()` → first token (vision tower + prefill)", ms(med(engine, "prefill_s")), ms(med(bare, "prefill_s")), f"{prefill_d['median'] * 1000:+.0f}"],
         ["first token → caller (streamer queue, events)", ms(delivery, 1), "–", f"**{delivery['median'] * 1000:+.1f}**"],
-        ["per token: `TextIteratorStreamer.put` (detokenise)", f"{put['median']:.2f}", "–", f"{put['median'] / 1000 / step_s * 100:.1f}% of a {step_s * 1000:.0f}-ms step"],
+        ["per token: streamer `put` (detokenise)", f"{put['median']:.2f}", "–", f"{put['median'] / 1000 / step_s * 100:.1f}% of a {step_s * 1000:.0f}-ms step"],
     ]
     notes = []
     slow_main = main_thread["tokens_per_s"] < 0.8 * b_tps["median"]
@@ -316,11 +324,10 @@ def run(ctx: Context) -> SectionResult:
            "is kept out of the comparison; the engine always generates in its own thread." if slow_main else ".")
     )
     notes.append(
-        f"**Word buffering.** The benchmark model emits whole words (\" cat\"), so each token reaches the caller at once. "
-        f"`TextIteratorStreamer`, which `LocalChatModel.stream` uses, holds back an unfinished word until a space or newline "
-        f"arrives, so with real text the first visible text usually comes one decode step later (≈ {step_s * 1000:.0f} ms here), "
-        f"and each later chunk lags one token. That delay is not in the figures above; a streamer that releases text as soon as it "
-        f"is complete UTF-8 (no half character, no half special token) would remove it."
+        f"**Word buffering.** transformers' `TextIteratorStreamer` holds back an unfinished word until a space or newline "
+        f"arrives, which would delay the first visible text by one decode step (≈ {step_s * 1000:.0f} ms here) and make each "
+        f"later chunk lag a token. The engine's streamer (`local.text_streamer`) releases text as soon as it is whole "
+        f"characters (it waits only on half a UTF-8 character), so each token reaches the caller at once."
     )
     if split_row:
         notes.append(
@@ -329,9 +336,9 @@ def run(ctx: Context) -> SectionResult:
             f"processor *upscales* this 512-px photo to 2048 px and cuts it into 16 tiles + 1 global view: "
             f"{split_row['prompt_tokens']} prompt tokens, and the engine's TTFT becomes **{split_row['ttft_s']:.1f} s** "
             f"(1 run) instead of {med(engine, 'ttft_s')['median']:.1f} s. On CPU this is the largest latency lever there is."
-            + (f" Capping the processor at the engine's own `image_max_side` (`size.longest_edge` = "
-               f"{-(-assistant.settings.image_max_side // tile) * tile}: 2×2 tiles + global) gives {capped_row['prompt_tokens']} prompt "
-               f"tokens and a TTFT of **{capped_row['ttft_s']:.1f} s** (1 run)." if capped_row else "")
+            + (f" The engine caps the processor at its own `image_max_side` (`size.longest_edge` = "
+               f"{-(-assistant.settings.image_max_side // tile) * tile}: 2×2 tiles + global; `local.cap_processor_upscaling`), "
+               f"which gives {capped_row['prompt_tokens']} prompt tokens and a TTFT of **{capped_row['ttft_s']:.1f} s** (1 run)." if capped_row else "")
         )
     goals = [
         Goal("Chat engine decode tokens/s vs bare generate", f"≥ {TPS_RATIO_GOAL}×",

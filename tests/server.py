@@ -25,14 +25,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools import QUIET_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
-QUIET_ENV = {
-    "GRADIO_ANALYTICS_ENABLED": "False",
-    "HF_HUB_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "TRANSFORMERS_VERBOSITY": "error",
-    "PYTHONUNBUFFERED": "1",
-}
 
 
 def tiny_model(arch: str = "idefics3") -> Path:

@@ -66,6 +66,11 @@ class Conversation:
         return Conversation(list(self.messages[:index])), edited
 
 
+def typed_and_spoken(text: str, transcript: str | None) -> str:
+    """What a person said in one message: the typed words, then the voice transcript."""
+    return "\n\n".join(t for t in (text.strip(), (transcript or "").strip()) if t)
+
+
 def limit_images(messages: Sequence[Message], max_images: int) -> list[Message]:
     """Keep only the newest ``max_images`` images across the history (older ones are dropped)."""
     budget = max(0, max_images)

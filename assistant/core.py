@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Union
 
 from assistant import media, prompts
-from assistant.conversation import Message, UserTurn, fit_to_context, limit_images
+from assistant.conversation import Message, UserTurn, fit_to_context, limit_images, typed_and_spoken
 from assistant.errors import AssistantError, InvalidParams, ModelUnavailable
 from assistant.models.base import ChatMessage, ChatModel, ChatRequest, GenerationParams
 from assistant.settings import Settings
@@ -205,7 +205,7 @@ class Assistant:
             yield Transcribed(transcript)
             if transcript.is_empty and not turn.text.strip() and not turn.images:
                 raise InvalidParams("no speech was heard in the recording: try again closer to the microphone")
-            user_text = "\n\n".join(t for t in (turn.text.strip(), transcript.text) if t)
+            user_text = typed_and_spoken(turn.text, transcript.text)
         model = self._require_chat()  # after transcription: voice works without a chat model
         user = Message("user", user_text, tuple(turn.images))
         messages = self.build_messages(history, user, system_text, params.max_new_tokens)

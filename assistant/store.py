@@ -21,6 +21,8 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from assistant.conversation import typed_and_spoken
+
 DB_NAME = "history.sqlite3"
 TITLE_CHARS = 60
 LOCAL_OWNER = "local"  # conversations of an app without --auth
@@ -56,7 +58,7 @@ class StoredMessage:
     @property
     def words(self) -> str:
         """Everything the person said in this message: typed text, then the transcript."""
-        return "\n\n".join(t for t in (self.text.strip(), (self.transcript or "").strip()) if t)
+        return typed_and_spoken(self.text, self.transcript)
 
 
 @dataclass(frozen=True)

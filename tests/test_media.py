@@ -64,9 +64,9 @@ ACCEPTED = {
 }
 
 
-def assert_rejected(source, *words, **kw):
+def assert_rejected(source, *words, loader=media.load_image, **kw):
     with pytest.raises(MediaError) as err:
-        media.load_image(source, **kw)
+        loader(source, **kw)
     message = str(err.value)
     for word in words:
         assert word in message, message
@@ -331,12 +331,7 @@ def write_wav(path, samples: np.ndarray, rate=16000):
 
 
 def assert_audio_rejected(source, *words, **kw):
-    with pytest.raises(MediaError) as err:
-        media.load_audio(source, **kw)
-    message = str(err.value)
-    for word in words:
-        assert word in message, message
-    return message
+    return assert_rejected(source, *words, loader=media.load_audio, **kw)
 
 
 # --------------------------------------------------------------------------- audio: accepted

@@ -7,9 +7,6 @@ RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 ARGS ?=
 
-export GRADIO_ANALYTICS_ENABLED = False
-export HF_HUB_DISABLE_TELEMETRY = 1
-
 .PHONY: run test bench system-deps tiny-model clean
 
 $(RUNTIME_STAMP): requirements.txt

@@ -11,12 +11,9 @@ import logging
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from assistant.errors import AssistantError
+from assistant.errors import AssistantError, InvalidParams
 
 log = logging.getLogger(__name__)
-
-# Engine wording → the API's field names (the engine speaks of max_new_tokens).
-_ENGINE_FIELDS = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens", "temperature": "temperature", "top_p": "top_p", "seed": "seed", "stop": "stop"}
 
 
 class ApiError(Exception):
@@ -44,14 +41,17 @@ def from_exception(exc: BaseException) -> ApiError:
     if isinstance(exc, RequestValidationError):
         return from_validation(exc.errors())
     if isinstance(exc, AssistantError):
-        message, param = str(exc), None
-        for engine_name, api_name in _ENGINE_FIELDS.items():
-            if message.startswith(engine_name):
-                message, param = api_name + message[len(engine_name):], api_name
-                break
-        return ApiError(exc.http_status, message, param=param, code=exc.code)
+        return ApiError(exc.http_status, str(exc), code=exc.code)
     log.exception("unexpected error in the API", exc_info=exc)
     return ApiError(500, f"internal error ({type(exc).__name__}); see the server log", code="internal_error")
+
+
+def from_invalid_params(exc: InvalidParams, fields: dict[str, str]) -> ApiError:
+    """An engine option's error, named by the request field that set it (max_tokens, not max_new_tokens)."""
+    if exc.param is None or exc.rule is None:
+        return from_exception(exc)
+    field = fields.get(exc.param, exc.param)
+    return ApiError(exc.http_status, f"{field} {exc.rule}", param=field, code=exc.code)
 
 
 def param_path(loc) -> str:

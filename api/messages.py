@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from api.errors import ApiError
 from api.images import ImageFetcher
 from api.schemas import ChatMessageIn
-from assistant.conversation import Message, UserTurn
+from assistant.conversation import Message
 
 
-@dataclass(frozen=True)
-class Converted:
-    history: list[Message]
-    turn: UserTurn
-    system_prompt: str | None  # None = the server's default persona
-
-
-async def convert(messages: list[ChatMessageIn], fetcher: ImageFetcher) -> Converted:
+async def convert(messages: list[ChatMessageIn], fetcher: ImageFetcher) -> tuple[list[Message], Message, str | None]:
+    """(history, the user's new message, system prompt or None for the server's default persona)."""
     if not messages:
         raise ApiError(400, "messages must contain at least one user message", param="messages", code="empty_messages")
     if messages[-1].role != "user":
@@ -33,11 +25,11 @@ async def convert(messages: list[ChatMessageIn], fetcher: ImageFetcher) -> Conve
         else:
             if message.role == "assistant" and images:
                 raise ApiError(400, "assistant messages cannot contain images", param=f"messages[{i}].content")
-            chat.append(Message(message.role, text, tuple(images)))
+            chat.append(Message(message.role, text).with_images(images))
     last = chat.pop()
     # Over the API a system message is always literal text (routes pass literal_system=True).
     system_prompt = "\n\n".join(system) if system else None
-    return Converted(chat, UserTurn(last.text, last.images), system_prompt)
+    return chat, last, system_prompt
 
 
 async def _content(message: ChatMessageIn, i: int, fetcher: ImageFetcher) -> tuple[str, list[bytes]]:

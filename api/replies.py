@@ -12,8 +12,8 @@ from api.streaming import sse
 from assistant.core import Done, Token
 
 
-class Reply:
-    """Knows the id, model and timestamps every chunk of one completion repeats."""
+class Completion:
+    """One chat completion: knows the id, model and timestamps every chunk repeats."""
 
     def __init__(self, model: str, events):
         self.model, self.events = model, events

@@ -18,15 +18,14 @@ from fastapi.routing import APIRoute
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from api.errors import ApiError, from_exception
+from api.errors import ApiError, from_exception, from_invalid_params
 from api.images import ImageFetcher
 from api.messages import convert
-from api.replies import Reply
-from api.schemas import ChatCompletionRequest
+from api.replies import Completion
+from api.schemas import ChatCompletionRequest, generation_values
 from api.streaming import Workers
-from assistant.errors import ModelUnavailable
-
-MB = 1024 * 1024
+from assistant.errors import InvalidParams, ModelUnavailable
+from assistant.settings import MB
 WHISPER_ALIAS = "whisper-1"  # the name OpenAI clients and tools send by default
 TRANSCRIPTION_FIELDS = ("file", "model", "language", "response_format")
 RESPONSE_FORMATS = ("json", "text", "verbose_json")
@@ -67,21 +66,15 @@ def build_router(assistant, settings) -> APIRouter:
     workers = Workers()
     created = int(time.time())
 
-    def chat_name() -> str | None:
-        return assistant.chat_model.info.name if assistant.chat_model is not None else None
-
-    def asr_name() -> str | None:
-        return getattr(assistant.transcriber, "name", "whisper") if assistant.transcriber is not None else None
-
     def model_card(name: str, **extra) -> dict:
         return {"id": name, "object": "model", "created": created, "owned_by": "multimodal-assistant", **extra}
 
     def cards() -> list[dict]:
-        found = []
-        if chat_name():
-            found.append(model_card(chat_name(), max_model_len=assistant.chat_model.info.context_length))
-        if asr_name():
-            found.append(model_card(asr_name()))
+        loaded, found = assistant.describe(), []
+        if loaded.chat is not None:
+            found.append(model_card(loaded.chat.name, max_model_len=loaded.chat.context_length))
+        if loaded.speech_model is not None:
+            found.append(model_card(loaded.speech_model))
         return found
 
     @router.get("/models")
@@ -96,36 +89,32 @@ def build_router(assistant, settings) -> APIRouter:
         raise ApiError(404, f"The model '{model_id}' does not exist", param="model", code="model_not_found")
 
     @router.post("/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest, request: Request):
-        name = chat_name()
-        if name is None:
-            raise ModelUnavailable(assistant.chat_error or "no chat model is loaded")
+    async def chat_completions(body: ChatCompletionRequest, request: Request):  # type: ignore[valid-type]
+        name = assistant.require_chat().info.name
         if body.model != name:
             raise ApiError(404, f"The model '{body.model}' does not exist; this server serves '{name}'", param="model", code="model_not_found")
         if body.n not in (None, 1):
             raise ApiError(400, "n must be 1: this server returns one choice per request", param="n")
         if body.stream_options is not None and not body.stream:
             raise ApiError(400, "stream_options is only allowed when stream is true", param="stream_options")
-        converted = await convert(body.messages, fetcher)
-        params = assistant.params(
-            max_new_tokens=body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens,
-            temperature=body.temperature,
-            top_p=body.top_p,
-            seed=body.seed,
-            stop=[body.stop] if isinstance(body.stop, str) else body.stop,
-            min_new_tokens=body.min_tokens,
-        )
+        history, message, system_prompt = await convert(body.messages, fetcher)
+        values, fields = generation_values(body)
+        try:
+            params = assistant.params(**values)
+        except InvalidParams as exc:
+            raise from_invalid_params(exc, fields) from None
         cancel = threading.Event()
-        events = assistant.reply(converted.history, converted.turn, params, system_prompt=converted.system_prompt, literal_system=True, cancel=cancel)
-        reply = Reply(name, workers.iterate(events, request, cancel))
+        reply = assistant.reply(history, message, params, system_prompt=system_prompt, literal_system=True, cancel=cancel)
+        completion = Completion(name, workers.iterate(reply, request, cancel))
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return await reply.streaming(include_usage)
-        return await reply.complete()
+            return await completion.streaming(include_usage)
+        return await completion.complete()
 
     @router.post("/audio/transcriptions")
     async def transcriptions(request: Request):
-        if assistant.transcriber is None:
+        asr_name = assistant.describe().speech_model
+        if asr_name is None:
             raise ModelUnavailable("speech recognition is not loaded on this server")
         async with request.form(max_files=1, max_fields=16) as form:  # room to name a stray field
             for key in form.keys():
@@ -136,8 +125,8 @@ def build_router(assistant, settings) -> APIRouter:
                 raise ApiError(400, "missing required parameter: file (send the audio as multipart form data)", param="file", code="missing_required_parameter")
             if not model:
                 raise ApiError(400, "missing required parameter: model", param="model", code="missing_required_parameter")
-            if model not in (asr_name(), WHISPER_ALIAS):
-                raise ApiError(404, f"The model '{model}' does not exist; use '{asr_name()}'", param="model", code="model_not_found")
+            if model not in (asr_name, WHISPER_ALIAS):
+                raise ApiError(404, f"The model '{model}' does not exist; use '{asr_name}'", param="model", code="model_not_found")
             response_format = form.get("response_format") or "json"
             if response_format not in RESPONSE_FORMATS:
                 raise ApiError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}", param="response_format")

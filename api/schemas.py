@@ -7,9 +7,11 @@ got none).
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, create_model, field_validator, model_validator
+
+from assistant.models.base import knobs, value_type
 
 
 class Strict(BaseModel):
@@ -48,18 +50,11 @@ class StreamOptions(Strict):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(Strict):
+class ChatCompletionBase(Strict):
     model: str
     messages: list[ChatMessageIn]
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
-    temperature: Optional[float] = None
-    top_p: Optional[float] = None
-    max_tokens: Optional[int] = None
-    max_completion_tokens: Optional[int] = None
-    min_tokens: Optional[int] = None  # vLLM's extension; lets benchmarks fix the reply length
-    seed: Optional[int] = None
-    stop: Union[str, list[str], None] = None
     n: Optional[int] = None
     user: Optional[str] = None  # an end-user id for the caller's own logs; unused here
     # Accepted only at their "off" values, which is what many clients send by default.
@@ -73,3 +68,33 @@ class ChatCompletionRequest(Strict):
         if value:
             raise ValueError("not supported by this server (leave it out or set it to 0/false)")
         return value
+
+
+def _api_type(info) -> Any:
+    """The request field's type: lax (the engine validates), and OpenAI's shapes (stop may be one string)."""
+    kind = value_type(info)
+    return Union[str, list[str], None] if kind is tuple else Optional[kind]
+
+
+# The generation options under their OpenAI names (max_tokens, min_tokens…), taken from the one
+# declaration in GenerationParams; their ranges are checked there, once.
+ChatCompletionRequest = create_model(
+    "ChatCompletionRequest",
+    __base__=ChatCompletionBase,
+    **{api: (_api_type(info), None) for _, info, knob in knobs() for api in knob.api},
+)
+
+
+def generation_values(body: ChatCompletionBase) -> tuple[dict[str, Any], dict[str, str]]:
+    """({engine option: value} as sent, {engine option: the request field that set it})."""
+    values: dict[str, Any] = {}
+    fields: dict[str, str] = {}
+    for name, _, knob in knobs():
+        fields[name] = knob.api[0] if knob.api else name
+        for api in knob.api:
+            value = getattr(body, api)
+            if value is not None:
+                values[name] = [value] if isinstance(value, str) else value
+                fields[name] = api
+                break
+    return values, fields

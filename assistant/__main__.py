@@ -26,29 +26,22 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
+    from assistant.flags import add_generation_arguments, add_settings_arguments
+
     parser = Parser(prog="python -m assistant", description="Multimodal assistant engine: speech to text and vision-language chat.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     t = sub.add_parser("transcribe", help="transcribe an audio file")
     t.add_argument("audio", help="audio file: wav, mp3, ogg/opus, webm/opus, m4a, flac…")
-    t.add_argument("--asr-model", default="embedded", help="'embedded' (Whisper base shipped with the app), a size name, hub id or local dir")
-    t.add_argument("--language", help="language code (e.g. en, es); default: detect")
+    add_settings_arguments(t, groups=("speech",), cli_only=True)
     t.add_argument("--json", action="store_true", help="print one JSON object")
 
     c = sub.add_parser("chat", help="ask the vision-language model, streaming the reply")
     c.add_argument("text", nargs="?", default="", help="your message")
-    c.add_argument("--model", help="hub id or local directory (default: by device)")
-    c.add_argument("--quantization", default="auto", choices=["auto", "nf4", "int8", "none"])
-    c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_settings_arguments(c, cli_only=True)
     c.add_argument("--image", action="append", default=[], help="an image file (repeatable)")
     c.add_argument("--audio", help="a voice message: its transcript is used as (part of) your words")
-    c.add_argument("--asr-model", default="embedded")
-    c.add_argument("--language", help="speech language (default: detect)")
-    c.add_argument("--system", help="persona name from prompts/ or free text (default: 'default')")
-    c.add_argument("--max-new-tokens", type=int)
-    c.add_argument("--temperature", type=float)
-    c.add_argument("--top-p", type=float)
-    c.add_argument("--seed", type=int)
+    add_generation_arguments(c)
     c.add_argument("--json", action="store_true", help="end with one JSON line: reply, tokens, ttft_s, tokens_per_s…")
     return parser
 
@@ -58,20 +51,23 @@ def quiet_libraries() -> None:
     import logging
     import warnings
 
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from assistant.environment import QUIET, quiet
+
+    quiet({**QUIET, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"})
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.CRITICAL)
     logging.getLogger().setLevel(logging.CRITICAL)
 
 
 def cmd_transcribe(args) -> int:
-    from assistant.speech import Transcriber
+    from assistant.core import load_transcriber
+    from assistant.flags import settings_from_args
 
     if not os.path.isfile(args.audio):
         raise CliError(f"no such file: {args.audio}")
     started = time.perf_counter()
-    transcript = Transcriber(args.asr_model).transcribe(args.audio, language=args.language)
+    settings = settings_from_args(args)
+    transcript = load_transcriber(settings).transcribe(args.audio, language=settings.language)
     if args.json:
         print(json.dumps({
             "text": transcript.text,
@@ -87,40 +83,38 @@ def cmd_transcribe(args) -> int:
 
 
 def cmd_chat(args) -> int:
-    from assistant.conversation import UserTurn
-    from assistant.core import Assistant, Done, Token, Transcribed
-    from assistant.settings import Settings
+    from assistant.conversation import Message
+    from assistant.core import Assistant, Token, Transcribed
+    from assistant.flags import settings_from_args
+    from assistant.models.base import knobs
 
     for path in [*args.image, *([args.audio] if args.audio else [])]:
         if not os.path.isfile(path):
             raise CliError(f"no such file: {path}")
-    settings = Settings(model=args.model, quantization=args.quantization, device=args.device, asr_model=args.asr_model, language=args.language)
-    assistant = Assistant.load(settings, load_asr=args.audio is not None, require_chat=True)
-    params = assistant.params(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
-    turn = UserTurn(text=args.text, images=tuple(args.image), audio=args.audio)
-    result: dict = {}
-    for event in assistant.reply([], turn, params, system_prompt=args.system):
-        if isinstance(event, Transcribed):
-            result["transcript"] = event.transcript.text
-            if not args.json:
+    assistant = Assistant.load(settings_from_args(args), load_asr=args.audio is not None, require_chat=True)
+    params = assistant.params(**{name: getattr(args, name) for name, _, knob in knobs() if knob.cli})
+    message = Message.user(args.text, args.image, args.audio)
+    with assistant.reply([], message, params) as reply:
+        for event in reply:
+            if isinstance(event, Transcribed) and not args.json:
                 print(f"(heard: {event.transcript.text})", file=sys.stderr)
-        elif isinstance(event, Token):
-            sys.stdout.write(event.text)
-            sys.stdout.flush()
-        elif isinstance(event, Done):
-            stats = event.stats
-            print()
-            if args.json:
-                result.update(
-                    reply=event.text,
-                    tokens=stats.tokens,
-                    ttft_s=round(stats.ttft_s, 4),
-                    tokens_per_s=round(stats.tokens_per_s, 2),
-                    prompt_tokens=stats.prompt_tokens,
-                    finish_reason=stats.finish_reason,
-                    model=assistant.chat_model.info.name,
-                )
-                print(json.dumps(result, ensure_ascii=False))
+            elif isinstance(event, Token):
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+    print()
+    if args.json and reply.stats is not None:
+        stats = reply.stats
+        result = {"transcript": reply.transcript.text} if reply.transcript else {}
+        result.update(
+            reply=reply.text,
+            tokens=stats.tokens,
+            ttft_s=round(stats.ttft_s, 4),
+            tokens_per_s=round(stats.tokens_per_s, 2),
+            prompt_tokens=stats.prompt_tokens,
+            finish_reason=stats.finish_reason,
+            model=assistant.require_chat().info.name,
+        )
+        print(json.dumps(result, ensure_ascii=False))
     return 0
 
 

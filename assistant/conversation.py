@@ -1,15 +1,19 @@
-"""Messages, the user's turn, and history operations. Knows no model.
+"""The one message type, its attachments, and history operations. Knows no model.
 
-Images in messages are *sources* (a path, raw bytes or an already-loaded ``PIL.Image``); the
-engine normalises them with :mod:`assistant.media` just before they reach a model.
+A :class:`Message` is what the store saves, the page holds, the API builds and the engine reads.
+Attachments are typed: a new kind of file (video, document…) is one new class here. Sources
+are a path, raw bytes or (for images, once the engine has normalised them) a ``PIL.Image``;
+:mod:`assistant.media` validates them just before they reach a model.
 """
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 Role = Literal["system", "user", "assistant"]
 ImageSource = Union[str, Path, bytes, Any]  # Any = PIL.Image.Image (kept out of this module)
@@ -17,58 +21,106 @@ AudioSource = Union[str, Path, bytes]
 
 
 @dataclass(frozen=True)
-class Message:
-    role: Role
-    text: str = ""
-    images: tuple[ImageSource, ...] = ()
+class ImageAttachment:
+    source: ImageSource
+    kind: ClassVar[str] = "image"
 
 
 @dataclass(frozen=True)
-class UserTurn:
-    """What a person sends in one go: words, photos, and/or a voice recording."""
+class AudioAttachment:
+    """A voice recording; the words recognised in it go to ``Message.transcript``."""
 
-    text: str = ""
-    images: tuple[ImageSource, ...] = ()
-    audio: AudioSource | None = None
+    source: AudioSource
+    kind: ClassVar[str] = "audio"
+
+
+Attachment = Union[ImageAttachment, AudioAttachment]
+ATTACHMENT_KINDS: dict[str, type] = {cls.kind: cls for cls in (ImageAttachment, AudioAttachment)}
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    text: str = ""  # what was typed (or generated)
+    attachments: tuple[Attachment, ...] = ()
+    transcript: str | None = None  # the words recognised in the voice recording, if any
+    # Identity, not content: two messages that say the same thing compare equal.
+    id: str = field(default_factory=new_id, compare=False)
+    created: float = field(default_factory=time.time, compare=False)
+
+    @classmethod
+    def user(cls, text: str = "", images: Sequence[ImageSource] = (), audio: AudioSource | None = None) -> Message:
+        attachments: list[Attachment] = [ImageAttachment(source) for source in images]
+        if audio is not None:
+            attachments.append(AudioAttachment(audio))
+        return cls("user", text, tuple(attachments))
+
+    @classmethod
+    def assistant(cls, text: str) -> Message:
+        return cls("assistant", text)
+
+    @property
+    def images(self) -> tuple[ImageSource, ...]:
+        return tuple(a.source for a in self.attachments if isinstance(a, ImageAttachment))
+
+    @property
+    def audio(self) -> AudioSource | None:
+        """The voice recording of this message, if it has one."""
+        return next((a.source for a in self.attachments if isinstance(a, AudioAttachment)), None)
+
+    @property
+    def words(self) -> str:
+        """Everything the person said in this message: the typed words, then the transcript."""
+        return "\n\n".join(t for t in (self.text.strip(), (self.transcript or "").strip()) if t)
+
+    @property
+    def needs_transcript(self) -> bool:
+        return self.audio is not None and self.transcript is None
 
     def is_empty(self) -> bool:
-        return not self.text.strip() and not self.images and self.audio is None
+        return not self.words and not self.attachments
+
+    def with_images(self, images: Sequence[ImageSource]) -> Message:
+        """The same message with these images in place of its own (other attachments kept)."""
+        others = tuple(a for a in self.attachments if not isinstance(a, ImageAttachment))
+        return replace(self, attachments=tuple(ImageAttachment(s) for s in images) + others)
+
+    def without_audio(self) -> Message:
+        return replace(self, attachments=tuple(a for a in self.attachments if not isinstance(a, AudioAttachment)))
 
 
-@dataclass
-class Conversation:
-    """An ordered list of user/assistant messages (the system prompt is kept apart)."""
-
-    messages: list[Message] = field(default_factory=list)
-
-    def add(self, message: Message) -> None:
-        self.messages.append(message)
-
-    def undo_last_turn(self) -> Message | None:
-        """Drop the last assistant reply and the user message it answered; return that user message."""
-        while self.messages and self.messages[-1].role == "assistant":
-            self.messages.pop()
-        return self.messages.pop() if self.messages else None
-
-    def for_regenerate(self) -> tuple["Conversation", Message]:
-        """History without the last exchange, plus the user message to answer again."""
-        history = Conversation(list(self.messages))
-        user = history.undo_last_turn()
-        if user is None or user.role != "user":
-            raise ValueError("there is no user message to regenerate a reply for")
-        return history, user
-
-    def edit_user_message(self, index: int, text: str) -> tuple["Conversation", Message]:
-        """History before user message ``index`` and the edited message; later turns are dropped."""
-        if not 0 <= index < len(self.messages) or self.messages[index].role != "user":
-            raise ValueError(f"message {index} is not a user message")
-        edited = replace(self.messages[index], text=text)
-        return Conversation(list(self.messages[:index])), edited
+# -- history operations (a history is a list of user/assistant messages) ------------------
 
 
-def typed_and_spoken(text: str, transcript: str | None) -> str:
-    """What a person said in one message: the typed words, then the voice transcript."""
-    return "\n\n".join(t for t in (text.strip(), (transcript or "").strip()) if t)
+def undo_last_turn(messages: Sequence[Message]) -> tuple[list[Message], Message | None]:
+    """The history without its last exchange, and the user message of that exchange."""
+    history = list(messages)
+    while history and history[-1].role == "assistant":
+        history.pop()
+    return history, (history.pop() if history else None)
+
+
+def for_regenerate(messages: Sequence[Message]) -> tuple[list[Message], Message]:
+    """History without the last exchange, plus the user message to answer again."""
+    history, user = undo_last_turn(messages)
+    if user is None or user.role != "user":
+        raise ValueError("there is no user message to regenerate a reply for")
+    return history, user
+
+
+def edit_user_message(
+    messages: Sequence[Message], index: int, text: str, transcript: str | None = None
+) -> tuple[list[Message], Message]:
+    """History before user message ``index`` and that message with new words; later turns are
+    dropped. Without a ``transcript`` the recording goes too: it no longer matches the words."""
+    if not 0 <= index < len(messages) or messages[index].role != "user":
+        raise ValueError(f"message {index} is not a user message")
+    edited = replace(messages[index], text=text, transcript=transcript, id=new_id(), created=time.time())
+    return list(messages[:index]), edited if transcript is not None else edited.without_audio()
 
 
 def limit_images(messages: Sequence[Message], max_images: int) -> list[Message]:
@@ -76,10 +128,11 @@ def limit_images(messages: Sequence[Message], max_images: int) -> list[Message]:
     budget = max(0, max_images)
     kept: list[Message] = []
     for message in reversed(messages):
-        if message.images:
-            keep = message.images[max(0, len(message.images) - budget) :] if budget else ()
+        images = message.images
+        if images:
+            keep = images[max(0, len(images) - budget) :] if budget else ()
             budget -= len(keep)
-            message = replace(message, images=tuple(keep))
+            message = message.with_images(keep)
         kept.append(message)
     kept.reverse()
     return kept

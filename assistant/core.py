@@ -1,9 +1,10 @@
 """The Assistant: one object the web page, the HTTP API and the CLI all call.
 
-``reply`` turns a history plus the user's new turn into a stream of events:
-``Transcribed`` (when audio was sent) → ``Queued``… (while others use the model) →
-``Token``… → ``Done(stats)``. Problems raise typed errors from :mod:`assistant.errors`;
-each boundary translates them once.
+``reply(history, message)`` returns a :class:`Reply`. Iterate it for events —
+``Transcribed`` (when the message has a recording) → ``Queued``… (while others use the model)
+→ ``Token``… → ``Done(stats)`` — and read ``.text``, ``.stats``, ``.transcript`` and
+``.message`` (the user message as answered, transcript included) afterwards. Problems raise
+typed errors from :mod:`assistant.errors`; each boundary translates them once.
 """
 
 from __future__ import annotations
@@ -11,20 +12,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 from assistant import media, prompts
-from assistant.conversation import Message, UserTurn, fit_to_context, limit_images, typed_and_spoken
-from assistant.errors import AssistantError, InvalidParams, ModelUnavailable
-from assistant.models.base import ChatMessage, ChatModel, ChatRequest, GenerationParams
-from assistant.settings import Settings
+from assistant.conversation import ImageAttachment, Message, fit_to_context, limit_images
+from assistant.errors import InvalidParams, ModelUnavailable
+from assistant.models.base import AudioInput, ChatModel, ChatRequest, GenerationParams, ModelInfo, Transcriber, Transcript, Usage
+from assistant.queueing import TurnQueue
+from assistant.settings import Settings, resolve_defaults
 
 log = logging.getLogger(__name__)
 
 QUEUE_POLL_S = 0.5
+IMAGE_CACHE_ENTRIES = 64
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class ReplyStats:
 
 @dataclass(frozen=True)
 class Transcribed:
-    transcript: "object"  # assistant.speech.Transcript
+    transcript: Transcript
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,61 @@ class Done:
 Event = Union[Transcribed, Queued, Token, Done]
 
 
+@dataclass(frozen=True)
+class Description:
+    """What is loaded, as the page's settings panel and ``/v1/models`` show it."""
+
+    chat_model: str | None  # the configured name, loaded or not
+    chat: ModelInfo | None  # None: not loaded (see chat_error)
+    chat_error: str | None
+    speech_model: str | None  # None: speech recognition is not loaded
+    speech_device: str | None
+
+
+class Reply:
+    """One answer in the making (like llm's ``Response``): iterate it for events; afterwards
+    ``text``, ``stats``, ``transcript`` and ``message`` hold the outcome. ``close()`` (or
+    leaving a ``with`` block) stops the generation and frees the model at once."""
+
+    def __init__(self, message: Message, steps: Generator[Event, None, None] | None = None):
+        self.message = message  # the user's message; gains its transcript once heard
+        self.text = ""
+        self.stats: ReplyStats | None = None
+        self.transcript: Transcript | None = None
+        self._events: Iterator[Event] = steps or iter(())
+
+    def __iter__(self) -> Reply:
+        return self
+
+    def __next__(self) -> Event:
+        event = next(self._events)
+        if isinstance(event, Transcribed):
+            self.transcript = event.transcript
+            self.message = replace(self.message, transcript=event.transcript.text)
+        elif isinstance(event, Token):
+            self.text += event.text
+        elif isinstance(event, Done):
+            self.stats, self.text = event.stats, event.text
+        return event
+
+    def close(self) -> None:
+        close = getattr(self._events, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Reply:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def wait(self) -> Reply:
+        """Run to the end (for callers that do not stream); returns self."""
+        for _ in self:
+            pass
+        return self
+
+
 class StopFilter:
     """Holds back text that could be the start of a stop sequence; reports when one is hit."""
 
@@ -72,6 +130,8 @@ class StopFilter:
         self.stopped = False
 
     def feed(self, chunk: str) -> str:
+        if self.stopped:
+            return ""
         if not self.stops:
             return chunk
         self.buffer += chunk
@@ -91,23 +151,29 @@ class StopFilter:
 
 
 class Assistant:
-    def __init__(self, settings: Settings, chat_model: ChatModel | None = None, transcriber=None, chat_error: str | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        chat_model: ChatModel | None = None,
+        transcriber: Transcriber | None = None,
+        chat_error: str | None = None,
+    ):
         self.settings = settings
         self.chat_model = chat_model
         self.transcriber = transcriber
         # Why the chat model is missing (shown as a banner; voice transcription still works).
         self.chat_error = chat_error if chat_model is None else None
-        self._image_cache: dict[tuple, object] = {}
+        # A model that runs one generation at a time gets a first-come, first-served queue.
+        self.queue = TurnQueue() if chat_model is not None and not chat_model.concurrent else None
+        self._image_cache: dict[tuple, Any] = {}
         self._image_cache_lock = threading.Lock()
 
     # -- loading ---------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, settings: Settings, *, load_chat: bool = True, load_asr: bool = True, require_chat: bool = False) -> "Assistant":
+    def load(cls, settings: Settings, *, load_chat: bool = True, load_asr: bool = True, require_chat: bool = False) -> Assistant:
         """Load the models once. A chat model that cannot be loaded is remembered as
         ``chat_error`` (unless ``require_chat``), so the app can still start and transcribe."""
-        from assistant.settings import resolve_defaults
-
         settings = resolve_defaults(settings)
         chat_model, chat_error = None, None
         if load_chat:
@@ -121,11 +187,20 @@ class Assistant:
         transcriber = load_transcriber(settings) if load_asr else None
         return cls(settings, chat_model, transcriber, chat_error)
 
+    def describe(self) -> Description:
+        return Description(
+            chat_model=self.chat_model.info.name if self.chat_model is not None else self.settings.model,
+            chat=self.chat_model.info if self.chat_model is not None else None,
+            chat_error=self.chat_error,
+            speech_model=self.transcriber.name if self.transcriber is not None else None,
+            speech_device=self.transcriber.device if self.transcriber is not None else None,
+        )
+
     # -- speech ----------------------------------------------------------------------------
 
-    def transcribe(self, audio, language: str | None = None):
+    def transcribe(self, audio: AudioInput, language: str | None = None) -> Transcript:
         if self.transcriber is None:
-            raise ModelUnavailable("speech recognition is not loaded")
+            raise ModelUnavailable("speech recognition is not loaded on this server")
         return self.transcriber.transcribe(audio, language=language or self.settings.language)
 
     # -- chat ------------------------------------------------------------------------------
@@ -134,15 +209,20 @@ class Assistant:
         chosen = self.settings.system_prompt if name_or_text is None else name_or_text
         return prompts.resolve(chosen, self.settings.prompts_dir)
 
-    def params(self, **overrides) -> GenerationParams:
-        """Generation params with the configured defaults, validated."""
+    def params(self, **overrides: Any) -> GenerationParams:
+        """Generation params with the configured defaults, validated (None = default)."""
         overrides = {k: v for k, v in overrides.items() if v is not None}
         overrides.setdefault("max_new_tokens", self.settings.default_max_new_tokens)
         if "stop" in overrides:
             overrides["stop"] = tuple(overrides["stop"])
-        return GenerationParams(**overrides).validated(self.settings.max_new_tokens_cap)
+        return GenerationParams.within(self.settings.max_new_tokens_cap, **overrides)
 
-    def load_image(self, source, name: str | None = None):
+    def require_chat(self) -> ChatModel:
+        if self.chat_model is None:
+            raise ModelUnavailable(self.chat_error or "no chat model is loaded")
+        return self.chat_model
+
+    def load_image(self, source: Any, name: str | None = None) -> Any:
         """Validated, oriented, RGB, downscaled image; files are cached by path and mtime."""
         s = self.settings
         key = None
@@ -159,117 +239,135 @@ class Assistant:
         image = media.load_image(source, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels, max_side=s.image_max_side, name=name)
         if key is not None:
             with self._image_cache_lock:
-                if len(self._image_cache) > 64:
+                if len(self._image_cache) > IMAGE_CACHE_ENTRIES:
                     self._image_cache.clear()
                 self._image_cache[key] = image
         return image
 
-    def _chat_message(self, message: Message) -> ChatMessage:
-        return ChatMessage(message.role, message.text, tuple(self.load_image(src) for src in message.images))
+    def _for_model(self, message: Message) -> Message:
+        """What a model reads: the words it should hear, images loaded and normalised."""
+        images = tuple(ImageAttachment(self.load_image(src)) for src in message.images)
+        return Message(message.role, message.words, images, id=message.id, created=message.created)
 
-    def build_messages(self, history: Sequence[Message], user: Message, system_prompt: str | None, max_new_tokens: int) -> list[ChatMessage]:
+    def build_messages(self, history: Sequence[Message], user: Message, system_prompt: str | None, max_new_tokens: int) -> list[Message]:
         """System + as much history as fits the context, newest images kept up to the cap."""
-        model = self._require_chat()
+        model = self.require_chat()
         trimmed = limit_images([*history, user], self.settings.max_images_in_context)
-        chat = [self._chat_message(m) for m in trimmed]
-        system = ChatMessage("system", system_prompt) if system_prompt else None
+        chat = [self._for_model(m) for m in trimmed]
+        system = Message("system", system_prompt) if system_prompt else None
         budget = model.info.context_length - max_new_tokens
         return fit_to_context(system, chat, model.count_tokens, budget)
 
     def reply(
         self,
         history: Sequence[Message],
-        turn: UserTurn,
+        message: Message,
         params: GenerationParams | None = None,
         *,
         system_prompt: str | None = None,
         cancel: threading.Event | None = None,
         language: str | None = None,
         literal_system: bool = False,
-    ) -> Iterator[Event]:
-        """Stream the answer to ``turn`` given ``history``. ``system_prompt`` is a persona
-        name or free text (None = the configured default, "" = none); with ``literal_system``
-        it is always taken as text, even when it is one word that names a persona."""
+    ) -> Reply:
+        """The answer to ``message`` given ``history``. ``system_prompt`` is a persona name or
+        free text (None = the configured default, "" = none); with ``literal_system`` it is
+        always taken as text, even when it is one word that names a persona. A recording
+        attached to ``message`` is transcribed first (voice works without a chat model)."""
+        steps = self._answer(history, message, params or self.params(), system_prompt, literal_system,
+                             cancel or threading.Event(), language)
+        return Reply(message, steps)
+
+    # -- the steps of one reply ------------------------------------------------------------
+
+    def _answer(self, history: Sequence[Message], message: Message, params: GenerationParams, system_prompt: str | None,
+                literal_system: bool, cancel: threading.Event, language: str | None) -> Generator[Event, None, None]:
         started = time.perf_counter()
-        params = params or self.params()
-        if turn.is_empty():
+        if message.is_empty():
             raise InvalidParams("the message is empty: type something, attach a photo or record your voice")
-        if literal_system and system_prompt is not None:
-            system_text = system_prompt.strip()
-        else:
-            system_text = self.system_prompt(system_prompt)
-        user_text, transcribe_s = turn.text, 0.0
-        if turn.audio is not None:
-            transcript = self.transcribe(turn.audio, language=language)
+        system_text = system_prompt.strip() if literal_system and system_prompt is not None else self.system_prompt(system_prompt)
+        transcribe_s = 0.0
+        if message.needs_transcript:
+            transcript = self.transcribe(message.audio, language=language)
             transcribe_s = transcript.elapsed_s
             yield Transcribed(transcript)
-            if transcript.is_empty and not turn.text.strip() and not turn.images:
+            message = replace(message, transcript=transcript.text)
+            if not message.words and not message.images:
                 raise InvalidParams("no speech was heard in the recording: try again closer to the microphone")
-            user_text = typed_and_spoken(turn.text, transcript.text)
-        model = self._require_chat()  # after transcription: voice works without a chat model
-        user = Message("user", user_text, tuple(turn.images))
-        messages = self.build_messages(history, user, system_text, params.max_new_tokens)
-
-        request = ChatRequest(messages, params, cancel or threading.Event())
-        queue = getattr(model, "queue", None)
-        ticket = queue.enter() if queue else None
-        queued_s = 0.0
-        pieces: list[str] = []
+        model = self.require_chat()  # after transcription: voice works without a chat model
+        request = ChatRequest(self.build_messages(history, message, system_text, params.max_new_tokens), params, cancel)
+        ticket = self.queue.enter() if self.queue is not None else None
         try:
-            if queue is not None:
-                wait_started = time.perf_counter()
-                timeout = 0.0  # say at once that we wait, then every poll
-                while not queue.wait(ticket, timeout=timeout):
-                    if request.cancel.is_set():
-                        return
-                    yield Queued(queue.position(ticket))
-                    timeout = QUEUE_POLL_S
-                queued_s = time.perf_counter() - wait_started
-            stop = StopFilter(params.stop)
-            stream = model.stream(request)
-            try:
-                for chunk in stream:
-                    text = stop.feed(chunk)
-                    if text:
-                        pieces.append(text)
-                        yield Token(text)
-                    if stop.stopped:
-                        request.cancel.set()
-                        break
-            finally:
-                stream.close()  # stops the worker and frees the model even if our caller left
-            tail = stop.flush()
-            if tail:
-                pieces.append(tail)
-                yield Token(tail)
+            queued_s = yield from self._wait_for_turn(ticket, cancel)
+            if queued_s is None:
+                return  # cancelled while waiting
+            text, usage, stopped = yield from self._stream(model, request)
         finally:
-            request.cancel.set()
-            if queue is not None:
-                queue.leave(ticket)
+            cancel.set()
+            if self.queue is not None and ticket is not None:
+                self.queue.leave(ticket)
+        yield Done(self._stats(started, usage, stopped, queued_s, transcribe_s), text)
+
+    def _wait_for_turn(self, ticket: int | None, cancel: threading.Event) -> Generator[Event, None, float | None]:
+        """Seconds waited for the model (None: cancelled while waiting), saying the place in line."""
+        if self.queue is None or ticket is None:
+            return 0.0
+        wait_started = time.perf_counter()
+        timeout = 0.0  # say at once that we wait, then every poll
+        while not self.queue.wait(ticket, timeout=timeout):
+            if cancel.is_set():
+                return None
+            yield Queued(self.queue.position(ticket))
+            timeout = QUEUE_POLL_S
+        return time.perf_counter() - wait_started
+
+    def _stream(self, model: ChatModel, request: ChatRequest) -> Generator[Event, None, tuple[str, Usage, bool]]:
+        """Tokens as the model makes them, cut at a stop sequence; then (text, usage, stopped)."""
+        stop = StopFilter(request.params.stop)
+        pieces: list[str] = []
+        usage = Usage(finish_reason="cancelled")
+        first_token_at = None
+        stream = model.stream(request)
+        try:
+            for item in stream:
+                if isinstance(item, Usage):
+                    usage = item
+                    continue
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                text = stop.feed(item)
+                if text:
+                    pieces.append(text)
+                    yield Token(text)
+                if stop.stopped:
+                    request.cancel.set()  # the model stops within a token; its Usage still comes
+        finally:
+            stream.close()  # stops the worker and frees the model even if our caller left
+        tail = stop.flush()
+        if tail:
+            pieces.append(tail)
+            yield Token(tail)
+        if usage.first_token_at is None:
+            usage = replace(usage, first_token_at=first_token_at)
+        return "".join(pieces), usage, stop.stopped
+
+    @staticmethod
+    def _stats(started: float, usage: Usage, stopped: bool, queued_s: float, transcribe_s: float) -> ReplyStats:
         finished = time.perf_counter()
-        usage = request.usage
         first = usage.first_token_at or finished
         decode_time = finished - first
-        yield Done(
-            ReplyStats(
-                # from "the words are known" to the first new token: image loading, prompt
-                # building and prefill included; queue wait and transcription reported apart
-                ttft_s=max(0.0, first - started - queued_s - transcribe_s),
-                tokens=usage.completion_tokens,
-                tokens_per_s=(usage.completion_tokens - 1) / decode_time if usage.completion_tokens > 1 and decode_time > 0 else 0.0,
-                elapsed_s=finished - started,
-                prompt_tokens=usage.prompt_tokens,
-                finish_reason="stop" if stop.stopped else usage.finish_reason,
-                queued_s=queued_s,
-                transcribe_s=transcribe_s,
-            ),
-            "".join(pieces),
+        tokens = usage.completion_tokens
+        return ReplyStats(
+            # from "the words are known" to the first new token: image loading, prompt
+            # building and prefill included; queue wait and transcription reported apart
+            ttft_s=max(0.0, first - started - queued_s - transcribe_s),
+            tokens=tokens,
+            tokens_per_s=(tokens - 1) / decode_time if tokens > 1 and decode_time > 0 else 0.0,
+            elapsed_s=finished - started,
+            prompt_tokens=usage.prompt_tokens,
+            finish_reason="stop" if stopped else usage.finish_reason,
+            queued_s=queued_s,
+            transcribe_s=transcribe_s,
         )
-
-    def _require_chat(self) -> ChatModel:
-        if self.chat_model is None:
-            raise ModelUnavailable(self.chat_error or "no chat model is loaded")
-        return self.chat_model
 
 
 def load_chat_model(settings: Settings) -> ChatModel:
@@ -280,21 +378,21 @@ def load_chat_model(settings: Settings) -> ChatModel:
     from assistant.models.local import LocalChatModel
 
     return LocalChatModel.load(
-        settings.model,
+        settings.model or "",
         device=settings.device,
         quantization=settings.quantization,
         image_max_side=settings.image_max_side,
     )
 
 
-def load_transcriber(settings: Settings):
+def load_transcriber(settings: Settings) -> Transcriber:
     if settings.asr_backend == "openai":
         from assistant.models.remote import RemoteTranscriber
 
         return RemoteTranscriber.from_settings(settings)
-    from assistant.speech import Transcriber
+    from assistant.speech import Transcriber as LocalTranscriber
 
-    return Transcriber(
+    return LocalTranscriber(
         settings.asr_model,
         device=settings.asr_device,
         compute_type=settings.asr_compute_type,
@@ -304,4 +402,4 @@ def load_transcriber(settings: Settings):
     )
 
 
-__all__ = ["Assistant", "AssistantError", "Done", "Event", "Queued", "ReplyStats", "Token", "Transcribed"]
+__all__ = ["Assistant", "Description", "Done", "Event", "Queued", "Reply", "ReplyStats", "Token", "Transcribed"]

@@ -20,9 +20,21 @@ class MediaError(AssistantError):
 
 
 class InvalidParams(AssistantError):
-    """Generation parameters or a request that break a documented rule."""
+    """Generation parameters or a request that break a documented rule.
+
+    ``param`` names the generation option at fault (the engine's name, e.g. ``max_new_tokens``)
+    and ``rule`` says what is wrong with it, so each boundary can name it in its own words.
+    """
 
     code = "invalid_params"
+
+    def __init__(self, message: str, *, param: str | None = None, rule: str | None = None):
+        super().__init__(message)
+        self.param, self.rule = param, rule
+
+    @classmethod
+    def for_param(cls, param: str, rule: str) -> "InvalidParams":
+        return cls(f"{param} {rule}", param=param, rule=rule)
 
 
 class ModelUnavailable(AssistantError):

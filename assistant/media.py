@@ -20,12 +20,8 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from assistant.errors import MediaError
+from assistant.settings import IMAGE_MAX_SIDE, MAX_AUDIO_BYTES, MAX_AUDIO_SECONDS, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MB
 
-DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
-DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
-DEFAULT_IMAGE_MAX_SIDE = 1024
-DEFAULT_MAX_AUDIO_BYTES = 50 * 1024 * 1024
-DEFAULT_MAX_AUDIO_SECONDS = 600.0
 
 # Pillow format names we accept. MPO (the multi-picture JPEG many phones write) has no opener
 # of its own: Pillow's JPEG opener returns it, so it is only in the accepted list.
@@ -36,6 +32,7 @@ _IMAGE_HINT = "Use JPEG, PNG, WebP, GIF, BMP or TIFF."
 _AUDIO_HINT = "Use WAV, MP3, Ogg/Opus, WebM, M4A or FLAC."
 _NOT_AUDIO = {"HTML", "XML", "PDF", "ZIP archive", "text"}
 _SNIFF_BYTES = 4096
+TOO_LARGE = "too large, send a smaller file"
 # Container durations can be estimates (MP3 bitrate): only trust them past this slack.
 _HEADER_SLACK_S = 1.0
 # Truncated images must fail rather than come back half grey, so Pillow's process-wide
@@ -47,7 +44,7 @@ _HEADER_SLACK_S = 1.0
 
 def _size(n: float) -> str:
     """20971520 -> '20 MB', 32715571 -> '31.2 MB', 900 -> '900 bytes'."""
-    for unit, scale in (("MB", 1024 * 1024), ("KB", 1024)):
+    for unit, scale in (("MB", MB), ("KB", 1024)):
         if n >= scale:
             return f"{n / scale:.1f}".removesuffix(".0") + f" {unit}"
     return f"{int(n)} bytes"
@@ -130,7 +127,7 @@ def _check_file(path, max_bytes: int | None, label: str) -> None:
     if st.st_size == 0:
         raise MediaError(f"{label} is empty (0 bytes)")
     if max_bytes and st.st_size > max_bytes:
-        raise MediaError(f"{label} is {_size(st.st_size)}, over the {_size(max_bytes)} limit")
+        raise MediaError(f"{label} is {_size(st.st_size)}, over the {_size(max_bytes)} limit: {TOO_LARGE}")
 
 
 def _read(source, max_bytes: int | None, label: str) -> bytes:
@@ -154,7 +151,7 @@ def _read(source, max_bytes: int | None, label: str) -> bytes:
     if max_bytes and len(data) > max_bytes:
         # A stream was read only up to the cap, so its full size is unknown.
         shown = f"{_size(len(data))}, over" if isinstance(source, bytes) else "over"
-        raise MediaError(f"{label} is {shown} the {_size(max_bytes)} limit")
+        raise MediaError(f"{label} is {shown} the {_size(max_bytes)} limit: {TOO_LARGE}")
     return data
 
 
@@ -235,9 +232,9 @@ def _fit(img: Image.Image, max_side: int | None) -> Image.Image:
     return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=1.5)
 
 
-def load_image(source, *, max_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
-               max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
-               max_side: int | None = DEFAULT_IMAGE_MAX_SIDE,
+def load_image(source, *, max_bytes: int | None = MAX_IMAGE_BYTES,
+               max_pixels: int | None = MAX_IMAGE_PIXELS,
+               max_side: int | None = IMAGE_MAX_SIDE,
                name: str | None = None) -> Image.Image:
     """A validated RGB image, EXIF-oriented, longest side <= ``max_side`` (0/None: keep size).
 
@@ -333,8 +330,8 @@ def _frames(container, stream, label: str):
         raise MediaError(f"{label} is corrupt (no audio could be decoded)")
 
 
-def load_audio(source, *, max_bytes: int | None = DEFAULT_MAX_AUDIO_BYTES,
-               max_seconds: float | None = DEFAULT_MAX_AUDIO_SECONDS,
+def load_audio(source, *, max_bytes: int | None = MAX_AUDIO_BYTES,
+               max_seconds: float | None = MAX_AUDIO_SECONDS,
                sampling_rate: int = 16000, name: str | None = None) -> np.ndarray:
     """Mono float32 samples at ``sampling_rate`` from WAV, MP3, Ogg/Opus, WebM, M4A, FLAC, ...
 

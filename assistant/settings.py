@@ -1,15 +1,19 @@
-"""Every knob of the assistant in one frozen dataclass, with defaults.
+"""Every knob of the assistant, declared once: a frozen dataclass whose fields carry their flag.
 
-Nothing here reads flags or the environment: ``app.py`` and the CLI do that and build a
-``Settings``. Defaults that depend on the hardware (model, quantization) are resolved by
-:func:`resolve_defaults` once the device is known.
+Each field's :class:`Flag` metadata is the one place a setting's command-line flag, help text,
+choices and unit live; :mod:`assistant.flags` derives the app's and the CLI's parsers (and the
+``ASSISTANT_*`` environment twins) from it, and the README's flag table is generated from it.
+Nothing here reads flags or the environment. Defaults that depend on the hardware (model,
+quantization) are resolved by :func:`resolve_defaults` once the device is known.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 from platformdirs import user_data_dir
 
@@ -22,56 +26,118 @@ EMBEDDED_ASR_MODEL = "embedded"  # multilingual Whisper base shipped on PyPI
 QUANTIZATIONS = ("auto", "nf4", "int8", "none")
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("local", "openai")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 MB = 1024 * 1024
+
+# Limits, named once: media.py, speech.py and the remote backend take their defaults from here.
+MAX_IMAGE_BYTES = 20 * MB
+MAX_IMAGE_PIXELS = 100_000_000  # decompression-bomb guard, checked before decoding
+IMAGE_MAX_SIDE = 1024  # longest side handed to the processor
+MAX_AUDIO_BYTES = 50 * MB
+MAX_AUDIO_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class Flag:
+    """How a setting appears on the command line (and, derived from that, in the environment)."""
+
+    help: str
+    group: str  # the --help section: server, chat model, speech
+    name: str | None = None  # default: the field name with dashes, e.g. --asr-beam-size
+    aliases: tuple[str, ...] = ()  # other spellings that also work (e.g. the CLI's --system)
+    choices: tuple[str, ...] | None = None
+    unit: int = 1  # the flag counts in these (MB); the setting holds the product (bytes)
+    repeat: bool = False  # may be given several times (a list; comma-separated in the environment)
+    metavar: str | None = None
+    cli: bool = False  # also an option of `python -m assistant chat|transcribe`
+    parse: Callable[[str], Any] | None = None  # text -> value (raises ValueError); default: the field's type
+
+
+def setting(default: Any, help: str, group: str, **flag: Any) -> Any:
+    """A Settings field with its flag declared beside its default."""
+    return field(default=default, metadata={"flag": Flag(help, group, **flag)})
+
+
+def login(text: str) -> tuple[str, str]:
+    """'USER:PASSWORD' -> (user, password); the password may contain colons."""
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise ValueError(f"expects USER:PASSWORD, got {text!r}")
+    return user, password
 
 
 @dataclass(frozen=True)
 class Settings:
     # Chat model
-    model: str | None = None  # hub id or local dir; None = default for the device
-    quantization: str = "auto"  # auto|nf4|int8|none
-    device: str = "auto"  # auto|cpu|cuda
-    backend: str = "local"  # local|openai (any OpenAI-compatible server, e.g. vLLM)
-    base_url: str | None = None
-    remote_model: str | None = None
-    remote_api_key: str | None = None
-    remote_timeout_s: float = 120.0
+    model: str | None = setting(
+        None, "hub id or local directory (default: Qwen2.5-VL-3B-Instruct on GPU, SmolVLM-256M-Instruct on CPU)",
+        "chat model", cli=True,
+    )
+    quantization: str = setting("auto", "auto = nf4 on GPU, none on CPU", "chat model", choices=QUANTIZATIONS, cli=True)
+    device: str = setting("auto", "where the chat model runs; auto = cuda when a GPU is visible", "chat model",
+                          choices=DEVICES, cli=True)
+    backend: str = setting("local", "'openai' sends chat to an OpenAI-compatible server (e.g. vLLM)", "chat model",
+                           choices=BACKENDS)
+    base_url: str | None = setting(None, "the remote server, e.g. http://gpu-box:8000/v1 (with --backend openai)", "chat model")
+    remote_model: str | None = setting(None, "model name on the remote server (default: its first model)", "chat model")
+    remote_api_key: str | None = setting(None, "API key for the remote server", "chat model")
+    remote_timeout_s: float = setting(120.0, "seconds to wait for the remote server's next chunk", "chat model",
+                                      name="--remote-timeout")
+    system_prompt: str = setting("default", "default persona name (from prompts/) or free text", "chat model",
+                                 cli=True, aliases=("--system",))
+    prompts_dir: Path = PROJECT_ROOT / "prompts"
+    default_max_new_tokens: int = setting(512, "default reply length", "chat model", name="--max-new-tokens")
+    max_new_tokens_cap: int = setting(4096, "largest reply length a user may ask for", "chat model")
+    image_max_side: int = setting(IMAGE_MAX_SIDE, "images are downscaled to this longest side", "chat model")
+    max_images_in_context: int = setting(4, "older images are dropped beyond this", "chat model")
+    max_image_pixels: int = MAX_IMAGE_PIXELS
 
     # Speech
-    asr_model: str = EMBEDDED_ASR_MODEL
-    asr_backend: str = "local"  # local|openai
-    asr_device: str = "auto"
-    asr_compute_type: str = "auto"  # auto = int8 on CPU, float16 on CUDA
-    language: str | None = None  # None = detect
-    asr_beam_size: int = 5  # 1 (greedy) is ~1.5x faster; same English WER, worse es/fr in our tests
-    max_audio_seconds: float = 600.0
-    max_audio_bytes: int = 50 * MB
-
-    # Images
-    max_image_bytes: int = 20 * MB
-    max_image_pixels: int = 100_000_000  # decompression-bomb guard, checked before decoding
-    image_max_side: int = 1024  # longest side handed to the processor
-    max_images_in_context: int = 4
-
-    # Generation
-    system_prompt: str = "default"  # a name in prompts/ or free text
-    prompts_dir: Path = PROJECT_ROOT / "prompts"
-    default_max_new_tokens: int = 512
-    max_new_tokens_cap: int = 4096
+    asr_model: str = setting(
+        EMBEDDED_ASR_MODEL, "'embedded' (Whisper base shipped with the app), a faster-whisper size, hub id or local dir",
+        "speech", cli=True,
+    )
+    asr_backend: str = setting("local", "'openai' sends audio to the remote server's /v1/audio/transcriptions",
+                               "speech", choices=("local", "openai"))
+    asr_device: str = setting("auto", "where Whisper runs", "speech", choices=DEVICES)
+    asr_compute_type: str = setting("auto", "auto = int8 on CPU, float16 on GPU", "speech")
+    # 1 (greedy) is ~1.5x faster; same English WER, worse es/fr in our tests
+    asr_beam_size: int = setting(5, "1 = greedy decoding, about 1.5x faster on CPU", "speech")
+    language: str | None = setting(None, "speech language code, e.g. en (default: detect)", "speech", cli=True)
+    max_audio_seconds: float = setting(MAX_AUDIO_SECONDS, "longer recordings are refused", "speech")
+    max_audio_bytes: int = setting(MAX_AUDIO_BYTES, "largest audio file accepted", "speech",
+                                   name="--max-audio-mb", unit=MB)
 
     # Serving
-    host: str = "127.0.0.1"
-    port: int = 7860
-    share: bool = False
-    auth: tuple[tuple[str, str], ...] = ()
-    api_key: str | None = None
-    allow_remote_images: bool = False
+    host: str = setting("127.0.0.1", "address to bind; use 0.0.0.0 to serve your network (then set --auth)", "server")
+    port: int = setting(7860, "port of the page and the API", "server")
+    share: bool = setting(False, "also open a public Gradio share link (off by default)", "server")
+    auth: tuple[tuple[str, str], ...] = setting((), "require a login for the page (repeatable)", "server",
+                                                repeat=True, metavar="USER:PASSWORD", parse=login)
+    auth_file: Path | None = setting(None, "file with one USER:PASSWORD per line", "server")
+    api_key: str | None = setting(None, "require 'Authorization: Bearer KEY' on /v1 API routes", "server")
+    data_dir: Path = setting(Path(user_data_dir("multimodal-assistant", appauthor=False)),
+                             "where chat history and uploaded images are kept", "server")
+    max_image_bytes: int = setting(MAX_IMAGE_BYTES, "largest image accepted", "server",
+                                   name="--max-file-size-mb", unit=MB)
+    allow_remote_images: bool = setting(False, "let API clients pass https:// image URLs (public addresses only)",
+                                        "server")
     remote_image_timeout_s: float = 10.0
-    data_dir: Path = Path(user_data_dir("multimodal-assistant", appauthor=False))
+    log_level: str = setting("INFO", "server log detail", "server", choices=LOG_LEVELS)
 
-    def replace(self, **changes) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """What the page's upload limit must allow: the largest file of any accepted kind."""
+        return max(self.max_image_bytes, self.max_audio_bytes)
+
+
+def flags() -> list[tuple[dataclasses.Field, Flag]]:
+    """Every Settings field that has a flag, in declaration order."""
+    return [(f, f.metadata["flag"]) for f in dataclasses.fields(Settings) if "flag" in f.metadata]
 
 
 def resolve_device(requested: str) -> str:

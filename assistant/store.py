@@ -1,8 +1,8 @@
-"""Chat history kept in SQLite under the data dir, with copies of the images people sent.
+"""Chat history kept in SQLite under the data dir, with copies of the files people sent.
 
 One row per conversation, one row per message. Saving replaces a conversation's messages as a
-whole: regenerate, edit and undo rewrite the tail, and conversations are small. Images are
-copied into ``media/<conversation id>/`` (named by content hash) because the upload cache
+whole: regenerate, edit and undo rewrite the tail, and conversations are small. Attachments
+are copied into ``media/<conversation id>/`` (named by content hash) because the upload cache
 of the web server is temporary; the copies are what saved messages point at.
 
 Every call opens its own short-lived connection, so the store is safe to share between the
@@ -18,10 +18,10 @@ import sqlite3
 import time
 import uuid
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from assistant.conversation import typed_and_spoken
+from assistant.conversation import ATTACHMENT_KINDS, Attachment, Message
 
 DB_NAME = "history.sqlite3"
 TITLE_CHARS = 60
@@ -46,19 +46,8 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (conversation_id, position)
 );
 """
-
-
-@dataclass(frozen=True)
-class StoredMessage:
-    role: str  # "user" | "assistant"
-    text: str = ""  # what was typed (or generated)
-    images: tuple[str, ...] = ()  # file paths
-    transcript: str | None = None  # the words recognised in a voice message
-
-    @property
-    def words(self) -> str:
-        """Everything the person said in this message: typed text, then the transcript."""
-        return typed_and_spoken(self.text, self.transcript)
+# Added since the first schema; a database from before gets them on open.
+NEW_MESSAGE_COLUMNS = {"attachments": "TEXT", "message_id": "TEXT", "created_at": "REAL"}
 
 
 @dataclass(frozen=True)
@@ -72,10 +61,10 @@ class Summary:
 class StoredConversation:
     id: str
     title: str
-    messages: list[StoredMessage] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
 
 
-def title_from(messages: list[StoredMessage]) -> str:
+def title_from(messages: list[Message]) -> str:
     """The first user words, shortened; 'Photo' for a picture-only start."""
     for m in messages:
         if m.role != "user":
@@ -88,14 +77,28 @@ def title_from(messages: list[StoredMessage]) -> str:
     return "New chat"
 
 
+def _attachments_json(attachments: tuple[Attachment, ...]) -> str:
+    return json.dumps([{"kind": a.kind, "path": str(a.source)} for a in attachments])
+
+
+def _attachments_from(stored: str | None, legacy_images: str) -> tuple[Attachment, ...]:
+    if stored is None:  # a row written before attachments were typed: image paths only
+        return tuple(ATTACHMENT_KINDS["image"](path) for path in json.loads(legacy_images))
+    return tuple(ATTACHMENT_KINDS[item["kind"]](item["path"]) for item in json.loads(stored) if item["kind"] in ATTACHMENT_KINDS)
+
+
 class HistoryStore:
     def __init__(self, data_dir: str | Path):
         self.data_dir = Path(data_dir).expanduser()
         self.media_dir = self.data_dir / "media"
         self.media_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / DB_NAME
-        with self._connect() as db:
+        with closing(self._connect()) as db, db:
             db.executescript(SCHEMA)
+            have = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
+            for column, kind in NEW_MESSAGE_COLUMNS.items():
+                if column not in have:
+                    db.execute(f"ALTER TABLE messages ADD COLUMN {column} {kind}")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=10)
@@ -118,17 +121,26 @@ class HistoryStore:
             if head is None:
                 return None
             rows = db.execute(
-                "SELECT role, text, images, transcript FROM messages WHERE conversation_id = ? ORDER BY position",
+                "SELECT role, text, images, attachments, transcript, message_id, created_at FROM messages"
+                " WHERE conversation_id = ? ORDER BY position",
                 (conversation_id,),
             ).fetchall()
-        messages = [StoredMessage(role, text, tuple(json.loads(images)), transcript) for role, text, images, transcript in rows]
+        messages = []
+        for role, text, images, attachments, transcript, message_id, created in rows:
+            identity = {"id": message_id} if message_id else {}
+            if created is not None:
+                identity["created"] = created
+            messages.append(Message(role, text, _attachments_from(attachments, images), transcript, **identity))
         return StoredConversation(conversation_id, head[0], messages)
 
-    def save(self, conversation_id: str | None, messages: list[StoredMessage], owner: str = LOCAL_OWNER) -> tuple[str, list[StoredMessage]]:
-        """Create or overwrite a conversation. Images are copied into the media dir first;
-        returns the id and the messages as stored (their image paths point at the copies)."""
+    def save(self, conversation_id: str | None, messages: list[Message], owner: str = LOCAL_OWNER) -> tuple[str, list[Message]]:
+        """Create or overwrite a conversation. Attached files are copied into the media dir
+        first; returns the id and the messages as stored (their paths point at the copies)."""
         conversation_id = conversation_id or uuid.uuid4().hex
-        stored = [StoredMessage(m.role, m.text, tuple(self._keep_image(conversation_id, p) for p in m.images), m.transcript) for m in messages]
+        stored = [
+            replace(m, attachments=tuple(type(a)(self._keep_file(conversation_id, str(a.source))) for a in m.attachments))
+            for m in messages
+        ]
         now = time.time()
         with closing(self._connect()) as db, db:
             row = db.execute("SELECT owner FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
@@ -143,10 +155,15 @@ class HistoryStore:
                 db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
             db.execute("DELETE FROM messages WHERE conversation_id = ?", (conversation_id,))
             db.executemany(
-                "INSERT INTO messages (conversation_id, position, role, text, transcript, images) VALUES (?, ?, ?, ?, ?, ?)",
-                [(conversation_id, i, m.role, m.text, m.transcript, json.dumps(list(m.images))) for i, m in enumerate(stored)],
+                "INSERT INTO messages (conversation_id, position, role, text, transcript, images, attachments, message_id,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (conversation_id, i, m.role, m.text, m.transcript, json.dumps([str(p) for p in m.images]),
+                     _attachments_json(m.attachments), m.id, m.created)
+                    for i, m in enumerate(stored)
+                ],
             )
-        self._drop_unused_images(conversation_id, stored)
+        self._drop_unused_files(conversation_id, stored)
         return conversation_id, stored
 
     def rename(self, conversation_id: str, title: str, owner: str = LOCAL_OWNER) -> bool:
@@ -163,14 +180,14 @@ class HistoryStore:
             shutil.rmtree(self._conversation_media(conversation_id), ignore_errors=True)
         return gone
 
-    # -- images ------------------------------------------------------------------------
+    # -- attached files ------------------------------------------------------------------------
 
     def _conversation_media(self, conversation_id: str) -> Path:
         if not conversation_id.isalnum():  # ids are uuid hex: never a path
             raise ValueError(f"bad conversation id {conversation_id!r}")
         return self.media_dir / conversation_id
 
-    def _keep_image(self, conversation_id: str, path: str) -> str:
+    def _keep_file(self, conversation_id: str, path: str) -> str:
         """A copy of ``path`` inside this conversation's media dir (already there: unchanged)."""
         folder = self._conversation_media(conversation_id)
         source = Path(path)
@@ -185,10 +202,10 @@ class HistoryStore:
             tmp.replace(target)
         return str(target)
 
-    def _drop_unused_images(self, conversation_id: str, messages: list[StoredMessage]) -> None:
-        """Images only an undone or edited-away message used are deleted with it."""
+    def _drop_unused_files(self, conversation_id: str, messages: list[Message]) -> None:
+        """Files only an undone or edited-away message used are deleted with it."""
         folder = self._conversation_media(conversation_id)
-        used = {Path(p).name for m in messages for p in m.images}
+        used = {Path(str(a.source)).name for m in messages for a in m.attachments}
         for file in folder.glob("*") if folder.is_dir() else ():
             if file.name not in used:
                 file.unlink(missing_ok=True)

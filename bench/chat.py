@@ -163,7 +163,7 @@ def bare_run(chat, image, n: int, probe: Probe, in_thread: bool = True) -> dict:
 
 
 def engine_run(assistant, image, n: int, probe: Probe) -> dict:
-    from assistant.conversation import UserTurn
+    from assistant.conversation import Message
     from assistant.core import Done, Token
 
     params = assistant.params(max_new_tokens=n, min_new_tokens=n, temperature=0)
@@ -172,7 +172,7 @@ def engine_run(assistant, image, n: int, probe: Probe) -> dict:
     first = None
     chunks = 0
     done = None
-    for event in assistant.reply([], UserTurn(QUESTION, images=(image,)), params, system_prompt=""):
+    for event in assistant.reply([], Message.user(QUESTION, images=(image,)), params, system_prompt=""):
         if isinstance(event, Token):
             chunks += 1
             if first is None:

@@ -72,7 +72,7 @@ def process_gpu_memory_gib() -> float | None:
 def chat_variant(name: str, model_dir: str, new_tokens: int, reps: int) -> dict:
     import torch
 
-    from assistant.models.base import ChatMessage
+    from assistant.conversation import Message
     from assistant.models.local import LocalChatModel
     from bench.chat import TimingStreamer
 
@@ -85,7 +85,7 @@ def chat_variant(name: str, model_dir: str, new_tokens: int, reps: int) -> dict:
     torch.cuda.synchronize()
     load_s = time.perf_counter() - started
     weights = torch.cuda.memory_allocated()
-    messages = [ChatMessage("user", QUESTION, (photo_1024(),))]
+    messages = [Message.user(QUESTION, (photo_1024(),))]
     extra = {"cache_implementation": "static"} if spec.get("static_cache") else {}
 
     def once(n: int) -> dict:

@@ -82,14 +82,14 @@ def stream_chat(client, url: str, model: str, n: int) -> dict:
 
 
 def engine_chat(assistant, n: int) -> dict:
-    from assistant.conversation import UserTurn
+    from assistant.conversation import Message
     from assistant.core import Done, Token
 
     params = assistant.params(max_new_tokens=n, min_new_tokens=n, temperature=0)
     started = time.perf_counter()
     first, done = None, None
-    # The API turns system messages into literal text with a trailing space (not a persona name).
-    for event in assistant.reply([], UserTurn(PROMPT), params, system_prompt=SYSTEM + " "):
+    # The API takes system messages as literal text, never as persona names.
+    for event in assistant.reply([], Message.user(PROMPT), params, system_prompt=SYSTEM, literal_system=True):
         if isinstance(event, Token) and first is None:
             first = time.perf_counter()
         elif isinstance(event, Done):

@@ -1,7 +1,4 @@
-import os
+from assistant.environment import QUIET_OFFLINE, quiet
 
 # Quiet the outside world: no analytics, no hub, no telemetry, in every test.
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+quiet(QUIET_OFFLINE)

@@ -36,12 +36,13 @@ KEY = "test-key"
 
 class FakeTranscriber:
     name = "fake-whisper"
+    device = "cpu"
 
     def __init__(self):
         self.calls = []
 
     def transcribe(self, audio, language=None):
-        from assistant.speech import Segment, Transcript
+        from assistant.models.base import Segment, Transcript
 
         self.calls.append((audio, language))
         return Transcript("hello there. general kenobi", language or "en", 2.5,
@@ -57,6 +58,7 @@ def make_app(model=None, transcriber=None, chat_error=None, **settings):
     model = model if model is not None or chat_error else FakeChatModel()
     assistant = Assistant(settings, model, transcriber, chat_error=chat_error)
     app = FastAPI()
+    app.state.assistant = assistant  # for tests that peek at its queue
     install_api(app, assistant, settings)
 
     @app.post("/other")  # stands for the page's routes: must keep FastAPI's own behaviour
@@ -118,7 +120,7 @@ def test_chat_completion_shape_and_usage():
     body = r.json()
     assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-") and body["model"] == "fake"
     assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "Hello, world!"}, "logprobs": None, "finish_reason": "stop"}]
-    prompt = model.requests[-1].usage.prompt_tokens
+    prompt = model.usages[-1].prompt_tokens
     assert body["usage"] == {"prompt_tokens": prompt, "completion_tokens": 4, "total_tokens": prompt + 4}
 
 
@@ -319,7 +321,7 @@ def test_requests_are_served_in_arrival_order():
             time.sleep(0.01)
         for i in range(1, 6):  # each arrives once the previous one is waiting in the queue
             replies.append(pool.submit(chat, c, messages=[user(f"r{i}")], stream=i % 2 == 0))
-            while len(model.queue._waiting) < i:  # test-only peek at the FIFO
+            while len(c.app.state.assistant.queue._waiting) < i:  # test-only peek at the FIFO
                 time.sleep(0.01)
         assert all(r.result().status_code == 200 for r in replies)
     assert [r.messages[-1].text for r in model.requests] == [f"r{i}" for i in range(6)]

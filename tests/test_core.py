@@ -6,7 +6,7 @@ import time
 import pytest
 from PIL import Image
 
-from assistant.conversation import Conversation, Message, UserTurn, fit_to_context, limit_images
+from assistant.conversation import Message, edit_user_message, fit_to_context, for_regenerate, limit_images, undo_last_turn
 from assistant.core import Assistant, Done, Queued, StopFilter, Token
 from assistant.errors import InvalidParams, ModelUnavailable
 from assistant.models.base import GenerationParams
@@ -25,7 +25,7 @@ def collect(events):
 
 def test_reply_streams_tokens_then_done_with_stats():
     assistant = make_assistant()
-    events = collect(assistant.reply([], UserTurn("hi")))
+    events = collect(assistant.reply([], Message.user("hi")))
     tokens = [e.text for e in events if isinstance(e, Token)]
     done = events[-1]
     assert tokens == ["Hello", ", ", "world", "!"]
@@ -38,30 +38,30 @@ def test_reply_streams_tokens_then_done_with_stats():
 def test_system_prompt_default_persona_and_free_text():
     model = FakeChatModel()
     assistant = make_assistant(model)
-    collect(assistant.reply([], UserTurn("hi")))
+    collect(assistant.reply([], Message.user("hi")))
     assert model.requests[-1].messages[0].role == "system"
     assert "helpful" in model.requests[-1].messages[0].text
-    collect(assistant.reply([], UserTurn("hi"), system_prompt="concise"))
+    collect(assistant.reply([], Message.user("hi"), system_prompt="concise"))
     assert "terse" in model.requests[-1].messages[0].text
-    collect(assistant.reply([], UserTurn("hi"), system_prompt="Talk like a pirate."))
+    collect(assistant.reply([], Message.user("hi"), system_prompt="Talk like a pirate."))
     assert model.requests[-1].messages[0].text == "Talk like a pirate."
-    collect(assistant.reply([], UserTurn("hi"), system_prompt=""))
+    collect(assistant.reply([], Message.user("hi"), system_prompt=""))
     assert model.requests[-1].messages[0].role == "user"
     with pytest.raises(InvalidParams, match="unknown system prompt"):
-        collect(assistant.reply([], UserTurn("hi"), system_prompt="no-such-persona"))
-    collect(assistant.reply([], UserTurn("hi"), system_prompt="../prompts/default"))
+        collect(assistant.reply([], Message.user("hi"), system_prompt="no-such-persona"))
+    collect(assistant.reply([], Message.user("hi"), system_prompt="../prompts/default"))
     assert model.requests[-1].messages[0].text == "../prompts/default"  # text, never a path
 
 
 def test_empty_turn_rejected():
     with pytest.raises(InvalidParams, match="empty"):
-        collect(make_assistant().reply([], UserTurn("   ")))
+        collect(make_assistant().reply([], Message.user("   ")))
 
 
 def test_missing_model_explains_itself():
     assistant = Assistant(Settings(), None, None, chat_error="chat model 'x' is not downloaded")
     with pytest.raises(ModelUnavailable, match="not downloaded"):
-        collect(assistant.reply([], UserTurn("hi")))
+        collect(assistant.reply([], Message.user("hi")))
 
 
 @pytest.mark.parametrize(
@@ -87,8 +87,8 @@ def test_images_in_two_turns_reach_the_model(tmp_path):
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     Image.new("RGB", (64, 48), "red").save(a)
     Image.new("RGB", (48, 64), "blue").save(b)
-    history = [Message("user", "first", (str(a),)), Message("assistant", "a red one")]
-    collect(assistant.reply(history, UserTurn("and this?", images=(str(b),))))
+    history = [Message.user("first", (str(a),)), Message("assistant", "a red one")]
+    collect(assistant.reply(history, Message.user("and this?", images=(str(b),))))
     sent = model.requests[-1].messages
     images = [img for m in sent for img in m.images]
     assert [img.getpixel((0, 0)) for img in images] == [(255, 0, 0), (0, 0, 255)]
@@ -96,7 +96,7 @@ def test_images_in_two_turns_reach_the_model(tmp_path):
 
 
 def test_image_cap_keeps_newest():
-    msgs = [Message("user", str(i), ("a", "b")) for i in range(3)]
+    msgs = [Message.user(str(i), ("a", "b")) for i in range(3)]
     kept = limit_images(msgs, 3)
     assert [len(m.images) for m in kept] == [0, 1, 2]
     assert [m.text for m in kept] == ["0", "1", "2"]
@@ -119,7 +119,7 @@ def test_long_history_is_trimmed_to_model_context():
     history = []
     for i in range(40):
         history += [Message("user", f"question {i} " * 3), Message("assistant", f"answer {i}")]
-    collect(assistant.reply(history, UserTurn("last question")))
+    collect(assistant.reply(history, Message.user("last question")))
     sent = model.requests[-1].messages
     assert sent[0].role == "system" and sent[-1].text == "last question"
     assert sum(model.count_tokens(m) for m in sent) <= 200 - 50
@@ -137,23 +137,23 @@ def test_stop_filter_holds_back_partial_matches():
 def test_stop_sequence_ends_reply_and_frees_model():
     model = FakeChatModel(chunks=["one ", "two ", "th", "ree ", "four"])
     assistant = make_assistant(model)
-    events = collect(assistant.reply([], UserTurn("count"), assistant.params(stop=["three"])))
+    events = collect(assistant.reply([], Message.user("count"), assistant.params(stop=["three"])))
     assert events[-1].text == "one two "
     assert events[-1].stats.finish_reason == "stop"
     assert model.requests[-1].cancel.is_set()
-    assert not model.queue.busy
+    assert not assistant.queue.busy
 
 
 def test_closing_the_stream_cancels_and_frees_the_model():
     model = FakeChatModel(chunks=["x"] * 100, delay_s=0.01)
     assistant = make_assistant(model)
-    stream = assistant.reply([], UserTurn("go"))
+    stream = assistant.reply([], Message.user("go"))
     for event in stream:
         if isinstance(event, Token):
             break
     stream.close()
     assert model.requests[-1].cancel.is_set()
-    assert not model.queue.busy and model.active == 0
+    assert not assistant.queue.busy and model.active == 0
 
 
 def test_cancel_event_stops_generation():
@@ -161,7 +161,7 @@ def test_cancel_event_stops_generation():
     assistant = make_assistant(model)
     cancel = threading.Event()
     seen = 0
-    for event in assistant.reply([], UserTurn("go"), cancel=cancel):
+    for event in assistant.reply([], Message.user("go"), cancel=cancel):
         if isinstance(event, Token):
             seen += 1
             if seen == 3:
@@ -177,7 +177,7 @@ def test_concurrent_callers_run_one_at_a_time_in_arrival_order():
     finished, queued_seen = [], []
 
     def user(i):
-        for event in assistant.reply([], UserTurn(f"user {i}")):
+        for event in assistant.reply([], Message.user(f"user {i}")):
             if isinstance(event, Queued):
                 queued_seen.append(i)
         finished.append(i)
@@ -211,15 +211,16 @@ def test_turn_queue_positions_and_leaving_early():
 
 
 def test_conversation_history_ops():
-    conv = Conversation([Message("user", "q1"), Message("assistant", "a1"), Message("user", "q2"), Message("assistant", "a2")])
-    history, user = conv.for_regenerate()
-    assert user.text == "q2" and [m.text for m in history.messages] == ["q1", "a1"]
-    history, edited = conv.edit_user_message(0, "q1 edited")
-    assert edited.text == "q1 edited" and history.messages == []
+    conv = [Message("user", "q1"), Message("assistant", "a1"), Message("user", "q2"), Message("assistant", "a2")]
+    history, user = for_regenerate(conv)
+    assert user.text == "q2" and [m.text for m in history] == ["q1", "a1"]
+    history, edited = edit_user_message(conv, 0, "q1 edited")
+    assert edited.text == "q1 edited" and history == []
     with pytest.raises(ValueError):
-        conv.edit_user_message(1, "x")
-    assert conv.undo_last_turn().text == "q2"
-    assert [m.text for m in conv.messages] == ["q1", "a1"]
+        edit_user_message(conv, 1, "x")
+    conv, user = undo_last_turn(conv)
+    assert user.text == "q2"
+    assert [m.text for m in conv] == ["q1", "a1"]
 
 
 def test_generation_params_validated_type():

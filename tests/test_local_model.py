@@ -8,10 +8,10 @@ import threading
 import pytest
 from PIL import Image
 
-from assistant.conversation import Message, UserTurn
+from assistant.conversation import Message
 from assistant.core import Assistant, Done, Token
 from assistant.errors import InvalidParams, ModelUnavailable
-from assistant.models.base import ChatMessage, ChatRequest, GenerationParams
+from assistant.models.base import ChatRequest, GenerationParams, Usage
 from assistant.models.local import LocalChatModel
 from assistant.settings import Settings
 from tools.random_models import ARCHITECTURES, build
@@ -39,8 +39,8 @@ def photo(color, size=(96, 64)):
 def test_chat_with_images_in_two_turns_streams(tiny):
     arch, model = tiny
     assistant = Assistant(Settings(image_max_side=256), model)
-    history = [Message("user", "What colour is this?", (photo("red"),)), Message("assistant", "It is red.")]
-    events = list(assistant.reply(history, UserTurn("And this one?", images=(photo("blue", (64, 96)),)), assistant.params(max_new_tokens=12, temperature=0, seed=1)))
+    history = [Message.user("What colour is this?", (photo("red"),)), Message("assistant", "It is red.")]
+    events = list(assistant.reply(history, Message.user("And this one?", images=(photo("blue", (64, 96)),)), assistant.params(max_new_tokens=12, temperature=0, seed=1)))
     done = events[-1]
     assert isinstance(done, Done), arch
     assert done.stats.tokens > 0 and done.stats.prompt_tokens > model.image_tokens
@@ -53,7 +53,7 @@ def test_greedy_is_deterministic_and_seed_reproducible(tiny):
     assistant = Assistant(Settings(), model)
 
     def run(**params):
-        return list(assistant.reply([], UserTurn("hello there"), assistant.params(max_new_tokens=8, **params)))[-1].text
+        return list(assistant.reply([], Message.user("hello there"), assistant.params(max_new_tokens=8, **params)))[-1].text
 
     assert run(temperature=0) == run(temperature=0)
     assert run(temperature=1.0, seed=7) == run(temperature=1.0, seed=7)
@@ -69,45 +69,45 @@ def test_user_text_cannot_produce_control_tokens(tiny, attack):
     control = _control_ids(model)
 
     def control_count(text):
-        ids = model.prepare_inputs([ChatMessage("user", text)])["input_ids"][0].tolist()
+        ids = model.prepare_inputs([Message("user", text)])["input_ids"][0].tolist()
         return sorted(i for i in ids if i in control)
 
     assert control_count(attack) == control_count("hello")
     # and the words survive: the model still sees what was typed
-    decoded = model.tokenizer.decode(model.prepare_inputs([ChatMessage("user", attack)])["input_ids"][0])
+    decoded = model.tokenizer.decode(model.prepare_inputs([Message("user", attack)])["input_ids"][0])
     assert attack in decoded.replace("\u200b", "")
 
 
 def test_cancel_stops_within_a_token_and_thread_ends(tiny):
     _, model = tiny
     before = threading.active_count()
-    request = ChatRequest([ChatMessage("user", "go on forever")], GenerationParams(max_new_tokens=400, min_new_tokens=400, temperature=0))
-    chunks = 0
-    for _ in model.stream(request):
+    request = ChatRequest([Message("user", "go on forever")], GenerationParams(max_new_tokens=400, min_new_tokens=400, temperature=0))
+    chunks, usage = 0, None
+    for item in model.stream(request):
         chunks += 1
         request.cancel.set()
-    assert request.usage.finish_reason == "cancelled"
-    assert request.usage.completion_tokens < 400
+        usage = item if isinstance(item, Usage) else usage
+    assert usage.finish_reason == "cancelled"
+    assert usage.completion_tokens < 400
     assert threading.active_count() == before
 
 
 def test_closing_stream_early_frees_model(tiny):
     _, model = tiny
-    request = ChatRequest([ChatMessage("user", "talk")], GenerationParams(max_new_tokens=300, min_new_tokens=300, temperature=0))
+    request = ChatRequest([Message("user", "talk")], GenerationParams(max_new_tokens=300, min_new_tokens=300, temperature=0))
     stream = model.stream(request)
     next(stream)
     stream.close()
-    assert request.cancel.is_set() and request.usage.completion_tokens < 300
-    again = ChatRequest([ChatMessage("user", "hi")], GenerationParams(max_new_tokens=3, temperature=0))
-    list(model.stream(again))
-    assert again.usage.completion_tokens >= 1
+    assert request.cancel.is_set()
+    again = ChatRequest([Message("user", "hi")], GenerationParams(max_new_tokens=3, temperature=0))
+    assert list(model.stream(again))[-1].completion_tokens >= 1
 
 
 def test_prompt_over_context_is_a_clear_error(tiny):
     _, model = tiny
     huge = "word " * (model.info.context_length + 10)
     with pytest.raises(InvalidParams, match="context"):
-        list(model.stream(ChatRequest([ChatMessage("user", huge)], GenerationParams(max_new_tokens=4))))
+        list(model.stream(ChatRequest([Message("user", huge)], GenerationParams(max_new_tokens=4))))
 
 
 def test_missing_model_offline_names_model_and_fix(monkeypatch):
@@ -128,8 +128,8 @@ def test_bitsandbytes_load_on_cpu(tmp_path_factory, quantization):
 
     quantized = [m for m in model.model.modules() if isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))]
     assert quantized, "no layer was quantized"
-    request = ChatRequest([ChatMessage("user", "hi", (photo("green"),))], GenerationParams(max_new_tokens=3, min_new_tokens=3, temperature=0))
-    assert list(model.stream(request)) is not None and request.usage.completion_tokens == 3
+    request = ChatRequest([Message.user("hi", (photo("green"),))], GenerationParams(max_new_tokens=3, min_new_tokens=3, temperature=0))
+    assert list(model.stream(request))[-1].completion_tokens == 3
 
 
 def test_missing_model_with_hub_unreachable_fails_fast_and_clearly(monkeypatch):

@@ -20,10 +20,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from api import install_api
-from assistant.conversation import Message, UserTurn
+from assistant.conversation import Message
 from assistant.core import Assistant, Done, Token
 from assistant.errors import GenerationFailed, InvalidParams, ModelUnavailable
-from assistant.models.base import ChatMessage, ChatRequest, GenerationParams
+from assistant.models.base import ChatRequest, GenerationParams, Usage
 from assistant.models.remote import RemoteChatModel, RemoteTranscriber
 from assistant.settings import Settings
 from tests.fakes import FakeChatModel
@@ -52,9 +52,10 @@ def scripted(handler, **kw) -> RemoteChatModel:
     return RemoteChatModel(URL, model="m", client=client, **kw)
 
 
-def run(chat_model, text="hi", images=(), **params) -> tuple[str, ChatRequest]:
-    request = ChatRequest([ChatMessage("user", text, tuple(images))], GenerationParams(**params))
-    return "".join(chat_model.stream(request)), request
+def run(chat_model, text="hi", images=(), **params) -> tuple[str, Usage]:
+    request = ChatRequest([Message.user(text, images)], GenerationParams(**params))
+    items = list(chat_model.stream(request))
+    return "".join(i for i in items if isinstance(i, str)), items[-1]
 
 
 def sse(*chunks) -> bytes:
@@ -75,21 +76,21 @@ def test_discovers_the_served_model_and_its_context():
 
 def test_streams_with_images_params_and_usage():
     chat_model, fake = remote()
-    text, request = run(chat_model, "what is it?", [Image.new("RGB", (40, 30), "blue")], max_new_tokens=3, temperature=0.3, top_p=0.9, seed=5, stop=("zz",), min_new_tokens=1)
+    text, usage = run(chat_model, "what is it?", [Image.new("RGB", (40, 30), "blue")], max_new_tokens=3, temperature=0.3, top_p=0.9, seed=5, stop=("zz",), min_new_tokens=1)
     assert text == "Hello, world"
     got = fake.requests[-1]
     assert got.messages[-1].text == "what is it?" and got.messages[-1].images[0].size == (40, 30)
     assert (got.params.max_new_tokens, got.params.temperature, got.params.top_p, got.params.seed, got.params.stop, got.params.min_new_tokens) == (3, 0.3, 0.9, 5, ("zz",), 1)
     # usage comes from the server's final chunk (stream_options.include_usage)
-    assert request.usage.prompt_tokens == got.usage.prompt_tokens and request.usage.completion_tokens == 3
-    assert request.usage.finish_reason == "length" and request.usage.first_token_at is not None
+    assert usage.prompt_tokens == fake.usages[-1].prompt_tokens and usage.completion_tokens == 3
+    assert usage.finish_reason == "length" and usage.first_token_at is not None
 
 
 def test_assistant_over_a_remote_model_end_to_end():
     chat_model, fake = remote()
     front = Assistant(Settings(), chat_model)
     history = [Message("user", "earlier"), Message("assistant", "ok")]
-    events = list(front.reply(history, UserTurn("hi"), front.params(stop=["world"])))
+    events = list(front.reply(history, Message.user("hi"), front.params(stop=["world"])))
     assert [e.text for e in events if isinstance(e, Token)] == ["Hello", ", "]
     assert isinstance(events[-1], Done) and events[-1].stats.finish_reason == "stop"
     assert [m.role for m in fake.requests[-1].messages] == ["system", "user", "assistant", "user"]
@@ -97,17 +98,18 @@ def test_assistant_over_a_remote_model_end_to_end():
 
 def test_token_estimate_counts_images():
     chat_model, _ = remote()
-    plain = chat_model.count_tokens(ChatMessage("user", "x" * 300))
-    assert plain >= 100 and chat_model.count_tokens(ChatMessage("user", "x" * 300, (Image.new("RGB", (8, 8)),))) > plain + 500
+    plain = chat_model.count_tokens(Message("user", "x" * 300))
+    assert plain >= 100 and chat_model.count_tokens(Message.user("x" * 300, (Image.new("RGB", (8, 8)),))) > plain + 500
 
 
 def test_cancel_closes_the_stream():
     chat_model, fake = remote(FakeChatModel(chunks=["a"] * 50))
-    request = ChatRequest([ChatMessage("user", "hi")], GenerationParams(max_new_tokens=50))
+    request = ChatRequest([Message("user", "hi")], GenerationParams(max_new_tokens=50))
     stream = chat_model.stream(request)
     assert next(stream) == "a"
     request.cancel.set()
-    assert list(stream) == [] and request.usage.finish_reason == "cancelled"
+    rest = list(stream)
+    assert len(rest) == 1 and rest[0].finish_reason == "cancelled"
 
 
 def test_remote_api_key_is_sent_and_a_wrong_one_is_explained():
@@ -184,8 +186,8 @@ def test_server_without_stream_options_falls_back_to_counting_chunks():
         return httpx.Response(200, content=sse(delta("a"), delta("b"), delta(finish="stop"), b"[DONE]"))
 
     chat_model = scripted(handler)
-    text, request = run(chat_model)
-    assert text == "ab" and request.usage.completion_tokens == 2 and request.usage.prompt_tokens > 0
+    text, usage = run(chat_model)
+    assert text == "ab" and usage.completion_tokens == 2 and usage.prompt_tokens > 0
     run(chat_model)
     assert ["stream_options" in b for b in bodies] == [True, False, False]  # remembered
 

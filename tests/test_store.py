@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from assistant.store import HistoryStore, StoredMessage, title_from
+from assistant.conversation import ImageAttachment, Message
+from assistant.store import HistoryStore, title_from
 
 
 def photo(path: Path, color=(200, 30, 30)) -> str:
@@ -13,8 +14,8 @@ def photo(path: Path, color=(200, 30, 30)) -> str:
     return str(path)
 
 
-def exchange(text: str, images=(), reply: str = "ok") -> list[StoredMessage]:
-    return [StoredMessage("user", text, tuple(images)), StoredMessage("assistant", reply)]
+def exchange(text: str, images=(), reply: str = "ok") -> list[Message]:
+    return [Message.user(text, images), Message.assistant(reply)]
 
 
 def test_create_list_and_load(tmp_path):
@@ -41,10 +42,10 @@ def test_saving_again_replaces_messages_and_moves_it_to_the_top(tmp_path):
 
 
 def test_titles_come_from_the_first_words_or_the_transcript():
-    assert title_from([StoredMessage("user", "  hello\n  there ")]) == "hello there"
-    assert title_from([StoredMessage("user", "", transcript="what is this")]) == "what is this"
-    assert title_from([StoredMessage("user", "", ("a.png",))]) == "Photo"
-    long = title_from([StoredMessage("user", "word " * 40)])
+    assert title_from([Message("user", "  hello\n  there ")]) == "hello there"
+    assert title_from([Message("user", "", transcript="what is this")]) == "what is this"
+    assert title_from([Message.user("", ("a.png",))]) == "Photo"
+    long = title_from([Message("user", "word " * 40)])
     assert len(long) <= 60 and long.endswith("…")
 
 
@@ -62,7 +63,7 @@ def test_rename_and_delete(tmp_path):
 def test_reopen_after_restart_keeps_text_transcripts_and_images(tmp_path):
     upload = photo(tmp_path / "upload.png")
     store = HistoryStore(tmp_path / "data")
-    messages = [StoredMessage("user", "", (upload,), transcript="what colour is this"), StoredMessage("assistant", "red")]
+    messages = [Message("user", "", (ImageAttachment(upload),), transcript="what colour is this"), Message.assistant("red")]
     cid, stored = store.save(None, messages)
     Path(upload).unlink()  # the web server's upload cache is temporary
 

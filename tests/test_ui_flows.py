@@ -13,7 +13,7 @@ from PIL import Image
 from assistant.core import Assistant
 from assistant.errors import InvalidParams
 from assistant.settings import Settings
-from assistant.speech import Transcript
+from assistant.models.base import Transcript
 from assistant.store import HistoryStore
 from tests.fakes import FakeChatModel
 from ui import actions, endpoint, render, sidebar
@@ -24,6 +24,8 @@ PANEL = ("default", "", 0.7, 0.95, 64, "")  # persona, custom prompt, temperatur
 
 
 class FakeTranscriber:
+    name, device = "fake-whisper", "cpu"
+
     def __init__(self, text="what is in the picture"):
         self.text = text
         self.calls = 0

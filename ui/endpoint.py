@@ -8,17 +8,17 @@ transcribed and used as the user's words. Stateless: the caller sends the histor
 from __future__ import annotations
 
 import logging
-from contextlib import closing
 from pathlib import Path
 
 import gradio as gr
 from gradio.utils import get_upload_folder
 
 from assistant import media
-from assistant.conversation import Message, UserTurn
+from assistant.conversation import Message
 from assistant.core import Token
 from assistant.errors import AssistantError, InvalidParams
-from ui import inputs
+from assistant.models.base import knobs
+from ui import inputs, render
 
 log = logging.getLogger(__name__)
 
@@ -37,29 +37,27 @@ def install(assistant, concurrency_limit: int | None, media_dir: Path) -> None:
         """Answer ``message`` ({"text", "files"}) after ``history`` (messages format)."""
         try:
             params, system_prompt = generation_options(assistant, options)
-            text, images, audio = inputs.split(message)
-            turn = UserTurn(text, tuple(images), audio)
-            answer, yielded = "", False
-            # closing(): a client that goes away closes this generator, and with it the
-            # engine's, which frees the model at once
-            with closing(assistant.reply(to_messages(history, readable), turn, params, system_prompt=system_prompt)) as events:
-                for event in events:
+            # A client that goes away closes this generator, and with it the reply, which
+            # frees the model at once.
+            with assistant.reply(to_messages(history, readable), inputs.message(message), params, system_prompt=system_prompt) as reply:
+                yielded = False
+                for event in reply:
                     if isinstance(event, Token):
-                        answer += event.text
                         yielded = True
-                        yield answer
+                        yield reply.text
             if not yielded:
-                yield answer
+                yield reply.text
         except AssistantError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         except Exception:
             log.exception("/chat failed")
-            raise gr.Error("Something went wrong while answering. The details are in the server log.", print_exception=False) from None
+            raise gr.Error(render.UNEXPECTED, print_exception=False) from None
 
     trigger.click(chat, [message, history, options], reply, api_name="chat", concurrency_limit=concurrency_limit, show_progress="hidden")
 
 
-OPTION_KEYS = ("temperature", "top_p", "max_new_tokens", "seed", "system_prompt")
+# The page's generation settings (declared once, in GenerationParams), plus the persona.
+OPTION_KEYS = (*(name for name, _, knob in knobs() if knob.label), "system_prompt")
 
 
 def generation_options(assistant, options):
@@ -98,7 +96,7 @@ def to_messages(history, readable_dirs: tuple[Path, ...]) -> list[Message]:
                     images.append(path)
             elif part is not None:
                 raise InvalidParams(f"history content not understood: {str(part)[:80]!r}")
-        messages.append(Message(item["role"], "\n".join(t for t in texts if t), tuple(images)))
+        messages.append(Message(item["role"], "\n".join(t for t in texts if t)).with_images(images))
     return messages
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from assistant import media
+from assistant.conversation import Message
 from assistant.errors import InvalidParams
-from assistant.store import StoredMessage
 
 
 def file_path(item) -> str:
@@ -18,8 +18,8 @@ def file_path(item) -> str:
     return str(getattr(item, "path"))
 
 
-def split(value: dict | str | None) -> tuple[str, list[str], str | None]:
-    """(text, image paths, audio path) from a MultimodalTextbox value.
+def message(value: dict | str | None) -> Message:
+    """The user's message from a MultimodalTextbox value: words, photos, a voice recording.
 
     Files are routed by content, not by name. Anything that is not recognisably audio goes
     with the images, so the engine's image check names the file and says what is wrong.
@@ -34,11 +34,7 @@ def split(value: dict | str | None) -> tuple[str, list[str], str | None]:
         (audio if media.kind_of(path) == "audio" else images).append(path)
     if len(audio) > 1:
         raise InvalidParams("send one voice recording at a time")
-    return text, images, (audio[0] if audio else None)
-
-
-def user_message(text: str, images: list[str]) -> StoredMessage:
-    return StoredMessage("user", text, tuple(images))
+    return Message.user(text, images, audio[0] if audio else None)
 
 
 def restore_value(value: dict | str | None, error: str) -> dict:

@@ -2,35 +2,63 @@
 
 from __future__ import annotations
 
-from assistant.store import StoredMessage
+from assistant.conversation import Message, edit_user_message
+from assistant.core import Description, ReplyStats
 
 MIC = "🎤"
 TRANSCRIBING = f"{MIC} *transcribing…*"
 THINKING = "…"
 EMPTY_REPLY = "*(the model gave an empty reply)*"
+UNEXPECTED = "Something went wrong while answering. The details are in the server log."
+PARAGRAPH = "\n\n"
 
 
-def user_text(message: StoredMessage, transcribing: bool = False) -> str:
-    """Typed words, then the transcript marked as such (it is what the model heard)."""
-    spoken = TRANSCRIBING if transcribing else (f"{MIC} {message.transcript}" if message.transcript else "")
-    return "\n\n".join(t for t in (message.text.strip(), spoken) if t)
+def spoken_text(message: Message) -> str:
+    """The voice part of a user bubble: the transcript marked as such (it is what the model
+    heard), or a note while the recording is still being transcribed."""
+    if message.needs_transcript:
+        return TRANSCRIBING
+    return f"{MIC} {message.transcript}" if message.transcript else ""
 
 
-def bubble(message: StoredMessage, transcribing: bool = False) -> dict:
+def user_text(message: Message) -> str:
+    """Typed words, then the spoken part."""
+    return PARAGRAPH.join(t for t in (message.text.strip(), spoken_text(message)) if t)
+
+
+def edited(messages: list[Message], index: int, shown: str) -> tuple[list[Message], Message]:
+    """History before user message ``index`` and that message with the words edited in its bubble.
+
+    The bubble showed :func:`user_text`, so the edit is read against exactly that: when the
+    spoken part is still there unchanged, only the typed words changed and the transcript stays
+    a transcript; when the transcript itself was corrected, the corrected words count as typed
+    and the mark this module put before them goes.
+    """
+    message, shown = messages[index], shown.strip()
+    spoken = spoken_text(message) if message.transcript else ""
+    if spoken and shown.endswith(spoken):
+        return edit_user_message(messages, index, shown.removesuffix(spoken).strip(), message.transcript)
+    typed = message.text.strip() + PARAGRAPH if message.text.strip() else ""
+    if spoken and shown.startswith(typed + MIC + " "):
+        shown = typed + shown[len(typed + MIC + " ") :]
+    return edit_user_message(messages, index, shown)
+
+
+def bubble(message: Message) -> dict:
     if message.role != "user":
         return {"role": "assistant", "content": message.text or EMPTY_REPLY}
-    text = user_text(message, transcribing)
-    content: list = [{"path": p} for p in message.images]  # photos shown inline, text below
+    text = user_text(message)
+    content: list = [{"path": str(p)} for p in message.images]  # photos shown inline, text below
     if text or not content:
         content.append(text)
     return {"role": "user", "content": content}
 
 
-def chat(messages: list[StoredMessage], user: StoredMessage | None = None, reply: str | None = None, transcribing: bool = False) -> list[dict]:
+def chat(messages: list[Message], user: Message | None = None, reply: str | None = None) -> list[dict]:
     """The chatbot value: the answered history, then the turn in progress (if any)."""
     shown = [bubble(m) for m in messages]
     if user is not None:
-        shown.append(bubble(user, transcribing))
+        shown.append(bubble(user))
     if reply is not None:
         shown.append({"role": "assistant", "content": reply or THINKING})
     return shown
@@ -41,7 +69,7 @@ def queued(position: int) -> str:
     return f"⏳ *Waiting for the model… {ahead} ahead of you.*"
 
 
-def stats_line(stats) -> str:
+def stats_line(stats: ReplyStats) -> str:
     """A small line about the last reply: TTFT, speed, length (and anything unusual)."""
     parts = [f"{stats.ttft_s:.2f} s to first token", f"{stats.tokens_per_s:.1f} tokens/s", f"{stats.tokens} tokens"]
     if stats.queued_s >= 0.5:
@@ -66,14 +94,14 @@ def banner(error: str | None) -> str:
     )
 
 
-def model_info(assistant, settings) -> str:
-    model = assistant.chat_model
-    if model is not None:
-        info = model.info
+def model_info(loaded: Description) -> str:
+    info = loaded.chat
+    if info is not None:
         chat_line = f"**Model:** `{info.name}` · {info.backend} · quantization **{info.quantization}** · device **{info.device}** · context {info.context_length} tokens"
     else:
-        chat_line = f"**Model:** `{settings.model}` — not loaded"
-    asr = getattr(assistant.transcriber, "name", None) or settings.asr_model
-    asr_device = getattr(assistant.transcriber, "device", settings.asr_device)
-    asr_line = f"**Speech:** `{asr}` · device **{asr_device}**" if assistant.transcriber is not None else "**Speech:** not loaded"
+        chat_line = f"**Model:** `{loaded.chat_model}` — not loaded"
+    if loaded.speech_model is not None:
+        asr_line = f"**Speech:** `{loaded.speech_model}` · device **{loaded.speech_device}**"
+    else:
+        asr_line = "**Speech:** not loaded"
     return f"{chat_line}\n\n{asr_line}"

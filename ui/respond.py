@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
-
 import gradio as gr
 
-from assistant.conversation import UserTurn
-from assistant.core import Done, Queued, Token, Transcribed
-from assistant.errors import AssistantError
-from assistant.store import StoredMessage
+from assistant.conversation import Message
+from assistant.core import Done, Queued, Token
+from assistant.errors import AssistantError, ModelUnavailable
 from ui import inputs, render, settings_panel, sidebar
 from ui.session import ChatSession, Pending
 
 log = logging.getLogger(__name__)
 
 FRAME_S = 1 / 25  # at most this often a streamed reply is re-sent to the browser
-UNEXPECTED = "Something went wrong while answering. The details are in the server log."
 
 
 def idle_box():
@@ -51,8 +47,8 @@ def respond(assistant, store, session: ChatSession, *panel_values):
         yield _take_back(session, pending, session.error)
     except Exception:
         log.exception("answering failed")
-        session.error = UNEXPECTED
-        yield _take_back(session, pending, UNEXPECTED)
+        session.error = render.UNEXPECTED
+        yield _take_back(session, pending, render.UNEXPECTED)
     finally:
         session.busy = False
 
@@ -78,44 +74,38 @@ def _answer(assistant, store, session: ChatSession, pending: Pending, panel_valu
     params, system_prompt = settings_panel.choices(assistant, *panel_values)
     user = pending.user
     skip = gr.skip()
-    yield render.chat(session.messages, user, "", transcribing=pending.audio is not None), "", skip, skip
+    yield render.chat(session.messages, user, ""), "", skip, skip
 
-    if assistant.chat_model is None:  # still show what was said, then explain
-        if pending.audio is not None:
-            user = replace(user, transcript=assistant.transcribe(pending.audio).text)
-        yield render.chat(session.messages, user, render.no_model(assistant.chat_error)), "", idle_box(), skip
-        session.messages = list(pending.previous)
-        return
-
-    turn = UserTurn(user.text, user.images, pending.audio)
-    reply, stats, last_frame = "", None, 0.0
-    events = assistant.reply(session.engine_history(), turn, params, system_prompt=system_prompt, literal_system=True, cancel=session.cancel)
-    try:
-        for event in events:
-            if isinstance(event, Transcribed):
-                user = replace(user, transcript=event.transcript.text)
-            elif isinstance(event, Queued):
-                yield render.chat(session.messages, user, render.queued(event.position)), skip, skip, skip
-                continue
-            elif isinstance(event, Token):
-                reply += event.text
-                if time.monotonic() - last_frame < FRAME_S:
+    reply = assistant.reply(session.messages, user, params, system_prompt=system_prompt, literal_system=True, cancel=session.cancel)
+    last_frame = 0.0
+    with reply:  # leaving early (a closed tab, an error) frees the model at once
+        try:
+            for event in reply:
+                if isinstance(event, Queued):
+                    yield render.chat(session.messages, reply.message, render.queued(event.position)), skip, skip, skip
                     continue
-            elif isinstance(event, Done):
-                stats = event.stats
-                continue
-            last_frame = time.monotonic()
-            yield render.chat(session.messages, user, reply), skip, skip, skip
-    finally:
-        events.close()  # a closed tab or an error frees the model at once
+                if isinstance(event, Token) and time.monotonic() - last_frame < FRAME_S:
+                    continue
+                if isinstance(event, Done):
+                    continue
+                last_frame = time.monotonic()
+                yield render.chat(session.messages, reply.message, reply.text), skip, skip, skip
+        except ModelUnavailable as exc:
+            if assistant.chat_model is not None:
+                raise
+            # No chat model: still show what was said (the recording is transcribed), then explain.
+            yield render.chat(session.messages, reply.message, render.no_model(str(exc))), "", idle_box(), skip
+            session.messages = list(pending.previous)
+            return
 
-    if session.stopped and not reply.strip():  # stopped before the answer started: give the turn back
+    if session.stopped and not reply.text.strip():  # stopped before the answer started: give the turn back
         session.messages = list(pending.previous)
         box = idle_box() if pending.restore is None else gr.MultimodalTextbox(value=pending.restore, submit_btn=True, stop_btn=False)
         yield render.chat(session.messages), "Stopped before the answer started.", box, skip
         return
 
-    session.messages = [*session.messages, user, StoredMessage("assistant", reply)]
+    # Recordings are not kept in the history yet: the transcript is what was said.
+    session.messages = [*session.messages, reply.message.without_audio(), Message.assistant(reply.text)]
     sidebar.save(store, session)
-    line = render.stats_line(stats) if stats else "Stopped."
+    line = render.stats_line(reply.stats) if reply.stats else "Stopped."
     yield render.chat(session.messages), line, idle_box(), sidebar.history_update(store, session)

@@ -7,19 +7,27 @@ person's chat ever sits in module-level state another session could see.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import wraps
+from typing import Any
+
+import gradio as gr
 
 from assistant.conversation import Message
-from assistant.store import LOCAL_OWNER, StoredMessage
+from assistant.store import LOCAL_OWNER
+
+
+BUSY = "Wait for the answer to finish (or press Stop) first."
 
 
 @dataclass
 class Pending:
-    """A user message about to be answered, and how to undo the attempt if it fails."""
+    """A user message about to be answered (a recording in it not yet transcribed), and how
+    to undo the attempt if it fails."""
 
-    user: StoredMessage
-    audio: str | None = None  # a recording still to transcribe
-    previous: list[StoredMessage] = field(default_factory=list)  # the history before the attempt
+    user: Message
+    previous: list[Message] = field(default_factory=list)  # the history before the attempt
     restore: dict | None = None  # the textbox value to give back on failure (typed turns only)
 
 
@@ -28,7 +36,7 @@ class ChatSession:
     def __init__(self) -> None:
         self.owner = LOCAL_OWNER
         self.conversation_id: str | None = None
-        self.messages: list[StoredMessage] = []  # answered exchanges only
+        self.messages: list[Message] = []  # answered exchanges only
         self.pending: Pending | None = None
         self.cancel = threading.Event()
         self.busy = False
@@ -49,8 +57,23 @@ class ChatSession:
             self.stopped = True
             self.cancel.set()
 
-    def open(self, conversation_id: str | None, messages: list[StoredMessage]) -> None:
+    def open(self, conversation_id: str | None, messages: list[Message]) -> None:
         self.conversation_id, self.messages = conversation_id, list(messages)
 
-    def engine_history(self) -> list[Message]:
-        return [Message(m.role, m.words, m.images) for m in self.messages]
+
+def unless_busy(outputs: int, restore: Callable[[ChatSession], tuple] | None = None):
+    """Refuse a page handler while its tab is answering: a warning, and every output left as it
+    is (or as ``restore`` gives them, e.g. an edited bubble put back as it was)."""
+
+    def decorate(handler):
+        @wraps(handler)
+        def guarded(*args, **kwargs):
+            session = next(a for a in args if isinstance(a, ChatSession))
+            if not session.busy:
+                return handler(*args, **kwargs)
+            gr.Warning(BUSY)
+            return restore(session) if restore is not None else tuple(gr.skip() for _ in range(outputs))
+
+        return guarded
+
+    return decorate

@@ -1,4 +1,8 @@
-"""The settings panel: persona / system prompt, sampling knobs, and what is loaded (read-only)."""
+"""The settings panel: persona / system prompt, the generation options, what is loaded.
+
+The generation controls are made from :class:`GenerationParams`' declarations (every option
+with a page label gets one), so a new option appears here without an edit to this module.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import gradio as gr
 
 from assistant import prompts
 from assistant.errors import InvalidParams
-from assistant.models.base import GenerationParams
+from assistant.models.base import GenerationParams, knobs, value_type
 from ui import render
 
 CUSTOM_HINT = "Leave empty to use the persona above."
@@ -18,19 +22,25 @@ CUSTOM_HINT = "Leave empty to use the persona above."
 class SettingsPanel:
     persona: gr.Dropdown
     custom_prompt: gr.Textbox
-    temperature: gr.Slider
-    top_p: gr.Slider
-    max_new_tokens: gr.Slider
-    seed: gr.Textbox
+    options: dict[str, gr.components.Component]  # generation option name -> its control
 
     @property
     def inputs(self) -> list:
         """In the order :func:`choices` takes them."""
-        return [self.persona, self.custom_prompt, self.temperature, self.top_p, self.max_new_tokens, self.seed]
+        return [self.persona, self.custom_prompt, *self.options.values()]
+
+
+def _control(name: str, field, knob, settings) -> gr.components.Component:
+    default = settings.default_max_new_tokens if name == "max_new_tokens" else field.default
+    if knob.control == "text":
+        # A textbox, not gr.Number: a Number field shows (and sends) 0 when empty.
+        return gr.Textbox(value="" if default is None else str(default), label=knob.label, placeholder="random",
+                          max_lines=1, info=knob.help[:1].upper() + knob.help[1:])
+    high = settings.max_new_tokens_cap if name == "max_new_tokens" else knob.high
+    return gr.Slider(knob.low, high, value=default, step=knob.step, label=knob.label, info=knob.help)
 
 
 def build(assistant, settings) -> SettingsPanel:
-    defaults = GenerationParams()
     personas = prompts.available(settings.prompts_dir)
     default_persona = settings.system_prompt if settings.system_prompt in personas else (personas[0] if personas else None)
     panel = SettingsPanel(
@@ -41,35 +51,32 @@ def build(assistant, settings) -> SettingsPanel:
             placeholder=CUSTOM_HINT,
             lines=3,
         ),
-        temperature=gr.Slider(0, 2, value=defaults.temperature, step=0.05, label="Temperature", info="0 = always the most likely word"),
-        top_p=gr.Slider(0.05, 1, value=defaults.top_p, step=0.05, label="Top-p"),
-        max_new_tokens=gr.Slider(1, settings.max_new_tokens_cap, value=settings.default_max_new_tokens, step=1, label="Max new tokens"),
-        # A textbox, not gr.Number: a Number field shows (and sends) 0 when empty.
-        seed=gr.Textbox(value="", label="Seed", placeholder="random", max_lines=1, info="A whole number makes replies repeatable"),
+        options={name: _control(name, field, knob, settings) for name, field, knob in knobs() if knob.label},
     )
-    gr.Markdown(render.model_info(assistant, settings), elem_classes="model-info")
+    gr.Markdown(render.model_info(assistant.describe()), elem_classes="model-info")
     return panel
 
 
-def choices(assistant, persona, custom_prompt, temperature, top_p, max_new_tokens, seed):
+def choices(assistant, persona, custom_prompt, *values) -> tuple[GenerationParams, str]:
     """(GenerationParams, system prompt text) from the panel's values; InvalidParams when out of range."""
-    params = assistant.params(
-        temperature=float(temperature),
-        top_p=float(top_p),
-        max_new_tokens=int(max_new_tokens),
-        seed=_seed(seed),
-    )
+    shown = [(name, field, knob) for name, field, knob in knobs() if knob.label]
+    params = assistant.params(**{name: _read(name, field, knob, value) for (name, field, knob), value in zip(shown, values)})
     # The custom text wins and is taken literally (even one word); else the persona's text.
     custom = (custom_prompt or "").strip()
     system_prompt = custom or (assistant.system_prompt(persona) if persona else "")
     return params, system_prompt
 
 
-def _seed(text) -> int | None:
-    text = str(text if text is not None else "").strip()
-    if not text:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise InvalidParams(f"the seed must be a whole number (or empty for random), got {text!r}") from None
+def _read(name: str, field, knob, value):
+    """A control's value as the option's type (sliders send floats; a text box sends text)."""
+    whole = value_type(field) is int
+    if knob.control == "text":
+        text = str(value if value is not None else "").strip()
+        if not text:
+            return None
+        try:
+            return int(text) if whole else float(text)
+        except ValueError:
+            kind = "whole number" if whole else "number"
+            raise InvalidParams(f"the {name} must be a {kind} (or empty for random), got {text!r}", param=name) from None
+    return int(value) if whole else float(value)

@@ -8,11 +8,9 @@ import gradio as gr
 
 from assistant.store import LOCAL_OWNER
 from ui import render
-from ui.session import ChatSession
+from ui.session import ChatSession, unless_busy
 
 log = logging.getLogger(__name__)
-
-BUSY = "Wait for the answer to finish (or press Stop) first."
 
 
 def history_update(store, session: ChatSession):
@@ -26,10 +24,8 @@ def on_load(store, session: ChatSession, request: gr.Request):
     return history_update(store, session)
 
 
+@unless_busy(4, restore=lambda session: (gr.skip(), gr.skip(), gr.skip(), gr.Radio(value=session.conversation_id)))
 def open_conversation(store, session: ChatSession, conversation_id):
-    if session.busy:
-        gr.Warning(BUSY)
-        return gr.skip(), gr.skip(), gr.skip(), gr.Radio(value=session.conversation_id)
     found = store.load(conversation_id, session.owner) if conversation_id else None
     if found is None:
         gr.Warning("That conversation is gone.")
@@ -38,10 +34,8 @@ def open_conversation(store, session: ChatSession, conversation_id):
     return render.chat(session.messages), "", found.title, history_update(store, session)
 
 
+@unless_busy(4)
 def new_chat(store, session: ChatSession):
-    if session.busy:
-        gr.Warning(BUSY)
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     session.open(None, [])
     return [], "", "", history_update(store, session)
 
@@ -55,10 +49,8 @@ def rename(store, session: ChatSession, title: str):
     return history_update(store, session)
 
 
+@unless_busy(4)
 def delete(store, session: ChatSession):
-    if session.busy:
-        gr.Warning(BUSY)
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     if session.conversation_id is not None:
         store.delete(session.conversation_id, session.owner)
         gr.Info("Conversation deleted.")

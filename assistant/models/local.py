@@ -18,8 +18,8 @@ from pathlib import Path
 from PIL import Image
 
 from assistant.errors import GenerationFailed, InvalidParams, ModelUnavailable
-from assistant.models.base import ChatMessage, ChatRequest, ModelInfo
-from assistant.queueing import TurnQueue
+from assistant.conversation import ImageAttachment, Message
+from assistant.models.base import ChatRequest, ModelInfo, Usage
 
 log = logging.getLogger(__name__)
 
@@ -156,13 +156,14 @@ class ControlTokenGuard:
 
 
 class LocalChatModel:
-    """One loaded model, one generation at a time (``queue`` orders the callers)."""
+    """One loaded model, one generation at a time (the Assistant queues the callers)."""
+
+    concurrent = False
 
     def __init__(self, model, processor, *, name: str, device: str, quantization: str, image_max_side: int = 1024):
         self.model = model
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
-        self.queue = TurnQueue()
         self._lock = threading.Lock()  # also protects direct callers that bypass the queue
         self._guard = ControlTokenGuard(control_strings(processor))
         cap_processor_upscaling(processor, image_max_side)
@@ -215,7 +216,7 @@ class LocalChatModel:
 
     # -- prompt building -------------------------------------------------------------------
 
-    def _template_messages(self, messages: Sequence[ChatMessage], merge_system: bool = False) -> list[dict]:
+    def _template_messages(self, messages: Sequence[Message], merge_system: bool = False) -> list[dict]:
         result: list[dict] = []
         pending_system = ""
         for message in messages:
@@ -232,7 +233,7 @@ class LocalChatModel:
             result.append({"role": message.role, "content": content})
         return result
 
-    def prepare_inputs(self, messages: Sequence[ChatMessage]):
+    def prepare_inputs(self, messages: Sequence[Message]):
         """Tokenized prompt (``input_ids``, pixel tensors…) on the model's device."""
         from jinja2 import TemplateError
 
@@ -248,20 +249,20 @@ class LocalChatModel:
         """Prompt tokens one image of the largest allowed size costs (an upper bound)."""
         probe = Image.new("RGB", (max(side, 32), max(side, 32)), (127, 127, 127))
         try:
-            with_image = self.prepare_inputs([ChatMessage("user", "x", (probe,))])["input_ids"].shape[-1]
-            without = self.prepare_inputs([ChatMessage("user", "x")])["input_ids"].shape[-1]
+            with_image = self.prepare_inputs([Message("user", "x", (ImageAttachment(probe),))])["input_ids"].shape[-1]
+            without = self.prepare_inputs([Message("user", "x")])["input_ids"].shape[-1]
             return max(1, with_image - without)
         except Exception as exc:  # a model we cannot probe still works; estimate generously
             log.warning("could not measure image token cost (%s); assuming 1024", exc)
             return 1024
 
-    def count_tokens(self, message: ChatMessage) -> int:
+    def count_tokens(self, message: Message) -> int:
         text_tokens = len(self.tokenizer(message.text, add_special_tokens=False)["input_ids"]) if message.text else 0
         return TEMPLATE_OVERHEAD_TOKENS + text_tokens + self.image_tokens * len(message.images)
 
     # -- generation ------------------------------------------------------------------------
 
-    def stream(self, request: ChatRequest) -> Iterator[str]:
+    def stream(self, request: ChatRequest) -> Iterator[str | Usage]:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, set_seed
 
@@ -276,7 +277,6 @@ class LocalChatModel:
         with self._lock:
             inputs = self.prepare_inputs(request.messages)
             prompt_tokens = int(inputs["input_ids"].shape[-1])
-            request.usage.prompt_tokens = prompt_tokens
             if prompt_tokens + params.max_new_tokens > self.info.context_length:
                 room = self.info.context_length - prompt_tokens
                 raise InvalidParams(
@@ -314,27 +314,24 @@ class LocalChatModel:
             worker.start()
             try:
                 for chunk in streamer:
-                    request.usage.first_token_at = streamer.first_token_at
                     if chunk:
                         yield chunk
             finally:
                 if worker.is_alive():  # consumer stopped early: stop generating within one token
                     cancel.set()
                 worker.join()
-                request.usage.completion_tokens = streamer.generated
-                request.usage.first_token_at = streamer.first_token_at
-                if failure:
-                    request.usage.finish_reason = "error"
-                elif cancel.is_set() and streamer.generated < params.max_new_tokens:
-                    request.usage.finish_reason = "cancelled"
-                elif streamer.generated >= params.max_new_tokens:
-                    request.usage.finish_reason = "length"
-                else:
-                    request.usage.finish_reason = "stop"
                 if device_is_cuda(self.info.device):
                     torch.cuda.empty_cache()
             if failure:
                 raise _generation_error(failure[0])
+            if cancel.is_set() and streamer.generated < params.max_new_tokens:
+                finish = "cancelled"
+            elif streamer.generated >= params.max_new_tokens:
+                finish = "length"
+            else:
+                finish = "stop"
+            usage = Usage(prompt_tokens, streamer.generated, finish, streamer.first_token_at)
+        yield usage  # outside the lock: the model is free once the last token is out
 
 
 def text_streamer(tokenizer):

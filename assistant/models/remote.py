@@ -1,8 +1,8 @@
 """The ChatModel contract over any OpenAI-compatible server (vLLM, another copy of this app…).
 
 Chat goes to ``{base_url}/chat/completions`` with ``stream: true``; images travel as JPEG data
-URLs. The server batches concurrent requests itself, so there is no ``queue`` here: callers
-reach it in parallel. Speech can go the same way (:class:`RemoteTranscriber`).
+URLs. The server batches concurrent requests itself (``concurrent = True``): callers reach it
+in parallel. Speech can go the same way (:class:`RemoteTranscriber`).
 Network problems become :class:`ModelUnavailable` / :class:`GenerationFailed` naming the URL.
 """
 
@@ -22,7 +22,9 @@ from pathlib import Path
 import httpx
 
 from assistant.errors import AssistantError, GenerationFailed, InvalidParams, MediaError, ModelUnavailable
-from assistant.models.base import ChatMessage, ChatRequest, ModelInfo
+from assistant.conversation import Message
+from assistant.models.base import ChatRequest, ModelInfo, Segment, Transcript, Usage
+from assistant.settings import MAX_AUDIO_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ def image_data_url(image) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def to_openai(message: ChatMessage) -> dict:
+def to_openai(message: Message) -> dict:
     if not message.images:
         return {"role": message.role, "content": message.text}
     parts = [{"type": "image_url", "image_url": {"url": image_data_url(im)}} for im in message.images]
@@ -106,6 +108,8 @@ def to_openai(message: ChatMessage) -> dict:
 
 
 class RemoteChatModel:
+    concurrent = True
+
     def __init__(self, base_url: str, *, model: str | None = None, api_key: str | None = None, timeout_s: float = 120.0,
                  context_length: int | None = None, client: httpx.Client | None = None):
         self.base_url = base_url.rstrip("/")
@@ -159,7 +163,7 @@ class RemoteChatModel:
         self.info = ModelInfo(self._model, "openai", self.base_url, "remote", int(context))
         self._discovered = True
 
-    def count_tokens(self, message: ChatMessage) -> int:
+    def count_tokens(self, message: Message) -> int:
         # An estimate from above: the exact tokenizer lives on the server.
         return MESSAGE_OVERHEAD_TOKENS + len(message.text) // CHARS_PER_TOKEN + IMAGE_TOKENS * len(message.images)
 
@@ -177,9 +181,7 @@ class RemoteChatModel:
             body["stream_options"] = {"include_usage": True}
         return body
 
-    def stream(self, request: ChatRequest) -> Iterator[str]:
-        usage = request.usage
-        usage.prompt_tokens = sum(self.count_tokens(m) for m in request.messages)  # until the server says
+    def stream(self, request: ChatRequest) -> Iterator[str | Usage]:
         with _translated("chat server", self.base_url, self.timeout_s):
             if self._model is None:
                 self.discover()
@@ -193,13 +195,15 @@ class RemoteChatModel:
                 _raise_for_status(response, "chat server", self.base_url)
                 yield from self._read_events(response, request)
 
-    def _read_events(self, response: httpx.Response, request: ChatRequest) -> Iterator[str]:
-        usage, counted, reported = request.usage, 0, False
-        usage.finish_reason = "stop"
+    def _read_events(self, response: httpx.Response, request: ChatRequest) -> Iterator[str | Usage]:
+        # the estimate stands until the server reports its own count
+        usage = Usage(prompt_tokens=sum(self.count_tokens(m) for m in request.messages))
+        counted, reported = 0, False
         try:
             for line in response.iter_lines():
                 if request.cancel.is_set():
                     usage.finish_reason = "cancelled"
+                    yield usage
                     return  # leaving the `with` closes the connection; the server stops generating
                 if not line.startswith("data:"):
                     continue
@@ -227,13 +231,12 @@ class RemoteChatModel:
                         yield text
             else:
                 raise GenerationFailed(f"the chat server at {self.base_url} closed the stream before it finished")
+            yield usage
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise GenerationFailed(f"the chat server at {self.base_url} sent a malformed stream ({type(exc).__name__}: {exc})") from None
         except httpx.TimeoutException:
-            usage.finish_reason = "error"
             raise GenerationFailed(f"the chat server at {self.base_url} sent nothing for {self.timeout_s:g} s mid-reply") from None
         except httpx.TransportError as exc:
-            usage.finish_reason = "error"
             raise GenerationFailed(f"the connection to the chat server at {self.base_url} broke mid-reply ({type(exc).__name__})") from None
 
     def close(self) -> None:
@@ -245,9 +248,10 @@ class RemoteTranscriber:
     """Speech to text through a remote ``/v1/audio/transcriptions`` (OpenAI, vLLM, this app)."""
 
     def __init__(self, base_url: str, *, model: str = "whisper-1", api_key: str | None = None, timeout_s: float = 120.0,
-                 max_audio_bytes: int = 50 * 1024 * 1024, client: httpx.Client | None = None):
+                 max_audio_bytes: int = MAX_AUDIO_BYTES, client: httpx.Client | None = None):
         self.base_url = base_url.rstrip("/")
         self.name = model
+        self.device = "remote"
         self.timeout_s, self.max_audio_bytes = timeout_s, max_audio_bytes
         self._client = client or _client(self.base_url, api_key, timeout_s)
 
@@ -277,8 +281,6 @@ class RemoteTranscriber:
         return "audio.wav", _wav_bytes(audio)  # 16 kHz mono float samples
 
     def transcribe(self, audio, language: str | None = None):
-        from assistant.speech import Segment, Transcript
-
         filename, data = self._payload(audio)
         form = {"model": self.name, "response_format": "verbose_json"}
         if language:

@@ -7,7 +7,7 @@ RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 ARGS ?=
 
-.PHONY: run test bench system-deps tiny-model clean
+.PHONY: run test lint docs bench system-deps tiny-model clean
 
 $(RUNTIME_STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,18 @@ system-deps:
 run: $(RUNTIME_STAMP)
 	$(PY) app.py $(ARGS)
 
-test: $(DEV_STAMP) system-deps
+test: lint system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Lint, format and types; part of `make test`, so CI fails on any of them.
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+# README's table of flags, generated from the declarations in assistant/settings.py.
+docs: $(RUNTIME_STAMP)
+	$(PY) -m tools.flag_table README.md
 
 bench: $(DEV_STAMP) system-deps
 	$(PY) -m bench $(ARGS)

@@ -94,9 +94,20 @@ def main(argv: list[str] | None = None) -> int:
     server, blocks = build_server(assistant, settings)
     if settings.share:  # a share link needs Gradio's own launcher: a second copy of the page
         log.warning("--share: the page is also published through a public Gradio link")
-        blocks.launch(share=True, prevent_thread_lock=True, auth=list(settings.auth) or None, max_file_size=settings.max_upload_bytes)
+        blocks.launch(
+            share=True,
+            prevent_thread_lock=True,
+            auth=list(settings.auth) or None,
+            max_file_size=settings.max_upload_bytes,
+        )
     log.info("serving on http://%s:%d (API under /v1)", settings.host, settings.port)
-    uvicorn.run(server, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), timeout_graceful_shutdown=5)
+    uvicorn.run(
+        server,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=5,
+    )
     return 0
 
 

@@ -17,7 +17,15 @@ log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None, type: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
         self.type = type or _type_for(status)
@@ -77,10 +85,18 @@ def from_validation(errors) -> ApiError:
     param = param_path(error.get("loc", ())) or None
     kind = error.get("type", "")
     if kind == "extra_forbidden":
-        return ApiError(400, f"Unrecognized request argument supplied: {param}", param=param, code="unknown_parameter")
+        return ApiError(
+            400, f"Unrecognized request argument supplied: {param}", param=param, code="unknown_parameter"
+        )
     if kind in ("json_invalid", "model_attributes_type") or param is None:
-        return ApiError(400, "the request body is not valid JSON (send a JSON object with 'model' and 'messages')", code="invalid_json")
+        return ApiError(
+            400,
+            "the request body is not valid JSON (send a JSON object with 'model' and 'messages')",
+            code="invalid_json",
+        )
     if kind == "missing":
-        return ApiError(400, f"missing required parameter: {param}", param=param, code="missing_required_parameter")
+        return ApiError(
+            400, f"missing required parameter: {param}", param=param, code="missing_required_parameter"
+        )
     message = error.get("msg", "invalid value").removeprefix("Value error, ")
     return ApiError(400, f"{param}: {message}", param=param, code="invalid_value")

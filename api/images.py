@@ -32,15 +32,32 @@ def decode_data_url(url: str, max_bytes: int, param: str) -> bytes:
     header, sep, payload = url.partition(",")
     media_type = header[len("data:") :].split(";")[0].strip().lower()
     if not sep or ";base64" not in header.lower():
-        raise ApiError(400, f"{param}: a data URL must be base64-encoded (data:image/png;base64,...)", param=param, code="invalid_image_url")
+        raise ApiError(
+            400,
+            f"{param}: a data URL must be base64-encoded (data:image/png;base64,...)",
+            param=param,
+            code="invalid_image_url",
+        )
     if media_type and not media_type.startswith("image/"):
-        raise ApiError(400, f"{param}: expected an image data URL, got '{media_type}'", param=param, code="invalid_image_url")
+        raise ApiError(
+            400,
+            f"{param}: expected an image data URL, got '{media_type}'",
+            param=param,
+            code="invalid_image_url",
+        )
     if len(payload) * 3 // 4 > max_bytes + 3:  # refuse before decoding
-        raise ApiError(400, f"{param}: the image is larger than {max_bytes // 2**20} MB", param=param, code="image_too_large")
+        raise ApiError(
+            400,
+            f"{param}: the image is larger than {max_bytes // 2**20} MB",
+            param=param,
+            code="image_too_large",
+        )
     try:
         return base64.b64decode("".join(payload.split()), validate=True)
     except (binascii.Error, ValueError):
-        raise ApiError(400, f"{param}: the data URL is not valid base64", param=param, code="invalid_image_url") from None
+        raise ApiError(
+            400, f"{param}: the data URL is not valid base64", param=param, code="invalid_image_url"
+        ) from None
 
 
 def is_public(address: str) -> bool:
@@ -52,13 +69,21 @@ def is_public(address: str) -> bool:
 
 async def system_resolve(host: str, port: int) -> list[str]:
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [info[4][0] for info in infos]
+    return [str(info[4][0]) for info in infos]
 
 
 class ImageFetcher:
     """Fetches https image URLs for one server; ``transport``/``resolve`` are for tests."""
 
-    def __init__(self, *, allow_remote: bool, max_bytes: int, timeout_s: float, resolve: Resolver = system_resolve, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self,
+        *,
+        allow_remote: bool,
+        max_bytes: int,
+        timeout_s: float,
+        resolve: Resolver = system_resolve,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
         self.allow_remote, self.max_bytes, self.timeout_s = allow_remote, max_bytes, timeout_s
         self._resolve, self._transport = resolve, transport
 
@@ -68,50 +93,101 @@ class ImageFetcher:
                 return await anyio.to_thread.run_sync(decode_data_url, url, self.max_bytes, param)
             return decode_data_url(url, self.max_bytes, param)
         if not url.lower().startswith("https://"):
-            raise ApiError(400, f"{param}: image_url must be a data: URL or an https:// URL", param=param, code="invalid_image_url")
+            raise ApiError(
+                400,
+                f"{param}: image_url must be a data: URL or an https:// URL",
+                param=param,
+                code="invalid_image_url",
+            )
         if not self.allow_remote:
-            raise ApiError(400, f"{param}: this server does not fetch image URLs (start it with --allow-remote-images); send the image as a data: URL", param=param, code="remote_images_disabled")
+            raise ApiError(
+                400,
+                f"{param}: this server does not fetch image URLs (start it with --allow-remote-images); send the image as a data: URL",
+                param=param,
+                code="remote_images_disabled",
+            )
         try:
             async with asyncio.timeout(self.timeout_s):
                 return await self._fetch(url, param)
         except TimeoutError:
-            raise ApiError(400, f"{param}: fetching the image took longer than {self.timeout_s:g} s", param=param, code="image_fetch_failed") from None
+            raise ApiError(
+                400,
+                f"{param}: fetching the image took longer than {self.timeout_s:g} s",
+                param=param,
+                code="image_fetch_failed",
+            ) from None
         except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:  # ValueError: a bad port number
-            raise ApiError(400, f"{param}: could not fetch the image ({type(exc).__name__}: {exc})", param=param, code="image_fetch_failed") from None
+            raise ApiError(
+                400,
+                f"{param}: could not fetch the image ({type(exc).__name__}: {exc})",
+                param=param,
+                code="image_fetch_failed",
+            ) from None
 
     async def _fetch(self, url: str, param: str) -> bytes:
-        async with httpx.AsyncClient(transport=self._transport, follow_redirects=False, timeout=self.timeout_s) as client:
+        async with httpx.AsyncClient(
+            transport=self._transport, follow_redirects=False, timeout=self.timeout_s
+        ) as client:
             for _ in range(MAX_REDIRECTS + 1):
                 parts = urlsplit(url)
                 if parts.scheme != "https" or not parts.hostname:
-                    raise ApiError(400, f"{param}: images are only fetched over https (got {url[:100]})", param=param, code="invalid_image_url")
+                    raise ApiError(
+                        400,
+                        f"{param}: images are only fetched over https (got {url[:100]})",
+                        param=param,
+                        code="invalid_image_url",
+                    )
                 address = await self._public_address(parts.hostname, parts.port or 443, param)
                 # Connect to the checked address; Host header and TLS name stay the real host.
                 pinned = httpx.URL(url).copy_with(host=address)
-                request = client.build_request("GET", pinned, headers={"Host": parts.netloc.rsplit("@", 1)[-1]}, extensions={"sni_hostname": parts.hostname})
+                request = client.build_request(
+                    "GET",
+                    pinned,
+                    headers={"Host": parts.netloc.rsplit("@", 1)[-1]},
+                    extensions={"sni_hostname": parts.hostname},
+                )
                 response = await client.send(request, stream=True)
                 try:
                     if response.is_redirect and "location" in response.headers:
                         url = urljoin(url, response.headers["location"])
                         continue
                     if response.status_code != 200:
-                        raise ApiError(400, f"{param}: the image URL answered HTTP {response.status_code}", param=param, code="image_fetch_failed")
+                        raise ApiError(
+                            400,
+                            f"{param}: the image URL answered HTTP {response.status_code}",
+                            param=param,
+                            code="image_fetch_failed",
+                        )
                     return await self._read_limited(response, param)
                 finally:
                     await response.aclose()
-        raise ApiError(400, f"{param}: more than {MAX_REDIRECTS} redirects", param=param, code="image_fetch_failed")
+        raise ApiError(
+            400, f"{param}: more than {MAX_REDIRECTS} redirects", param=param, code="image_fetch_failed"
+        )
 
     async def _public_address(self, host: str, port: int, param: str) -> str:
         try:
             addresses = await self._resolve(host, port)
         except OSError as exc:
-            raise ApiError(400, f"{param}: cannot resolve {host} ({exc})", param=param, code="image_fetch_failed") from None
+            raise ApiError(
+                400, f"{param}: cannot resolve {host} ({exc})", param=param, code="image_fetch_failed"
+            ) from None
         if not addresses or not all(is_public(a) for a in addresses):
-            raise ApiError(400, f"{param}: {host} is a private or local address; only public hosts are fetched", param=param, code="image_url_blocked")
+            raise ApiError(
+                400,
+                f"{param}: {host} is a private or local address; only public hosts are fetched",
+                param=param,
+                code="image_url_blocked",
+            )
         return addresses[0]
 
     async def _read_limited(self, response: httpx.Response, param: str) -> bytes:
-        too_big = ApiError(400, f"{param}: the image is larger than {self.max_bytes // 2**20} MB", param=param, code="image_too_large")
+        too_big = ApiError(
+            400,
+            f"{param}: the image is larger than {self.max_bytes // 2**20} MB",
+            param=param,
+            code="image_too_large",
+        )
         declared = response.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.max_bytes:
             raise too_big

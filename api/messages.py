@@ -8,12 +8,20 @@ from api.schemas import ChatMessageIn
 from assistant.conversation import Message
 
 
-async def convert(messages: list[ChatMessageIn], fetcher: ImageFetcher) -> tuple[list[Message], Message, str | None]:
+async def convert(
+    messages: list[ChatMessageIn], fetcher: ImageFetcher
+) -> tuple[list[Message], Message, str | None]:
     """(history, the user's new message, system prompt or None for the server's default persona)."""
     if not messages:
-        raise ApiError(400, "messages must contain at least one user message", param="messages", code="empty_messages")
+        raise ApiError(
+            400, "messages must contain at least one user message", param="messages", code="empty_messages"
+        )
     if messages[-1].role != "user":
-        raise ApiError(400, f"the last message must come from the user, not '{messages[-1].role}'", param=f"messages[{len(messages) - 1}].role")
+        raise ApiError(
+            400,
+            f"the last message must come from the user, not '{messages[-1].role}'",
+            param=f"messages[{len(messages) - 1}].role",
+        )
     system: list[str] = []
     chat: list[Message] = []
     for i, message in enumerate(messages):
@@ -24,8 +32,10 @@ async def convert(messages: list[ChatMessageIn], fetcher: ImageFetcher) -> tuple
             system.append(text)
         else:
             if message.role == "assistant" and images:
-                raise ApiError(400, "assistant messages cannot contain images", param=f"messages[{i}].content")
-            chat.append(Message(message.role, text).with_images(images))
+                raise ApiError(
+                    400, "assistant messages cannot contain images", param=f"messages[{i}].content"
+                )
+            chat.append(Message("user" if message.role == "user" else "assistant", text).with_images(images))
     last = chat.pop()
     # Over the API a system message is always literal text (routes pass literal_system=True).
     system_prompt = "\n\n".join(system) if system else None
@@ -37,8 +47,8 @@ async def _content(message: ChatMessageIn, i: int, fetcher: ImageFetcher) -> tup
         return message.content or "", []
     texts, images = [], []
     for j, part in enumerate(message.content):
-        if part.type == "text":
+        if part.text is not None:  # the schema guarantees a part has exactly the field its type names
             texts.append(part.text)
-        else:
+        elif part.image_url is not None:
             images.append(await fetcher.load(part.image_url.url, f"messages[{i}].content[{j}].image_url.url"))
     return "\n".join(texts), images

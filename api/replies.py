@@ -23,7 +23,11 @@ class Completion:
     @staticmethod
     def usage(done: Done) -> dict:
         s = done.stats
-        return {"prompt_tokens": s.prompt_tokens, "completion_tokens": s.tokens, "total_tokens": s.prompt_tokens + s.tokens}
+        return {
+            "prompt_tokens": s.prompt_tokens,
+            "completion_tokens": s.tokens,
+            "total_tokens": s.prompt_tokens + s.tokens,
+        }
 
     @staticmethod
     def finish_reason(done: Done) -> str:
@@ -36,15 +40,34 @@ class Completion:
                 done = event
         if done is None:  # cancelled: the client left
             raise ApiError(400, "the request was cancelled", code="cancelled")
-        return JSONResponse({
-            "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model, "system_fingerprint": None,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": done.text}, "logprobs": None, "finish_reason": self.finish_reason(done)}],
-            "usage": self.usage(done),
-        })
+        return JSONResponse(
+            {
+                "id": self.id,
+                "object": "chat.completion",
+                "created": self.created,
+                "model": self.model,
+                "system_fingerprint": None,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": done.text},
+                        "logprobs": None,
+                        "finish_reason": self.finish_reason(done),
+                    }
+                ],
+                "usage": self.usage(done),
+            }
+        )
 
     def chunk(self, delta: dict, finish_reason: str | None, include_usage: bool) -> bytes:
-        body = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "system_fingerprint": None,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+        body = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        }
         if include_usage:
             body["usage"] = None  # OpenAI's shape: only the last chunk carries usage
         return sse(body)
@@ -69,8 +92,17 @@ class Completion:
                     elif isinstance(event, Done):
                         yield self.chunk({}, self.finish_reason(event), include_usage)
                         if include_usage:
-                            yield sse({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                                       "system_fingerprint": None, "choices": [], "usage": self.usage(event)})
+                            yield sse(
+                                {
+                                    "id": self.id,
+                                    "object": "chat.completion.chunk",
+                                    "created": self.created,
+                                    "model": self.model,
+                                    "system_fingerprint": None,
+                                    "choices": [],
+                                    "usage": self.usage(event),
+                                }
+                            )
                         break
                     event = await anext(self.events)
             except StopAsyncIteration:
@@ -81,4 +113,8 @@ class Completion:
                 await self.events.aclose()
             yield sse("[DONE]")
 
-        return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            body(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )

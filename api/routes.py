@@ -26,6 +26,7 @@ from api.schemas import ChatCompletionRequest, generation_values
 from api.streaming import Workers
 from assistant.errors import InvalidParams, ModelUnavailable
 from assistant.settings import MB
+
 WHISPER_ALIAS = "whisper-1"  # the name OpenAI clients and tools send by default
 TRANSCRIPTION_FIELDS = ("file", "model", "language", "response_format")
 RESPONSE_FORMATS = ("json", "text", "verbose_json")
@@ -42,11 +43,21 @@ def route_class(api_key: str | None, max_body_bytes: int) -> type[APIRoute]:
                 try:
                     if expected is not None:
                         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-                        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-                            raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", code="invalid_api_key")
+                        if scheme.lower() != "bearer" or not hmac.compare_digest(
+                            given.strip().encode(), expected
+                        ):
+                            raise ApiError(
+                                401,
+                                "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                                code="invalid_api_key",
+                            )
                     length = request.headers.get("content-length", "")
                     if length.isdigit() and int(length) > max_body_bytes:
-                        raise ApiError(413, f"the request body is larger than {max_body_bytes // MB} MB", code="request_too_large")
+                        raise ApiError(
+                            413,
+                            f"the request body is larger than {max_body_bytes // MB} MB",
+                            code="request_too_large",
+                        )
                     return await handler(request)
                 except HTTPException as exc:
                     return ApiError(exc.status_code, str(exc.detail)).response()
@@ -61,13 +72,25 @@ def route_class(api_key: str | None, max_body_bytes: int) -> type[APIRoute]:
 
 def build_router(assistant, settings) -> APIRouter:
     chat_body = (settings.max_images_in_context + 4) * settings.max_image_bytes * 4 // 3 + MB
-    router = APIRouter(prefix="/v1", route_class=route_class(settings.api_key, max(chat_body, settings.max_audio_bytes + MB)))
-    fetcher = ImageFetcher(allow_remote=settings.allow_remote_images, max_bytes=settings.max_image_bytes, timeout_s=settings.remote_image_timeout_s)
+    router = APIRouter(
+        prefix="/v1", route_class=route_class(settings.api_key, max(chat_body, settings.max_audio_bytes + MB))
+    )
+    fetcher = ImageFetcher(
+        allow_remote=settings.allow_remote_images,
+        max_bytes=settings.max_image_bytes,
+        timeout_s=settings.remote_image_timeout_s,
+    )
     workers = Workers()
     created = int(time.time())
 
     def model_card(name: str, **extra) -> dict:
-        return {"id": name, "object": "model", "created": created, "owned_by": "multimodal-assistant", **extra}
+        return {
+            "id": name,
+            "object": "model",
+            "created": created,
+            "owned_by": "multimodal-assistant",
+            **extra,
+        }
 
     def cards() -> list[dict]:
         loaded, found = assistant.describe(), []
@@ -89,10 +112,15 @@ def build_router(assistant, settings) -> APIRouter:
         raise ApiError(404, f"The model '{model_id}' does not exist", param="model", code="model_not_found")
 
     @router.post("/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest, request: Request):  # type: ignore[valid-type]
+    async def chat_completions(body: ChatCompletionRequest, request: Request):
         name = assistant.require_chat().info.name
         if body.model != name:
-            raise ApiError(404, f"The model '{body.model}' does not exist; this server serves '{name}'", param="model", code="model_not_found")
+            raise ApiError(
+                404,
+                f"The model '{body.model}' does not exist; this server serves '{name}'",
+                param="model",
+                code="model_not_found",
+            )
         if body.n not in (None, 1):
             raise ApiError(400, "n must be 1: this server returns one choice per request", param="n")
         if body.stream_options is not None and not body.stream:
@@ -104,7 +132,9 @@ def build_router(assistant, settings) -> APIRouter:
         except InvalidParams as exc:
             raise from_invalid_params(exc, fields) from None
         cancel = threading.Event()
-        reply = assistant.reply(history, message, params, system_prompt=system_prompt, literal_system=True, cancel=cancel)
+        reply = assistant.reply(
+            history, message, params, system_prompt=system_prompt, literal_system=True, cancel=cancel
+        )
         completion = Completion(name, workers.iterate(reply, request, cancel))
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -117,35 +147,72 @@ def build_router(assistant, settings) -> APIRouter:
         if asr_name is None:
             raise ModelUnavailable("speech recognition is not loaded on this server")
         async with request.form(max_files=1, max_fields=16) as form:  # room to name a stray field
-            for key in form.keys():
+            for key in form:
                 if key not in TRANSCRIPTION_FIELDS:
-                    raise ApiError(400, f"Unrecognized request argument supplied: {key}", param=key, code="unknown_parameter")
+                    raise ApiError(
+                        400,
+                        f"Unrecognized request argument supplied: {key}",
+                        param=key,
+                        code="unknown_parameter",
+                    )
             upload, model = form.get("file"), form.get("model")
             if not isinstance(upload, UploadFile):
-                raise ApiError(400, "missing required parameter: file (send the audio as multipart form data)", param="file", code="missing_required_parameter")
+                raise ApiError(
+                    400,
+                    "missing required parameter: file (send the audio as multipart form data)",
+                    param="file",
+                    code="missing_required_parameter",
+                )
             if not model:
-                raise ApiError(400, "missing required parameter: model", param="model", code="missing_required_parameter")
+                raise ApiError(
+                    400, "missing required parameter: model", param="model", code="missing_required_parameter"
+                )
             if model not in (asr_name, WHISPER_ALIAS):
-                raise ApiError(404, f"The model '{model}' does not exist; use '{asr_name}'", param="model", code="model_not_found")
+                raise ApiError(
+                    404,
+                    f"The model '{model}' does not exist; use '{asr_name}'",
+                    param="model",
+                    code="model_not_found",
+                )
             response_format = form.get("response_format") or "json"
             if response_format not in RESPONSE_FORMATS:
-                raise ApiError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}", param="response_format")
+                raise ApiError(
+                    400,
+                    f"response_format must be one of {', '.join(RESPONSE_FORMATS)}",
+                    param="response_format",
+                )
             language = form.get("language") or None
             data = await upload.read(settings.max_audio_bytes + 1)
         if len(data) > settings.max_audio_bytes:
-            raise ApiError(413, f"the audio file is larger than {settings.max_audio_bytes // MB} MB", param="file", code="audio_too_large")
+            raise ApiError(
+                413,
+                f"the audio file is larger than {settings.max_audio_bytes // MB} MB",
+                param="file",
+                code="audio_too_large",
+            )
         transcript = await workers.run(assistant.transcribe, data, language)
         if response_format == "text":
             return PlainTextResponse(transcript.text)
         usage = {"type": "duration", "seconds": math.ceil(transcript.duration_s)}
         if response_format == "json":
             return {"text": transcript.text, "usage": usage}
-        segments = [{"id": i, "start": s.start, "end": s.end, "text": s.text} for i, s in enumerate(transcript.segments)]
-        return {"task": "transcribe", "language": transcript.language, "duration": transcript.duration_s, "text": transcript.text, "segments": segments, "usage": usage}
+        segments = [
+            {"id": i, "start": s.start, "end": s.end, "text": s.text}
+            for i, s in enumerate(transcript.segments)
+        ]
+        return {
+            "task": "transcribe",
+            "language": transcript.language,
+            "duration": transcript.duration_s,
+            "text": transcript.text,
+            "segments": segments,
+            "usage": usage,
+        }
 
-    @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    @router.api_route(
+        "/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
+    )
     async def unknown_route(request: Request):
         raise ApiError(404, f"Unknown route: {request.method} {request.url.path}", code="unknown_url")
 
     return router
-

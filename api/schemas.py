@@ -78,7 +78,7 @@ def _api_type(info) -> Any:
 
 # The generation options under their OpenAI names (max_tokens, min_tokens…), taken from the one
 # declaration in GenerationParams; their ranges are checked there, once.
-ChatCompletionRequest = create_model(
+ChatCompletionRequest = create_model(  # type: ignore[call-overload]  # fields built from a dict
     "ChatCompletionRequest",
     __base__=ChatCompletionBase,
     **{api: (_api_type(info), None) for _, info, knob in knobs() for api in knob.api},

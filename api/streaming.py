@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import anyio
 from starlette.requests import Request
+
+from assistant.core import Event, Reply
 
 API_THREADS = 64
 _END = object()
@@ -27,7 +29,7 @@ class Workers:
     async def run(self, fn, *args):
         return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
 
-    async def iterate(self, events: Iterator, request: Request, cancel: threading.Event) -> AsyncIterator:
+    async def iterate(self, events: Reply, request: Request, cancel: threading.Event) -> AsyncIterator[Event]:
         watcher = asyncio.ensure_future(_watch_disconnect(request, cancel))
         try:
             while True:
@@ -52,5 +54,9 @@ async def _watch_disconnect(request: Request, cancel: threading.Event) -> None:
 
 
 def sse(payload: dict | str) -> bytes:
-    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    data = (
+        payload
+        if isinstance(payload, str)
+        else json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    )
     return f"data: {data}\n\n".encode()

@@ -28,7 +28,10 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> Parser:
     from assistant.flags import add_generation_arguments, add_settings_arguments
 
-    parser = Parser(prog="python -m assistant", description="Multimodal assistant engine: speech to text and vision-language chat.")
+    parser = Parser(
+        prog="python -m assistant",
+        description="Multimodal assistant engine: speech to text and vision-language chat.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     t = sub.add_parser("transcribe", help="transcribe an audio file")
@@ -42,7 +45,9 @@ def build_parser() -> Parser:
     c.add_argument("--image", action="append", default=[], help="an image file (repeatable)")
     c.add_argument("--audio", help="a voice message: its transcript is used as (part of) your words")
     add_generation_arguments(c)
-    c.add_argument("--json", action="store_true", help="end with one JSON line: reply, tokens, ttft_s, tokens_per_s…")
+    c.add_argument(
+        "--json", action="store_true", help="end with one JSON line: reply, tokens, ttft_s, tokens_per_s…"
+    )
     return parser
 
 
@@ -69,12 +74,17 @@ def cmd_transcribe(args) -> int:
     settings = settings_from_args(args)
     transcript = load_transcriber(settings).transcribe(args.audio, language=settings.language)
     if args.json:
-        print(json.dumps({
-            "text": transcript.text,
-            "language": transcript.language,
-            "duration_s": round(transcript.duration_s, 3),
-            "elapsed_s": round(time.perf_counter() - started, 3),
-        }, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "text": transcript.text,
+                    "language": transcript.language,
+                    "duration_s": round(transcript.duration_s, 3),
+                    "elapsed_s": round(time.perf_counter() - started, 3),
+                },
+                ensure_ascii=False,
+            )
+        )
     elif transcript.is_empty:
         print("(no speech detected)", file=sys.stderr)
     else:
@@ -104,7 +114,7 @@ def cmd_chat(args) -> int:
     print()
     if args.json and reply.stats is not None:
         stats = reply.stats
-        result = {"transcript": reply.transcript.text} if reply.transcript else {}
+        result: dict[str, object] = {"transcript": reply.transcript.text} if reply.transcript else {}
         result.update(
             reply=reply.text,
             tokens=stats.tokens,

@@ -53,7 +53,9 @@ class Message:
     created: float = field(default_factory=time.time, compare=False)
 
     @classmethod
-    def user(cls, text: str = "", images: Sequence[ImageSource] = (), audio: AudioSource | None = None) -> Message:
+    def user(
+        cls, text: str = "", images: Sequence[ImageSource] = (), audio: AudioSource | None = None
+    ) -> Message:
         attachments: list[Attachment] = [ImageAttachment(source) for source in images]
         if audio is not None:
             attachments.append(AudioAttachment(audio))
@@ -90,7 +92,9 @@ class Message:
         return replace(self, attachments=tuple(ImageAttachment(s) for s in images) + others)
 
     def without_audio(self) -> Message:
-        return replace(self, attachments=tuple(a for a in self.attachments if not isinstance(a, AudioAttachment)))
+        return replace(
+            self, attachments=tuple(a for a in self.attachments if not isinstance(a, AudioAttachment))
+        )
 
 
 # -- history operations (a history is a list of user/assistant messages) ------------------

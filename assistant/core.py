@@ -20,7 +20,16 @@ from typing import Any, Union
 from assistant import media, prompts
 from assistant.conversation import ImageAttachment, Message, fit_to_context, limit_images
 from assistant.errors import InvalidParams, ModelUnavailable
-from assistant.models.base import AudioInput, ChatModel, ChatRequest, GenerationParams, ModelInfo, Transcriber, Transcript, Usage
+from assistant.models.base import (
+    AudioInput,
+    ChatModel,
+    ChatRequest,
+    GenerationParams,
+    ModelInfo,
+    Transcriber,
+    Transcript,
+    Usage,
+)
 from assistant.queueing import TurnQueue
 from assistant.settings import Settings, resolve_defaults
 
@@ -140,7 +149,9 @@ class StopFilter:
             self.stopped = True
             out, self.buffer = self.buffer[: min(hits)], ""
             return out
-        keep = max((k for s in self.stops for k in range(1, len(s)) if self.buffer.endswith(s[:k])), default=0)
+        keep = max(
+            (k for s in self.stops for k in range(1, len(s)) if self.buffer.endswith(s[:k])), default=0
+        )
         out = self.buffer[: len(self.buffer) - keep]
         self.buffer = self.buffer[len(out) :]
         return out
@@ -171,7 +182,9 @@ class Assistant:
     # -- loading ---------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, settings: Settings, *, load_chat: bool = True, load_asr: bool = True, require_chat: bool = False) -> Assistant:
+    def load(
+        cls, settings: Settings, *, load_chat: bool = True, load_asr: bool = True, require_chat: bool = False
+    ) -> Assistant:
         """Load the models once. A chat model that cannot be loaded is remembered as
         ``chat_error`` (unless ``require_chat``), so the app can still start and transcribe."""
         settings = resolve_defaults(settings)
@@ -236,7 +249,13 @@ class Assistant:
             with self._image_cache_lock:
                 if key in self._image_cache:
                     return self._image_cache[key]
-        image = media.load_image(source, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels, max_side=s.image_max_side, name=name)
+        image = media.load_image(
+            source,
+            max_bytes=s.max_image_bytes,
+            max_pixels=s.max_image_pixels,
+            max_side=s.image_max_side,
+            name=name,
+        )
         if key is not None:
             with self._image_cache_lock:
                 if len(self._image_cache) > IMAGE_CACHE_ENTRIES:
@@ -249,7 +268,9 @@ class Assistant:
         images = tuple(ImageAttachment(self.load_image(src)) for src in message.images)
         return Message(message.role, message.words, images, id=message.id, created=message.created)
 
-    def build_messages(self, history: Sequence[Message], user: Message, system_prompt: str | None, max_new_tokens: int) -> list[Message]:
+    def build_messages(
+        self, history: Sequence[Message], user: Message, system_prompt: str | None, max_new_tokens: int
+    ) -> list[Message]:
         """System + as much history as fits the context, newest images kept up to the cap."""
         model = self.require_chat()
         trimmed = limit_images([*history, user], self.settings.max_images_in_context)
@@ -273,18 +294,37 @@ class Assistant:
         free text (None = the configured default, "" = none); with ``literal_system`` it is
         always taken as text, even when it is one word that names a persona. A recording
         attached to ``message`` is transcribed first (voice works without a chat model)."""
-        steps = self._answer(history, message, params or self.params(), system_prompt, literal_system,
-                             cancel or threading.Event(), language)
+        steps = self._answer(
+            history,
+            message,
+            params or self.params(),
+            system_prompt,
+            literal_system,
+            cancel or threading.Event(),
+            language,
+        )
         return Reply(message, steps)
 
     # -- the steps of one reply ------------------------------------------------------------
 
-    def _answer(self, history: Sequence[Message], message: Message, params: GenerationParams, system_prompt: str | None,
-                literal_system: bool, cancel: threading.Event, language: str | None) -> Generator[Event, None, None]:
+    def _answer(
+        self,
+        history: Sequence[Message],
+        message: Message,
+        params: GenerationParams,
+        system_prompt: str | None,
+        literal_system: bool,
+        cancel: threading.Event,
+        language: str | None,
+    ) -> Generator[Event, None, None]:
         started = time.perf_counter()
         if message.is_empty():
             raise InvalidParams("the message is empty: type something, attach a photo or record your voice")
-        system_text = system_prompt.strip() if literal_system and system_prompt is not None else self.system_prompt(system_prompt)
+        system_text = (
+            system_prompt.strip()
+            if literal_system and system_prompt is not None
+            else self.system_prompt(system_prompt)
+        )
         transcribe_s = 0.0
         if message.needs_transcript:
             transcript = self.transcribe(message.audio, language=language)
@@ -292,9 +332,13 @@ class Assistant:
             yield Transcribed(transcript)
             message = replace(message, transcript=transcript.text)
             if not message.words and not message.images:
-                raise InvalidParams("no speech was heard in the recording: try again closer to the microphone")
+                raise InvalidParams(
+                    "no speech was heard in the recording: try again closer to the microphone"
+                )
         model = self.require_chat()  # after transcription: voice works without a chat model
-        request = ChatRequest(self.build_messages(history, message, system_text, params.max_new_tokens), params, cancel)
+        request = ChatRequest(
+            self.build_messages(history, message, system_text, params.max_new_tokens), params, cancel
+        )
         ticket = self.queue.enter() if self.queue is not None else None
         try:
             queued_s = yield from self._wait_for_turn(ticket, cancel)
@@ -307,7 +351,9 @@ class Assistant:
                 self.queue.leave(ticket)
         yield Done(self._stats(started, usage, stopped, queued_s, transcribe_s), text)
 
-    def _wait_for_turn(self, ticket: int | None, cancel: threading.Event) -> Generator[Event, None, float | None]:
+    def _wait_for_turn(
+        self, ticket: int | None, cancel: threading.Event
+    ) -> Generator[Event, None, float | None]:
         """Seconds waited for the model (None: cancelled while waiting), saying the place in line."""
         if self.queue is None or ticket is None:
             return 0.0
@@ -320,7 +366,9 @@ class Assistant:
             timeout = QUEUE_POLL_S
         return time.perf_counter() - wait_started
 
-    def _stream(self, model: ChatModel, request: ChatRequest) -> Generator[Event, None, tuple[str, Usage, bool]]:
+    def _stream(
+        self, model: ChatModel, request: ChatRequest
+    ) -> Generator[Event, None, tuple[str, Usage, bool]]:
         """Tokens as the model makes them, cut at a stop sequence; then (text, usage, stopped)."""
         stop = StopFilter(request.params.stop)
         pieces: list[str] = []
@@ -351,7 +399,9 @@ class Assistant:
         return "".join(pieces), usage, stop.stopped
 
     @staticmethod
-    def _stats(started: float, usage: Usage, stopped: bool, queued_s: float, transcribe_s: float) -> ReplyStats:
+    def _stats(
+        started: float, usage: Usage, stopped: bool, queued_s: float, transcribe_s: float
+    ) -> ReplyStats:
         finished = time.perf_counter()
         first = usage.first_token_at or finished
         decode_time = finished - first
@@ -402,4 +452,14 @@ def load_transcriber(settings: Settings) -> Transcriber:
     )
 
 
-__all__ = ["Assistant", "Description", "Done", "Event", "Queued", "Reply", "ReplyStats", "Token", "Transcribed"]
+__all__ = [
+    "Assistant",
+    "Description",
+    "Done",
+    "Event",
+    "Queued",
+    "Reply",
+    "ReplyStats",
+    "Token",
+    "Transcribed",
+]

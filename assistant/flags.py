@@ -39,7 +39,7 @@ def _value_type(field: dataclasses.Field) -> Any:
 
 
 def _shown_default(field: dataclasses.Field, flag: Flag) -> Any:
-    default = field.default
+    default: Any = field.default
     if flag.repeat:
         return []
     if flag.unit != 1:
@@ -49,30 +49,39 @@ def _shown_default(field: dataclasses.Field, flag: Flag) -> Any:
     return default
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser, *, groups: Iterable[str] = GROUPS, cli_only: bool = False) -> None:
+def add_settings_arguments(
+    parser: argparse.ArgumentParser, *, groups: Iterable[str] = GROUPS, cli_only: bool = False
+) -> None:
     """One argument per Settings field with a flag (``cli_only``: those marked ``cli``)."""
     sections = {name: parser.add_argument_group(name) for name in groups}
     for field, flag in flags():
         if flag.group not in sections or (cli_only and not flag.cli):
             continue
         kind = _value_type(field)
+        name = flag_name(field, flag)
+        metavar = flag.metavar or ("MB" if flag.unit != 1 else name.lstrip("-").upper().replace("-", "_"))
         options: dict[str, Any] = dict(dest=field.name, help=flag.help, default=_shown_default(field, flag))
         if kind is bool:
             options["action"] = "store_true"
         elif flag.repeat:
-            options.update(action="append", metavar=flag.metavar)
+            options.update(action="append", metavar=metavar)
         else:
-            options.update(type=float if flag.unit != 1 else (kind if kind in (int, float) else str), choices=flag.choices,
-                           metavar=flag.metavar)
+            options.update(
+                type=float if flag.unit != 1 else (kind if kind in (int, float) else str),
+                choices=flag.choices,
+                metavar=None if flag.choices else metavar,
+            )
         # the main spelling last: the environment twin is named after it
-        sections[flag.group].add_argument(*flag.aliases, flag_name(field, flag), **options)
+        sections[flag.group].add_argument(*flag.aliases, name, **options)
 
 
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     """The per-request generation options a command line offers (``--temperature`` …)."""
     for name, field, knob in knobs():
         if knob.cli:
-            parser.add_argument("--" + name.replace("_", "-"), dest=name, type=value_type(field), help=knob.help)
+            parser.add_argument(
+                "--" + name.replace("_", "-"), dest=name, type=value_type(field), help=knob.help
+            )
 
 
 def apply_environment(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
@@ -132,15 +141,18 @@ def flag_table() -> str:
             if flag.group != group:
                 continue
             name = flag_name(field, flag)
-            default = _shown_default(field, flag)
-            if default in (None, [], False):
-                shown = ""
-            else:
-                shown = f"`{str(default).replace(home, '~')}`"
+            default = flag.shown_default or _shown_default(field, flag)
+            shown = "" if default in (None, [], False) else f"`{str(default).replace(home, '~')}`"
             what = flag.help + (f" (one of {', '.join(flag.choices)})" if flag.choices else "")
             rows.append(f"| `{name}` | `{env_name(name)}` | {shown} | {what.replace('|', '/')} |")
     return "\n".join(rows)
 
 
-__all__ = ["add_generation_arguments", "add_settings_arguments", "apply_environment", "env_name", "flag_table",
-           "settings_from_args"]
+__all__ = [
+    "add_generation_arguments",
+    "add_settings_arguments",
+    "apply_environment",
+    "env_name",
+    "flag_table",
+    "settings_from_args",
+]

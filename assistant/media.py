@@ -13,6 +13,7 @@ import io
 import os
 import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -20,8 +21,14 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from assistant.errors import MediaError
-from assistant.settings import IMAGE_MAX_SIDE, MAX_AUDIO_BYTES, MAX_AUDIO_SECONDS, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MB
-
+from assistant.settings import (
+    IMAGE_MAX_SIDE,
+    MAX_AUDIO_BYTES,
+    MAX_AUDIO_SECONDS,
+    MAX_IMAGE_BYTES,
+    MAX_IMAGE_PIXELS,
+    MB,
+)
 
 # Pillow format names we accept. MPO (the multi-picture JPEG many phones write) has no opener
 # of its own: Pillow's JPEG opener returns it, so it is only in the accepted list.
@@ -71,8 +78,10 @@ def _sniff(head: bytes) -> str | None:
         (h[:6] in (b"GIF87a", b"GIF89a"), "GIF image"),
         (h[:4] == b"RIFF" and h[8:12] == b"WEBP", "WebP image"),
         # "BM" alone is too weak (any text could start so): also check the DIB header size.
-        (h[:2] == b"BM" and int.from_bytes(h[14:18], "little") in (12, 40, 52, 56, 64, 108, 124),
-         "BMP image"),
+        (
+            h[:2] == b"BM" and int.from_bytes(h[14:18], "little") in (12, 40, 52, 56, 64, 108, 124),
+            "BMP image",
+        ),
         (h[:4] in (b"II*\x00", b"MM\x00*"), "TIFF image"),
         (ftyp in (b"heic", b"heix", b"mif1", b"msf1", b"heif", b"hevc"), "HEIC/HEIF image"),
         (ftyp in (b"avif", b"avis"), "AVIF image"),
@@ -163,8 +172,10 @@ def _check_pixels(img: Image.Image, label: str, max_pixels: int | None) -> None:
     if w <= 0 or h <= 0:
         raise MediaError(f"{label} has no pixels ({w}x{h})")
     if max_pixels and w * h > max_pixels:
-        raise MediaError(f"{label} has {_megapixels(w * h)} megapixels ({w}x{h}), "
-                         f"over the {_megapixels(max_pixels)}-megapixel limit")
+        raise MediaError(
+            f"{label} has {_megapixels(w * h)} megapixels ({w}x{h}), "
+            f"over the {_megapixels(max_pixels)}-megapixel limit"
+        )
 
 
 def _open_image(data: bytes, label: str, max_pixels: int | None) -> ImageFile.ImageFile:
@@ -232,10 +243,14 @@ def _fit(img: Image.Image, max_side: int | None) -> Image.Image:
     return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=1.5)
 
 
-def load_image(source, *, max_bytes: int | None = MAX_IMAGE_BYTES,
-               max_pixels: int | None = MAX_IMAGE_PIXELS,
-               max_side: int | None = IMAGE_MAX_SIDE,
-               name: str | None = None) -> Image.Image:
+def load_image(
+    source,
+    *,
+    max_bytes: int | None = MAX_IMAGE_BYTES,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
+    max_side: int | None = IMAGE_MAX_SIDE,
+    name: str | None = None,
+) -> Image.Image:
     """A validated RGB image, EXIF-oriented, longest side <= ``max_side`` (0/None: keep size).
 
     ``source``: a path, bytes, a binary file object, or a ``PIL.Image`` (then only the pixel
@@ -260,8 +275,9 @@ def load_image(source, *, max_bytes: int | None = MAX_IMAGE_BYTES,
     try:
         return _fit(_to_rgb(img), max_side)
     except Exception:
-        raise MediaError(f"{label} has an unusual pixel format ({img.mode}) that could not "
-                         "be converted to RGB") from None
+        raise MediaError(
+            f"{label} has an unusual pixel format ({img.mode}) that could not be converted to RGB"
+        ) from None
 
 
 # --------------------------------------------------------------------------- audio
@@ -291,8 +307,9 @@ def _open_audio(source, max_bytes: int | None, label: str):
     except Exception:
         if seen:  # it announces itself as audio/media, yet FFmpeg cannot parse it
             raise MediaError(f"{label} is truncated or corrupt (a damaged {seen} file)") from None
-        raise MediaError(f"{label} is not a supported audio file (unrecognised content). "
-                         f"{_AUDIO_HINT}") from None
+        raise MediaError(
+            f"{label} is not a supported audio file (unrecognised content). {_AUDIO_HINT}"
+        ) from None
     if not container.streams.audio:
         video = bool(container.streams.video)
         container.close()
@@ -330,9 +347,14 @@ def _frames(container, stream, label: str):
         raise MediaError(f"{label} is corrupt (no audio could be decoded)")
 
 
-def load_audio(source, *, max_bytes: int | None = MAX_AUDIO_BYTES,
-               max_seconds: float | None = MAX_AUDIO_SECONDS,
-               sampling_rate: int = 16000, name: str | None = None) -> np.ndarray:
+def load_audio(
+    source,
+    *,
+    max_bytes: int | None = MAX_AUDIO_BYTES,
+    max_seconds: float | None = MAX_AUDIO_SECONDS,
+    sampling_rate: int = 16000,
+    name: str | None = None,
+) -> np.ndarray:
     """Mono float32 samples at ``sampling_rate`` from WAV, MP3, Ogg/Opus, WebM, M4A, FLAC, ...
 
     ``source``: a path, bytes or a binary file object. The length cap is checked on the
@@ -355,14 +377,13 @@ def load_audio(source, *, max_bytes: int | None = MAX_AUDIO_BYTES,
                     chunks.append(out.to_ndarray().reshape(-1))
                     total += chunks[-1].size
                 if cap is not None and total > cap:
-                    raise MediaError(f"{label} is longer than the {_seconds(max_seconds)} limit")
+                    raise MediaError(f"{label} is longer than the {_seconds(max_seconds or 0)} limit")
             for out in resampler.resample(None):  # flush the resampler's buffered tail
                 chunks.append(out.to_ndarray().reshape(-1))
         except MediaError:
             raise
         except Exception:  # e.g. the sample format changes mid-stream
-            raise MediaError(f"{label} is corrupt or in an audio format that cannot be "
-                             "decoded") from None
+            raise MediaError(f"{label} is corrupt or in an audio format that cannot be decoded") from None
     samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if samples.size == 0:
         raise MediaError(f"{label} contains no audio (0 samples)")
@@ -390,7 +411,7 @@ def audio_duration(source, name: str | None = None) -> float:
 
 
 def kind_of(path_or_bytes, name: str | None = None) -> str:
-    """"image", "audio" or "unknown", judged by content (magic bytes, Pillow, PyAV probe).
+    """ "image", "audio" or "unknown", judged by content (magic bytes, Pillow, PyAV probe).
 
     Recognisable but unsupported or damaged images (SVG, HEIC, a truncated PNG) count as
     "image", and recognisable but undecodable audio as "audio", so that routing them to
@@ -398,6 +419,7 @@ def kind_of(path_or_bytes, name: str | None = None) -> str:
     decision (extensions lie); it is accepted for symmetry with the loaders.
     """
     src = path_or_bytes
+    opener: Callable[[], str | io.BytesIO]
     try:
         if isinstance(src, (str, os.PathLike)):
             with open(src, "rb") as f:

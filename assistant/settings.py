@@ -10,9 +10,9 @@ quantization) are resolved by :func:`resolve_defaults` once the device is known.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 from platformdirs import user_data_dir
@@ -51,6 +51,7 @@ class Flag:
     repeat: bool = False  # may be given several times (a list; comma-separated in the environment)
     metavar: str | None = None
     cli: bool = False  # also an option of `python -m assistant chat|transcribe`
+    shown_default: str | None = None  # the README's default, where the real one is machine-specific
     parse: Callable[[str], Any] | None = None  # text -> value (raises ValueError); default: the field's type
 
 
@@ -71,21 +72,44 @@ def login(text: str) -> tuple[str, str]:
 class Settings:
     # Chat model
     model: str | None = setting(
-        None, "hub id or local directory (default: Qwen2.5-VL-3B-Instruct on GPU, SmolVLM-256M-Instruct on CPU)",
-        "chat model", cli=True,
+        None,
+        "hub id or local directory (default: Qwen2.5-VL-3B-Instruct on GPU, SmolVLM-256M-Instruct on CPU)",
+        "chat model",
+        cli=True,
     )
-    quantization: str = setting("auto", "auto = nf4 on GPU, none on CPU", "chat model", choices=QUANTIZATIONS, cli=True)
-    device: str = setting("auto", "where the chat model runs; auto = cuda when a GPU is visible", "chat model",
-                          choices=DEVICES, cli=True)
-    backend: str = setting("local", "'openai' sends chat to an OpenAI-compatible server (e.g. vLLM)", "chat model",
-                           choices=BACKENDS)
-    base_url: str | None = setting(None, "the remote server, e.g. http://gpu-box:8000/v1 (with --backend openai)", "chat model")
-    remote_model: str | None = setting(None, "model name on the remote server (default: its first model)", "chat model")
+    quantization: str = setting(
+        "auto", "auto = nf4 on GPU, none on CPU", "chat model", choices=QUANTIZATIONS, cli=True
+    )
+    device: str = setting(
+        "auto",
+        "where the chat model runs; auto = cuda when a GPU is visible",
+        "chat model",
+        choices=DEVICES,
+        cli=True,
+    )
+    backend: str = setting(
+        "local",
+        "'openai' sends chat to an OpenAI-compatible server (e.g. vLLM)",
+        "chat model",
+        choices=BACKENDS,
+    )
+    base_url: str | None = setting(
+        None, "the remote server, e.g. http://gpu-box:8000/v1 (with --backend openai)", "chat model"
+    )
+    remote_model: str | None = setting(
+        None, "model name on the remote server (default: its first model)", "chat model"
+    )
     remote_api_key: str | None = setting(None, "API key for the remote server", "chat model")
-    remote_timeout_s: float = setting(120.0, "seconds to wait for the remote server's next chunk", "chat model",
-                                      name="--remote-timeout")
-    system_prompt: str = setting("default", "default persona name (from prompts/) or free text", "chat model",
-                                 cli=True, aliases=("--system",))
+    remote_timeout_s: float = setting(
+        120.0, "seconds to wait for the remote server's next chunk", "chat model", name="--remote-timeout"
+    )
+    system_prompt: str = setting(
+        "default",
+        "default persona name (from prompts/) or free text",
+        "chat model",
+        cli=True,
+        aliases=("--system",),
+    )
     prompts_dir: Path = PROJECT_ROOT / "prompts"
     default_max_new_tokens: int = setting(512, "default reply length", "chat model", name="--max-new-tokens")
     max_new_tokens_cap: int = setting(4096, "largest reply length a user may ask for", "chat model")
@@ -95,34 +119,57 @@ class Settings:
 
     # Speech
     asr_model: str = setting(
-        EMBEDDED_ASR_MODEL, "'embedded' (Whisper base shipped with the app), a faster-whisper size, hub id or local dir",
-        "speech", cli=True,
+        EMBEDDED_ASR_MODEL,
+        "'embedded' (Whisper base shipped with the app), a faster-whisper size (small, large-v3…), hub id or local dir",
+        "speech",
+        cli=True,
     )
-    asr_backend: str = setting("local", "'openai' sends audio to the remote server's /v1/audio/transcriptions",
-                               "speech", choices=("local", "openai"))
+    asr_backend: str = setting(
+        "local",
+        "'openai' sends audio to the remote server's /v1/audio/transcriptions",
+        "speech",
+        choices=("local", "openai"),
+    )
     asr_device: str = setting("auto", "where Whisper runs", "speech", choices=DEVICES)
     asr_compute_type: str = setting("auto", "auto = int8 on CPU, float16 on GPU", "speech")
     # 1 (greedy) is ~1.5x faster; same English WER, worse es/fr in our tests
     asr_beam_size: int = setting(5, "1 = greedy decoding, about 1.5x faster on CPU", "speech")
-    language: str | None = setting(None, "speech language code, e.g. en (default: detect)", "speech", cli=True)
+    language: str | None = setting(
+        None, "speech language code, e.g. en (default: detect)", "speech", cli=True
+    )
     max_audio_seconds: float = setting(MAX_AUDIO_SECONDS, "longer recordings are refused", "speech")
-    max_audio_bytes: int = setting(MAX_AUDIO_BYTES, "largest audio file accepted", "speech",
-                                   name="--max-audio-mb", unit=MB)
+    max_audio_bytes: int = setting(
+        MAX_AUDIO_BYTES, "largest audio file accepted", "speech", name="--max-audio-mb", unit=MB
+    )
 
     # Serving
-    host: str = setting("127.0.0.1", "address to bind; use 0.0.0.0 to serve your network (then set --auth)", "server")
+    host: str = setting(
+        "127.0.0.1", "address to bind; use 0.0.0.0 to serve your network (then set --auth)", "server"
+    )
     port: int = setting(7860, "port of the page and the API", "server")
     share: bool = setting(False, "also open a public Gradio share link (off by default)", "server")
-    auth: tuple[tuple[str, str], ...] = setting((), "require a login for the page (repeatable)", "server",
-                                                repeat=True, metavar="USER:PASSWORD", parse=login)
+    auth: tuple[tuple[str, str], ...] = setting(
+        (),
+        "require a login for the page (repeatable)",
+        "server",
+        repeat=True,
+        metavar="USER:PASSWORD",
+        parse=login,
+    )
     auth_file: Path | None = setting(None, "file with one USER:PASSWORD per line", "server")
     api_key: str | None = setting(None, "require 'Authorization: Bearer KEY' on /v1 API routes", "server")
-    data_dir: Path = setting(Path(user_data_dir("multimodal-assistant", appauthor=False)),
-                             "where chat history and uploaded images are kept", "server")
-    max_image_bytes: int = setting(MAX_IMAGE_BYTES, "largest image accepted", "server",
-                                   name="--max-file-size-mb", unit=MB)
-    allow_remote_images: bool = setting(False, "let API clients pass https:// image URLs (public addresses only)",
-                                        "server")
+    data_dir: Path = setting(
+        Path(user_data_dir("multimodal-assistant", appauthor=False)),
+        "where chat history and uploaded images are kept",
+        "server",
+        shown_default="~/.local/share/multimodal-assistant (on Linux)",
+    )
+    max_image_bytes: int = setting(
+        MAX_IMAGE_BYTES, "largest image accepted", "server", name="--max-file-size-mb", unit=MB
+    )
+    allow_remote_images: bool = setting(
+        False, "let API clients pass https:// image URLs (public addresses only)", "server"
+    )
     remote_image_timeout_s: float = 10.0
     log_level: str = setting("INFO", "server log detail", "server", choices=LOG_LEVELS)
 

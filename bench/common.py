@@ -11,14 +11,14 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tools import QUIET_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
-
 
 
 def quiet_environment() -> None:
@@ -81,7 +81,7 @@ class SectionResult:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, raw: dict) -> "SectionResult":
+    def from_json(cls, raw: dict) -> SectionResult:
         raw = dict(raw)
         raw["goals"] = [Goal(**g) for g in raw.get("goals", [])]
         raw["load"] = tuple(raw.get("load", (0.0, 0.0)))
@@ -95,9 +95,23 @@ def summary(values) -> dict[str, float]:
     """Median and spread of a sample: min, max, quartiles, n."""
     xs = sorted(float(v) for v in values)
     if not xs:
-        return {"n": 0, "median": float("nan"), "min": float("nan"), "max": float("nan"), "p25": float("nan"), "p75": float("nan")}
+        return {
+            "n": 0,
+            "median": float("nan"),
+            "min": float("nan"),
+            "max": float("nan"),
+            "p25": float("nan"),
+            "p75": float("nan"),
+        }
     q = statistics.quantiles(xs, n=4, method="inclusive") if len(xs) > 1 else [xs[0]] * 3
-    return {"n": len(xs), "median": statistics.median(xs), "min": xs[0], "max": xs[-1], "p25": q[0], "p75": q[2]}
+    return {
+        "n": len(xs),
+        "median": statistics.median(xs),
+        "min": xs[0],
+        "max": xs[-1],
+        "p25": q[0],
+        "p75": q[2],
+    }
 
 
 def percentile(values, p: float) -> float:
@@ -183,7 +197,18 @@ def machine() -> dict[str, Any]:
         "ram_gib": round(_ram_gib(), 1),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
-        "versions": {d: _version(d) for d in ("torch", "torchvision", "transformers", "faster-whisper", "ctranslate2", "pillow", "gradio")},
+        "versions": {
+            d: _version(d)
+            for d in (
+                "torch",
+                "torchvision",
+                "transformers",
+                "faster-whisper",
+                "ctranslate2",
+                "pillow",
+                "gradio",
+            )
+        },
     }
 
 
@@ -234,7 +259,13 @@ def word_token_ids(tokenizer) -> list[int]:
         if i in special:
             continue
         text = tokenizer.decode([i])
-        if len(text) > 1 and text[0] == " " and text[1:].strip() and text.isprintable() and "\ufffd" not in text:
+        if (
+            len(text) > 1
+            and text[0] == " "
+            and text[1:].strip()
+            and text.isprintable()
+            and "\ufffd" not in text
+        ):
             found.append(i)
     return found
 

@@ -24,7 +24,7 @@ import shlex
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import ROOT, fmt, machine, quiet_environment, quiet_transformers, spread, summary, table
@@ -58,8 +58,12 @@ def photo_1024():
 def process_gpu_memory_gib() -> float | None:
     """This process's GPU memory as nvidia-smi sees it (CUDA context included)."""
     try:
-        out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=20).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     for line in out.splitlines():
@@ -74,14 +78,19 @@ def chat_variant(name: str, model_dir: str, new_tokens: int, reps: int) -> dict:
 
     from assistant.conversation import Message
     from assistant.models.local import LocalChatModel
-    from bench.chat import TimingStreamer
+    from bench.chat import TimingStreamer, greedy_generate
 
     quiet_transformers()
     spec = VARIANTS[name]
     torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    chat = LocalChatModel.load(model_dir, device="cuda", quantization=spec["quantization"], image_max_side=1024,
-                               keep_vision_unquantized=spec.get("keep_vision_unquantized", False))
+    chat = LocalChatModel.load(
+        model_dir,
+        device="cuda",
+        quantization=spec["quantization"],
+        image_max_side=1024,
+        keep_vision_unquantized=spec.get("keep_vision_unquantized", False),
+    )
     torch.cuda.synchronize()
     load_s = time.perf_counter() - started
     weights = torch.cuda.memory_allocated()
@@ -92,21 +101,29 @@ def chat_variant(name: str, model_dir: str, new_tokens: int, reps: int) -> dict:
         t0 = time.perf_counter()
         inputs = chat.prepare_inputs(messages)
         streamer = TimingStreamer()
-        with torch.inference_mode():
-            chat.model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False, temperature=None, top_p=None, top_k=None,
-                                streamer=streamer, pad_token_id=chat.tokenizer.pad_token_id or chat.tokenizer.eos_token_id, **extra)
+        greedy_generate(chat, inputs, n, streamer, **extra)
         torch.cuda.synchronize()
         ended = time.perf_counter()
         first = streamer.times[0]
-        return {"ttft_s": first - t0, "tokens_per_s": (len(streamer.times) - 1) / (ended - first), "tokens": len(streamer.times),
-                "prompt_tokens": int(inputs["input_ids"].shape[-1])}
+        return {
+            "ttft_s": first - t0,
+            "tokens_per_s": (len(streamer.times) - 1) / (ended - first),
+            "tokens": len(streamer.times),
+            "prompt_tokens": int(inputs["input_ids"].shape[-1]),
+        }
 
     warm = [once(new_tokens) for _ in range(2 if extra else 1)]  # static cache: the first call compiles
     runs = [once(new_tokens) for _ in range(reps)]
     return {
-        "variant": name, "load_s": load_s, "weights_gib": weights / GIB, "peak_gib": torch.cuda.max_memory_allocated() / GIB,
-        "reserved_gib": torch.cuda.max_memory_reserved() / GIB, "process_gib": process_gpu_memory_gib(),
-        "runs": runs, "warmup": warm, "device": torch.cuda.get_device_name(0),
+        "variant": name,
+        "load_s": load_s,
+        "weights_gib": weights / GIB,
+        "peak_gib": torch.cuda.max_memory_allocated() / GIB,
+        "reserved_gib": torch.cuda.max_memory_reserved() / GIB,
+        "process_gib": process_gpu_memory_gib(),
+        "runs": runs,
+        "warmup": warm,
+        "device": torch.cuda.get_device_name(0),
     }
 
 
@@ -130,8 +147,14 @@ def whisper_type(compute_type: str, cache: str, quick: bool, reps: int) -> dict:
             text = transcript.text
         rows.append({"clip": clip.name, "seconds": clip.seconds, "times": times, "wer": wer(clip.text, text)})
     long_s, long_t = transcribe_timed(model, long_clip.samples())
-    return {"compute_type": compute_type, "load_s": load_s, "first_s": first_s, "clips": rows, "process_gib": process_gpu_memory_gib(),
-            "long": {"seconds": long_clip.seconds, "elapsed_s": long_s, "wer": wer(long_clip.text, long_t.text)}}
+    return {
+        "compute_type": compute_type,
+        "load_s": load_s,
+        "first_s": first_s,
+        "clips": rows,
+        "process_gib": process_gpu_memory_gib(),
+        "long": {"seconds": long_clip.seconds, "elapsed_s": long_s, "wer": wer(long_clip.text, long_t.text)},
+    }
 
 
 def _child(argv: list[str], timeout: int = 1800) -> dict:
@@ -157,7 +180,11 @@ def gpu_machine() -> dict:
         import torch
 
         info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
-        info["gpu_gib"] = round(torch.cuda.get_device_properties(0).total_memory / GIB, 1) if torch.cuda.is_available() else None
+        info["gpu_gib"] = (
+            round(torch.cuda.get_device_properties(0).total_memory / GIB, 1)
+            if torch.cuda.is_available()
+            else None
+        )
         info["cuda"] = torch.version.cuda
     except Exception as exc:  # pragma: no cover - reported, not fatal
         info["gpu"] = f"unknown ({exc})"
@@ -192,7 +219,9 @@ def render(results: dict) -> str:
         ]
         base = chat["variants"].get("bf16", {})
         base_peak = base.get("peak_gib")
-        base_tps = summary([r["tokens_per_s"] for r in base.get("runs", [])])["median"] if base.get("runs") else None
+        base_tps = (
+            summary([r["tokens_per_s"] for r in base.get("runs", [])])["median"] if base.get("runs") else None
+        )
         rows = []
         for name, r in chat["variants"].items():
             if "error" in r:
@@ -200,20 +229,48 @@ def render(results: dict) -> str:
                 continue
             tps = summary([x["tokens_per_s"] for x in r["runs"]])
             ttft = summary([x["ttft_s"] for x in r["runs"]])
-            rows.append([
-                name, f"{r['load_s']:.1f}", f"{r['weights_gib']:.2f}", f"{r['peak_gib']:.2f}", fmt(r.get("process_gib") or float("nan")),
-                spread(ttft, 1, 3), spread(tps, 1, 1),
-                f"{r['peak_gib'] / base_peak:.2f}×" if base_peak else "–", f"{tps['median'] / base_tps:.2f}×" if base_tps else "–",
-            ])
-        lines += [table(["variant", "load s", "GPU GiB after load", "peak GiB (torch)", "process GiB (nvidia-smi)", "TTFT s",
-                         "decode tok/s", "peak vs bf16", "tok/s vs bf16"], rows), ""]
+            rows.append(
+                [
+                    name,
+                    f"{r['load_s']:.1f}",
+                    f"{r['weights_gib']:.2f}",
+                    f"{r['peak_gib']:.2f}",
+                    fmt(r.get("process_gib") or float("nan")),
+                    spread(ttft, 1, 3),
+                    spread(tps, 1, 1),
+                    f"{r['peak_gib'] / base_peak:.2f}×" if base_peak else "–",
+                    f"{tps['median'] / base_tps:.2f}×" if base_tps else "–",
+                ]
+            )
+        lines += [
+            table(
+                [
+                    "variant",
+                    "load s",
+                    "GPU GiB after load",
+                    "peak GiB (torch)",
+                    "process GiB (nvidia-smi)",
+                    "TTFT s",
+                    "decode tok/s",
+                    "peak vs bf16",
+                    "tok/s vs bf16",
+                ],
+                rows,
+            ),
+            "",
+        ]
         nf4 = chat["variants"].get("nf4 (default)", {})
         if base_peak and base_tps and "runs" in nf4:
             vram = nf4["peak_gib"] / base_peak
             speed = summary([x["tokens_per_s"] for x in nf4["runs"]])["median"] / base_tps
             nf4_names = [n for n, r in chat["variants"].items() if n.startswith("nf4") and "runs" in r]
-            best = max(nf4_names, key=lambda n: summary([x["tokens_per_s"] for x in chat["variants"][n]["runs"]])["median"])
-            best_speed = summary([x["tokens_per_s"] for x in chat["variants"][best]["runs"]])["median"] / base_tps
+            best = max(
+                nf4_names,
+                key=lambda n: summary([x["tokens_per_s"] for x in chat["variants"][n]["runs"]])["median"],
+            )
+            best_speed = (
+                summary([x["tokens_per_s"] for x in chat["variants"][best]["runs"]])["median"] / base_tps
+            )
             lines += [
                 f"- NF4 peak memory vs BF16: **{vram:.2f}×** (goal ≤ {VRAM_GOAL}): **{'met' if vram <= VRAM_GOAL else 'missed'}**.",
                 f"- NF4 decode tokens/s vs BF16: **{speed:.2f}×** (goal ≥ {SPEED_GOAL}): **{'met' if speed >= SPEED_GOAL else 'missed'}**; "
@@ -228,12 +285,36 @@ def render(results: dict) -> str:
             if "error" in r:
                 rows.append([r.get("compute_type", "?"), "failed: " + r["error"], "", "", "", "", ""])
                 continue
-            total = sum(summary(c["times"])["median"] for c in r["clips"]) / sum(c["seconds"] for c in r["clips"])
+            total = sum(summary(c["times"])["median"] for c in r["clips"]) / sum(
+                c["seconds"] for c in r["clips"]
+            )
             wer = sum(c["wer"] * c["seconds"] for c in r["clips"]) / sum(c["seconds"] for c in r["clips"])
-            rows.append([r["compute_type"], f"{r['load_s']:.2f}", f"{r['first_s']:.2f}", f"{total:.4f}",
-                         f"{r['long']['elapsed_s'] / r['long']['seconds']:.4f}", f"{wer * 100:.1f}", fmt(r.get("process_gib") or float("nan"))])
-        lines += [table(["compute type", "load s", "first call s", "RTF warm (5–60 s clips)", "RTF 10 min", "WER % (duration-weighted)",
-                         "process GiB"], rows), ""]
+            rows.append(
+                [
+                    r["compute_type"],
+                    f"{r['load_s']:.2f}",
+                    f"{r['first_s']:.2f}",
+                    f"{total:.4f}",
+                    f"{r['long']['elapsed_s'] / r['long']['seconds']:.4f}",
+                    f"{wer * 100:.1f}",
+                    fmt(r.get("process_gib") or float("nan")),
+                ]
+            )
+        lines += [
+            table(
+                [
+                    "compute type",
+                    "load s",
+                    "first call s",
+                    "RTF warm (5–60 s clips)",
+                    "RTF 10 min",
+                    "WER % (duration-weighted)",
+                    "process GiB",
+                ],
+                rows,
+            ),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -255,7 +336,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     p = argparse.ArgumentParser(prog="bash bench/gpu.sh")
-    p.add_argument("--quick", action="store_true", help="tiny model, few tokens: checks the script on a GPU in a minute")
+    p.add_argument(
+        "--quick", action="store_true", help="tiny model, few tokens: checks the script on a GPU in a minute"
+    )
     p.add_argument("--only", default="chat,speech")
     p.add_argument("--out", type=Path, default=ROOT / "docs")
     p.add_argument("--cache", type=Path, default=ROOT / ".cache" / "bench")
@@ -266,7 +349,10 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no CUDA GPU visible to torch; the GPU benchmarks need one", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    results: dict = {"command": "bash bench/gpu.sh " + " ".join(map(shlex.quote, argv)), "machine": gpu_machine()}
+    results: dict = {
+        "command": "bash bench/gpu.sh " + " ".join(map(shlex.quote, argv)),
+        "machine": gpu_machine(),
+    }
     only = {s.strip() for s in args.only.split(",")}
     if "chat" in only:
         from tools.random_models import build
@@ -275,7 +361,9 @@ def main(argv: list[str] | None = None) -> int:
         size = "tiny" if args.quick else "full"
         t = time.perf_counter()
         model_dir = build("qwen2_5_vl", args.cache / "models" / f"qwen2_5_vl-{size}-raw", size=size)
-        print(f"[gpu] model ready in {time.perf_counter() - t:.0f} s: {model_dir}", file=sys.stderr, flush=True)
+        print(
+            f"[gpu] model ready in {time.perf_counter() - t:.0f} s: {model_dir}", file=sys.stderr, flush=True
+        )
         n, reps = (8, 1) if args.quick else (128, 3)
         variants = {}
         for name in VARIANTS:
@@ -285,12 +373,22 @@ def main(argv: list[str] | None = None) -> int:
     if "speech" in only:
         types = []
         for compute_type in WHISPER_TYPES:
-            types.append(_child(["speech", compute_type, str(args.cache), "1" if args.quick else "0", "1" if args.quick else "3"]))
+            types.append(
+                _child(
+                    [
+                        "speech",
+                        compute_type,
+                        str(args.cache),
+                        "1" if args.quick else "0",
+                        "1" if args.quick else "3",
+                    ]
+                )
+            )
             types[-1].setdefault("compute_type", compute_type)
             print(f"[gpu] whisper {compute_type}: {json.dumps(types[-1])[:300]}", file=sys.stderr, flush=True)
         results["speech"] = {"types": types}
     results["seconds"] = time.perf_counter() - started
-    results["at"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    results["at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     args.out.mkdir(parents=True, exist_ok=True)
     md = render(results)
     (args.out / "benchmarks-gpu.md").write_text(md)

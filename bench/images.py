@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ GOAL_S = 0.150
 QUESTION = "What is in this photo?"
 
 
-def _noisy_upscale(photo: np.ndarray, size: tuple[int, int], sigma: float, seed: int) -> "Image.Image":
+def _noisy_upscale(photo: np.ndarray, size: tuple[int, int], sigma: float, seed: int) -> Any:
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -52,12 +53,19 @@ def test_images(cache: Path, quick: bool) -> list[tuple[str, Path]]:
         _noisy_upscale(data.rocket(), png_size, 1.5, 1).save(png.with_suffix(".tmp"), "PNG")
         png.with_suffix(".tmp").replace(png)
     mp = lambda s: f"{s[0] * s[1] / 1e6:.0f} MP"  # noqa: E731
-    return [(f"{mp(jpeg_size)} JPEG {jpeg_size[0]}×{jpeg_size[1]}", jpeg), (f"{mp(png_size)} PNG {png_size[0]}×{png_size[1]}", png)]
+    return [
+        (f"{mp(jpeg_size)} JPEG {jpeg_size[0]}×{jpeg_size[1]}", jpeg),
+        (f"{mp(png_size)} PNG {png_size[0]}×{png_size[1]}", png),
+    ]
 
 
 def model_inputs(processor, image):
-    messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": QUESTION}]}]
-    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+    messages = [
+        {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": QUESTION}]}
+    ]
+    return processor.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
 
 
 @contextmanager
@@ -76,7 +84,12 @@ def path_ours(path, processor, settings):
     from assistant import media
 
     t0 = time.perf_counter()
-    image = media.load_image(path, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels, max_side=settings.image_max_side)
+    image = media.load_image(
+        path,
+        max_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_image_pixels,
+        max_side=settings.image_max_side,
+    )
     t1 = time.perf_counter()
     inputs = model_inputs(processor, image)
     t2 = time.perf_counter()
@@ -113,7 +126,12 @@ def media_breakdown(path: Path, settings, reps: int) -> dict | None:
 
     from assistant import media
 
-    steps: dict[str, list[float]] = {"read the file": [], "header checks + draft + decode": [], "EXIF orientation + RGB": [], "Lanczos resize to 1024 px": []}
+    steps: dict[str, list[float]] = {
+        "read the file": [],
+        "header checks + draft + decode": [],
+        "EXIF orientation + RGB": [],
+        "Lanczos resize to 1024 px": [],
+    }
     try:
         for _ in range(reps):
             t0 = time.perf_counter()
@@ -151,7 +169,12 @@ def resize_gap(path: Path, max_side: int, reps: int) -> dict:
             times[key].append(time.perf_counter() - t)
     exact = np.asarray(img.resize(size, Image.Resampling.LANCZOS), dtype=np.float32)
     diff = np.abs(np.asarray(out["gap1.5"], dtype=np.float32) - exact)
-    return {"ratio": ratio, **{k: summary(v) for k, v in times.items()}, "mean_abs_diff": float(diff.mean()), "max_abs_diff": float(diff.max())}
+    return {
+        "ratio": ratio,
+        **{k: summary(v) for k, v in times.items()},
+        "mean_abs_diff": float(diff.mean()),
+        "max_abs_diff": float(diff.max()),
+    }
 
 
 OURS = "ours: media.load_image → processor"
@@ -184,14 +207,16 @@ def run(ctx: Context) -> SectionResult:
     # driven from the main thread, which would overstate the processor's cost.
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-images")
     samples: dict[tuple, dict] = {}
-    for (pname, processor) in processors.items():
-        for (iname, ipath) in images:
+    for pname, processor in processors.items():
+        for iname, ipath in images:
             for path_name, fn in PATHS.items():
-                if path_name == "ours without Image.draft" and not ipath.suffix == ".jpg":
+                if path_name == "ours without Image.draft" and ipath.suffix != ".jpg":
                     continue  # the draft fast path only exists for JPEG
                 if pname == SHIPPED and path_name != OURS:
                     continue
-                worker.submit(fn, ipath, processor, settings).result()  # warm-up (first-call allocations, file cache)
+                worker.submit(
+                    fn, ipath, processor, settings
+                ).result()  # warm-up (first-call allocations, file cache)
                 samples[(pname, iname, path_name)] = {"media": [], "proc": []}
         ctx.log(f"images: {pname} warmed up")
     shapes = {}
@@ -199,11 +224,17 @@ def run(ctx: Context) -> SectionResult:
         for key in samples:
             pname, iname, path_name = key
             ipath = dict(images)[iname]
-            media_s, proc_s, inputs, size_px = worker.submit(PATHS[path_name], ipath, processors[pname], settings).result()
+            media_s, proc_s, inputs, size_px = worker.submit(
+                PATHS[path_name], ipath, processors[pname], settings
+            ).result()
             samples[key]["media"].append(media_s)
             samples[key]["proc"].append(proc_s)
             pv = inputs.get("pixel_values")
-            shapes[key] = {"prompt_tokens": int(inputs["input_ids"].shape[-1]), "pixel_values": list(pv.shape) if pv is not None else None, "image_px": list(size_px)}
+            shapes[key] = {
+                "prompt_tokens": int(inputs["input_ids"].shape[-1]),
+                "pixel_values": list(pv.shape) if pv is not None else None,
+                "image_px": list(size_px),
+            }
         ctx.log(f"images: rep {rep + 1}/{reps} done")
     breakdown = worker.submit(media_breakdown, images[0][1], settings, reps).result()
     png_resize = worker.submit(resize_gap, images[1][1], settings.image_max_side, reps).result()
@@ -216,8 +247,18 @@ def run(ctx: Context) -> SectionResult:
         results[key] = {"media": summary(s["media"]), "proc": summary(s["proc"]), "total": summary(total)}
         r = results[key]
         sh = shapes[key]
-        rows.append([pname, iname, path_name, f"{sh['image_px'][0]}×{sh['image_px'][1]}", spread(r["media"], 1000, 0), spread(r["proc"], 1000, 0),
-                     f"**{spread(r['total'], 1000, 0)}**", sh["prompt_tokens"]])
+        rows.append(
+            [
+                pname,
+                iname,
+                path_name,
+                f"{sh['image_px'][0]}×{sh['image_px'][1]}",
+                spread(r["media"], 1000, 0),
+                spread(r["proc"], 1000, 0),
+                f"**{spread(r['total'], 1000, 0)}**",
+                sh["prompt_tokens"],
+            ]
+        )
 
     jpeg_name = images[0][0]
     cpu_proc = next(iter(processors))
@@ -225,7 +266,7 @@ def run(ctx: Context) -> SectionResult:
     ours, full = ours_r["total"], results[(cpu_proc, jpeg_name, "full image → processor")]["total"]
     shipped_r = results[(SHIPPED, jpeg_name, OURS)]
     met = ours["median"] <= GOAL_S
-    media_part, proc_part = ours_r["media"]["median"], ours_r["proc"]["median"]
+    proc_part = ours_r["proc"]["median"]
     tokens = {k: shapes[k]["prompt_tokens"] for k in shapes}
     smol_tokens = tokens[(cpu_proc, jpeg_name, OURS)]
     shipped_tokens = tokens[(SHIPPED, jpeg_name, OURS)]
@@ -235,12 +276,16 @@ def run(ctx: Context) -> SectionResult:
     if breakdown:
         decode = breakdown["header checks + draft + decode"]["median"]
         resize = breakdown["Lanczos resize to 1024 px"]["median"]
-        why = (f"limits: JPEG decode {decode * 1000:.0f} ms (draft skips IDCT work, not the entropy decoding of the whole file), "
-               f"Lanczos {resize * 1000:.0f} ms, processor {proc_part * 1000:.0f} ms ({smol_tiles} tiles, {smol_tokens} tokens)")
+        why = (
+            f"limits: JPEG decode {decode * 1000:.0f} ms (draft skips IDCT work, not the entropy decoding of the whole file), "
+            f"Lanczos {resize * 1000:.0f} ms, processor {proc_part * 1000:.0f} ms ({smol_tiles} tiles, {smol_tokens} tokens)"
+        )
     goal = Goal(
-        f"{' '.join(jpeg_name.split(' ')[:3])} → tensors (SmolVLM processor)", f"≤ {GOAL_S * 1000:.0f} ms",
+        f"{' '.join(jpeg_name.split(' ')[:3])} → tensors (SmolVLM processor)",
+        f"≤ {GOAL_S * 1000:.0f} ms",
         f"{ours['median'] * 1000:.0f} ms median (best {ours['min'] * 1000:.0f}, worst {ours['max'] * 1000:.0f}); full image: {full['median'] * 1000:.0f} ms",
-        met, why if not met else "",
+        met,
+        why if not met else "",
     )
     plot = ctx.out / "bench-images.png"
     _plot(plot, results, [n for n, _ in images], list(processors))
@@ -256,7 +301,19 @@ def run(ctx: Context) -> SectionResult:
         f"ship them (built offline by `tools.random_models`; torchvision-backed), called through the chat template as "
         f"`LocalChatModel.prepare_inputs` does, in a worker thread as in the app. {reps} interleaved runs after a warm-up; "
         f"cells are median (min–max) in ms.",
-        table(["processor", "image", "path", "image given to processor", "decode + resize ms", "processor ms", "total ms", "prompt tokens"], rows),
+        table(
+            [
+                "processor",
+                "image",
+                "path",
+                "image given to processor",
+                "decode + resize ms",
+                "processor ms",
+                "total ms",
+                "prompt tokens",
+            ],
+            rows,
+        ),
         f"Goal: 24 MP JPEG to tensors ≤ {GOAL_S * 1000:.0f} ms through our media path with the CPU default model's processor — "
         f"**{'met' if met else 'missed'}** ({ours['median'] * 1000:.0f} ms median, best {ours['min'] * 1000:.0f} ms; "
         f"{full['median'] / ours['median']:.1f}× faster than handing the full image over).",
@@ -277,14 +334,23 @@ def run(ctx: Context) -> SectionResult:
         f"`reducing_gap=1.5` (a box pre-shrink from 3× down; ratio here {png_resize['ratio']:.1f}): "
         f"{png_resize['gap1.5']['median'] * 1000:.0f} ms, vs {png_resize['gap3']['median'] * 1000:.0f} ms with the earlier 3.0, "
         f"differing from the exact Lanczos result by {png_resize['mean_abs_diff']:.2f} levels of 255 on average (max {png_resize['max_abs_diff']:.0f})."
-        + (f" Handing the full PNG to SmolVLM's processor ({png_full * 1000:.0f} ms) is faster than our path ({png_ours * 1000:.0f} ms): "
-           "its torchvision resize is cheaper than Pillow's Lanczos." if png_full < png_ours else ""),
+        + (
+            f" Handing the full PNG to SmolVLM's processor ({png_full * 1000:.0f} ms) is faster than our path ({png_ours * 1000:.0f} ms): "
+            "its torchvision resize is cheaper than Pillow's Lanczos."
+            if png_full < png_ours
+            else ""
+        ),
         f"For Qwen2.5-VL the token count is what matters: its processor keeps up to 12.8 MP, so the full 24 MP photo becomes "
         f"{q_full} prompt tokens, our 1024-px downscale {q_ours}.",
         f"![image preprocessing]({plot.name})",
     ]
-    data = {"results": {" | ".join(k): v for k, v in results.items()}, "shapes": {" | ".join(k): v for k, v in shapes.items()},
-            "files": {name: {"path": str(p), "bytes": p.stat().st_size} for name, p in images}, "media_breakdown": breakdown, "png_resize": png_resize}
+    data = {
+        "results": {" | ".join(k): v for k, v in results.items()},
+        "shapes": {" | ".join(k): v for k, v in shapes.items()},
+        "files": {name: {"path": str(p), "bytes": p.stat().st_size} for name, p in images},
+        "media_breakdown": breakdown,
+        "png_resize": png_resize,
+    }
     return SectionResult("images", "3. Images: file to model-ready tensors", "\n\n".join(parts), [goal], data)
 
 
@@ -292,14 +358,22 @@ def _plot(path: Path, results, image_names, proc_names) -> None:
     plt = pyplot()
     labels, media, proc = [], [], []
     for (pname, iname, path_name), r in results.items():
-        labels.append(f"{pname.split(' (')[0]} · {' '.join(iname.split(' ')[:2])} · {path_name.split(':')[0]}")
+        labels.append(
+            f"{pname.split(' (')[0]} · {' '.join(iname.split(' ')[:2])} · {path_name.split(':')[0]}"
+        )
         media.append(r["media"]["median"] * 1000)
         proc.append(r["proc"]["median"] * 1000)
     fig, ax = plt.subplots(figsize=(10, 0.42 * len(labels) + 1.4))
     y = np.arange(len(labels))
     ax.barh(y, media, label="decode (+ EXIF, RGB, resize on our path)")
     ax.barh(y, proc, left=media, label="processor (chat template + image → tensors)")
-    ax.axvline(GOAL_S * 1000, color="red", ls="--", lw=1, label=f"goal {GOAL_S * 1000:.0f} ms (24 MP JPEG, ours, SmolVLM)")
+    ax.axvline(
+        GOAL_S * 1000,
+        color="red",
+        ls="--",
+        lw=1,
+        label=f"goal {GOAL_S * 1000:.0f} ms (24 MP JPEG, ours, SmolVLM)",
+    )
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
     ax.set_xlabel("ms, median")

@@ -80,21 +80,47 @@ def gpu_goal_rows(out: Path) -> list[list[str]]:
         vram, speed = nf4["peak_gib"] / bf16["peak_gib"], tps(nf4) / tps(bf16)
     except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError, statistics.StatisticsError):
         return [
-            ["GPU: NF4 VRAM vs BF16", "≤ 0.35×", "not measured (no GPU available)", "not measured", "run `bash bench/gpu.sh` on a GPU machine"],
-            ["GPU: NF4 tokens/s vs BF16", "≥ 0.9×", "not measured (no GPU available)", "not measured", "run `bash bench/gpu.sh` on a GPU machine"],
+            [
+                "GPU: NF4 VRAM vs BF16",
+                "≤ 0.35×",
+                "not measured (no GPU available)",
+                "not measured",
+                "run `bash bench/gpu.sh` on a GPU machine",
+            ],
+            [
+                "GPU: NF4 tokens/s vs BF16",
+                "≥ 0.9×",
+                "not measured (no GPU available)",
+                "not measured",
+                "run `bash bench/gpu.sh` on a GPU machine",
+            ],
         ]
     where = f"{gpu['machine'].get('gpu')}, see benchmarks-gpu.md"
     return [
-        ["GPU: NF4 VRAM vs BF16", "≤ 0.35×", f"{vram:.2f}×", "**met**" if vram <= 0.35 else "**missed**", where],
-        ["GPU: NF4 tokens/s vs BF16", "≥ 0.9×", f"{speed:.2f}×", "**met**" if speed >= 0.9 else "**missed**", where],
+        [
+            "GPU: NF4 VRAM vs BF16",
+            "≤ 0.35×",
+            f"{vram:.2f}×",
+            "**met**" if vram <= 0.35 else "**missed**",
+            where,
+        ],
+        [
+            "GPU: NF4 tokens/s vs BF16",
+            "≥ 0.9×",
+            f"{speed:.2f}×",
+            "**met**" if speed >= 0.9 else "**missed**",
+            where,
+        ],
     ]
 
 
 def gpu_section(out: Path) -> str:
     gpu_md = out / "benchmarks-gpu.md"
     if gpu_md.exists():
-        return ("## 5. GPU\n\nMeasured with `bash bench/gpu.sh`: [benchmarks-gpu.md](benchmarks-gpu.md).\n\n"
-                + gpu_md.read_text().replace("# GPU benchmarks", "", 1).replace("\n## ", "\n### "))
+        return (
+            "## 5. GPU\n\nMeasured with `bash bench/gpu.sh`: [benchmarks-gpu.md](benchmarks-gpu.md).\n\n"
+            + gpu_md.read_text().replace("# GPU benchmarks", "", 1).replace("\n## ", "\n### ")
+        )
     return GPU_SECTION
 
 
@@ -122,9 +148,20 @@ def render(out: Path, results: dict[str, SectionResult], full_run: dict | None =
     if any_result is not None:
         parts += [f"**Machine:** {machine_line(any_result.machine)}.", ""]
     if full_run:
-        parts += [f"Last full run: `{full_run['command']}` on {full_run['at']}, {full_run['seconds'] / 60:.1f} min in all "
-                  f"(budget: 15 min on 2 cores).", ""]
-    parts += ["## Goals", "", table(["goal", "target", "measured", "verdict", "what limits it / note"], _goal_rows(results) + gpu_goal_rows(out)), ""]
+        parts += [
+            f"Last full run: `{full_run['command']}` on {full_run['at']}, {full_run['seconds'] / 60:.1f} min in all "
+            f"(budget: 15 min on 2 cores).",
+            "",
+        ]
+    parts += [
+        "## Goals",
+        "",
+        table(
+            ["goal", "target", "measured", "verdict", "what limits it / note"],
+            _goal_rows(results) + gpu_goal_rows(out),
+        ),
+        "",
+    ]
     for key in SECTIONS:
         r = results.get(key)
         if r is None:

@@ -20,8 +20,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-
-from bench.common import Context, Goal, SectionResult, chat_model_dir, percentile, pyplot, spread, summary, table
+from bench.common import (
+    Context,
+    Goal,
+    SectionResult,
+    chat_model_dir,
+    percentile,
+    pyplot,
+    spread,
+    summary,
+    table,
+)
 
 SYSTEM = "You are a helpful assistant."
 PROMPT = "Give me three ideas for a quiet weekend in the countryside."
@@ -30,7 +39,18 @@ CONCURRENCY = (1, 2, 4, 8)
 
 def start_server(model_dir: Path, data_dir: Path):
     """``tests/server.start_app`` when present (it owns readiness and clean stopping)."""
-    args = ["--model", str(model_dir), "--device", "cpu", "--quantization", "none", "--data-dir", str(data_dir), "--log-level", "WARNING"]
+    args = [
+        "--model",
+        str(model_dir),
+        "--device",
+        "cpu",
+        "--quantization",
+        "none",
+        "--data-dir",
+        str(data_dir),
+        "--log-level",
+        "WARNING",
+    ]
     from tests.server import start_app
 
     return start_app(args, timeout=300)
@@ -39,8 +59,12 @@ def start_server(model_dir: Path, data_dir: Path):
 def stream_chat(client, url: str, model: str, n: int) -> dict:
     """One streamed completion; times the first content chunk and the end of the stream."""
     body = {
-        "model": model, "stream": True, "stream_options": {"include_usage": True}, "temperature": 0,
-        "max_tokens": n, "min_tokens": n,
+        "model": model,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "temperature": 0,
+        "max_tokens": n,
+        "min_tokens": n,
         "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}],
     }
     started = time.perf_counter()
@@ -77,8 +101,16 @@ def stream_chat(client, url: str, model: str, n: int) -> dict:
     tokens = (usage or {}).get("completion_tokens", 0)
     if error is None and tokens != n:
         error = f"got {tokens} tokens, asked for {n}"
-    return {"ttft_s": (first or ended) - started, "total_s": ended - started, "tokens": tokens, "chunks": chunks,
-            "prompt_tokens": (usage or {}).get("prompt_tokens"), "error": error, "started": started, "ended": ended}
+    return {
+        "ttft_s": (first or ended) - started,
+        "total_s": ended - started,
+        "tokens": tokens,
+        "chunks": chunks,
+        "prompt_tokens": (usage or {}).get("prompt_tokens"),
+        "error": error,
+        "started": started,
+        "ended": ended,
+    }
 
 
 def engine_chat(assistant, n: int) -> dict:
@@ -95,7 +127,12 @@ def engine_chat(assistant, n: int) -> dict:
         elif isinstance(event, Done):
             done = event
     ended = time.perf_counter()
-    return {"ttft_s": (first or ended) - started, "total_s": ended - started, "tokens": done.stats.tokens, "prompt_tokens": done.stats.prompt_tokens}
+    return {
+        "ttft_s": (first or ended) - started,
+        "total_s": ended - started,
+        "tokens": done.stats.tokens,
+        "prompt_tokens": done.stats.prompt_tokens,
+    }
 
 
 def concurrent_round(url: str, model: str, clients: int, requests_each: int, n: int) -> dict:
@@ -121,10 +158,17 @@ def concurrent_round(url: str, model: str, clients: int, requests_each: int, n: 
     wall = max(r["ended"] for r in results) - min(r["started"] for r in results)
     ok = [r for r in results if r["error"] is None]
     return {
-        "clients": clients, "requests": len(results), "errors": len(results) - len(ok), "error_messages": sorted({r["error"] for r in results if r["error"]}),
-        "wall_s": wall, "tokens": sum(r["tokens"] for r in ok), "throughput_tps": sum(r["tokens"] for r in ok) / wall,
-        "latency_p50_s": percentile([r["total_s"] for r in results], 50), "latency_p95_s": percentile([r["total_s"] for r in results], 95),
-        "ttft_p50_s": percentile([r["ttft_s"] for r in results], 50), "ttft_p95_s": percentile([r["ttft_s"] for r in results], 95),
+        "clients": clients,
+        "requests": len(results),
+        "errors": len(results) - len(ok),
+        "error_messages": sorted({r["error"] for r in results if r["error"]}),
+        "wall_s": wall,
+        "tokens": sum(r["tokens"] for r in ok),
+        "throughput_tps": sum(r["tokens"] for r in ok) / wall,
+        "latency_p50_s": percentile([r["total_s"] for r in results], 50),
+        "latency_p95_s": percentile([r["total_s"] for r in results], 95),
+        "ttft_p50_s": percentile([r["ttft_s"] for r in results], 50),
+        "ttft_p95_s": percentile([r["ttft_s"] for r in results], 95),
     }
 
 
@@ -150,22 +194,30 @@ def run(ctx: Context) -> SectionResult:
             model = client.get(app.url + "v1/models", timeout=30).json()["data"][0]["id"]
             ctx.log(f"server: up in {startup_s:.1f} s at {app.url}, serving {model}")
             chat = LocalChatModel.load(str(model_dir), device="cpu", quantization="none")
-            assistant = Assistant(Settings(), chat)
+            in_process = Assistant(Settings(), chat)
             # In-process calls from a worker thread, as the API itself calls the engine.
             worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-engine")
-            stream_chat(client, app.url, model, n), worker.submit(engine_chat, assistant, n).result()  # warm-up
+            (
+                stream_chat(client, app.url, model, n),
+                worker.submit(engine_chat, in_process, n).result(),
+            )  # warm-up
             http, engine = [], []
             for i in range(reps):
-                pair = [(http, lambda: stream_chat(client, app.url, model, n)), (engine, lambda: worker.submit(engine_chat, assistant, n).result())]
-                for sink, fn in (pair if i % 2 == 0 else pair[::-1]):
+                pair = [
+                    (http, lambda: stream_chat(client, app.url, model, n)),
+                    (engine, lambda: worker.submit(engine_chat, in_process, n).result()),
+                ]
+                for sink, fn in pair if i % 2 == 0 else pair[::-1]:
                     sink.append(fn())
             worker.shutdown()
-            del chat, assistant
+            chat = in_process = None  # free the in-process model before the concurrency runs
         ctx.log("server: overhead pairs done")
         conc = []
         for clients in concurrency:
             conc.append(concurrent_round(app.url, model, clients, rounds, n))
-            ctx.log(f"server: {clients} clients: {conc[-1]['throughput_tps']:.1f} tok/s, p95 {conc[-1]['latency_p95_s']:.1f} s, errors {conc[-1]['errors']}")
+            ctx.log(
+                f"server: {clients} clients: {conc[-1]['throughput_tps']:.1f} tok/s, p95 {conc[-1]['latency_p95_s']:.1f} s, errors {conc[-1]['errors']}"
+            )
     finally:
         app.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -180,38 +232,92 @@ def run(ctx: Context) -> SectionResult:
     total_errors = sum(c["errors"] for c in conc) + len(errors_overhead)
 
     overhead_rows = [
-        ["TTFT s", spread(h_ttft), spread(e_ttft), f"{d['median'] * 1000:+.0f} ms ({d['min'] * 1000:+.0f}…{d['max'] * 1000:+.0f})"],
-        [f"total s ({n} tokens)", spread(h_tot), spread(e_tot), f"{td['median'] * 1000:+.0f} ms ({td['min'] * 1000:+.0f}…{td['max'] * 1000:+.0f})"],
+        [
+            "TTFT s",
+            spread(h_ttft),
+            spread(e_ttft),
+            f"{d['median'] * 1000:+.0f} ms ({d['min'] * 1000:+.0f}…{d['max'] * 1000:+.0f})",
+        ],
+        [
+            f"total s ({n} tokens)",
+            spread(h_tot),
+            spread(e_tot),
+            f"{td['median'] * 1000:+.0f} ms ({td['min'] * 1000:+.0f}…{td['max'] * 1000:+.0f})",
+        ],
     ]
-    conc_rows = [[c["clients"], c["requests"], f"{c['throughput_tps']:.1f}", f"{c['latency_p50_s']:.2f}", f"{c['latency_p95_s']:.2f}",
-                  f"{c['ttft_p50_s']:.2f}", f"{c['ttft_p95_s']:.2f}", c["errors"]] for c in conc]
+    conc_rows = [
+        [
+            c["clients"],
+            c["requests"],
+            f"{c['throughput_tps']:.1f}",
+            f"{c['latency_p50_s']:.2f}",
+            f"{c['latency_p95_s']:.2f}",
+            f"{c['ttft_p50_s']:.2f}",
+            f"{c['ttft_p95_s']:.2f}",
+            c["errors"],
+        ]
+        for c in conc
+    ]
     goals = [
-        Goal("Serving overhead: HTTP TTFT − engine TTFT", "report", f"{d['median'] * 1000:+.0f} ms (range {d['min'] * 1000:+.0f}…{d['max'] * 1000:+.0f})", None,
-             "no numeric goal; reported"),
-        Goal(f"Concurrent clients {', '.join(str(c) for c in concurrency)}: errors", "0", str(total_errors), total_errors == 0,
-             "" if total_errors == 0 else "; ".join(m for c in conc for m in c["error_messages"])[:300]),
+        Goal(
+            "Serving overhead: HTTP TTFT − engine TTFT",
+            "report",
+            f"{d['median'] * 1000:+.0f} ms (range {d['min'] * 1000:+.0f}…{d['max'] * 1000:+.0f})",
+            None,
+            "no numeric goal; reported",
+        ),
+        Goal(
+            f"Concurrent clients {', '.join(str(c) for c in concurrency)}: errors",
+            "0",
+            str(total_errors),
+            total_errors == 0,
+            "" if total_errors == 0 else "; ".join(m for c in conc for m in c["error_messages"])[:300],
+        ),
     ]
     plot = ctx.out / "bench-server.png"
     _plot(plot, conc)
-    body = "\n\n".join([
-        f"`app.py` (Gradio page + OpenAI-compatible API, one port) in its own process, model = the SmolVLM-256M shape with random "
-        f"weights on CPU, started in {startup_s:.0f} s (both models loaded, page built). Requests: a system message + a short question "
-        f"(text only: {http[0]['prompt_tokens']} prompt tokens), `stream: true`, `temperature: 0`, `max_tokens = min_tokens = {n}`. "
-        f"The client is `httpx`, reading the SSE stream line by line. Prompt identical on both sides: {'yes' if same_prompt else 'NO'}.",
-        f"**Serving overhead** ({reps} interleaved pairs after a warm-up; median (min–max); last column: median of per-pair differences):",
-        table(["", "HTTP client (SSE)", "engine alone (in process)", "HTTP − engine"], overhead_rows),
-        ("The spread of the pairs includes zero: serving adds no delay measurable at this resolution (a few ms of JSON, SSE "
-         "framing and a local socket against model steps of tens of ms)." if d["min"] <= 0 <= d["max"] else
-         f"Serving adds {d['median'] * 1000:.0f} ms to the first token (median of pairs)."),
-        f"**Concurrent clients** (each client sends {rounds} request(s) back to back, all clients start together; latency = request "
-        f"sent → `[DONE]`; throughput = completion tokens of all requests / wall time of the round):",
-        table(["clients", "requests", "throughput tok/s", "latency p50 s", "latency p95 s", "TTFT p50 s", "TTFT p95 s", "errors"], conc_rows),
-        "One generation runs at a time per loaded model (FIFO turn queue), so throughput stays about flat and latency grows "
-        "linearly with the number of clients waiting; on a GPU a batching server (vLLM, `--backend openai`) is the way to "
-        "serve many users at once.",
-        f"![server throughput and latency]({plot.name})",
-    ])
-    data = {"http": http, "engine": engine, "concurrency": conc, "startup_s": startup_s, "ttft_diffs_s": diffs}
+    body = "\n\n".join(
+        [
+            f"`app.py` (Gradio page + OpenAI-compatible API, one port) in its own process, model = the SmolVLM-256M shape with random "
+            f"weights on CPU, started in {startup_s:.0f} s (both models loaded, page built). Requests: a system message + a short question "
+            f"(text only: {http[0]['prompt_tokens']} prompt tokens), `stream: true`, `temperature: 0`, `max_tokens = min_tokens = {n}`. "
+            f"The client is `httpx`, reading the SSE stream line by line. Prompt identical on both sides: {'yes' if same_prompt else 'NO'}.",
+            f"**Serving overhead** ({reps} interleaved pairs after a warm-up; median (min–max); last column: median of per-pair differences):",
+            table(["", "HTTP client (SSE)", "engine alone (in process)", "HTTP − engine"], overhead_rows),
+            (
+                "The spread of the pairs includes zero: serving adds no delay measurable at this resolution (a few ms of JSON, SSE "
+                "framing and a local socket against model steps of tens of ms)."
+                if d["min"] <= 0 <= d["max"]
+                else f"Serving adds {d['median'] * 1000:.0f} ms to the first token (median of pairs)."
+            ),
+            f"**Concurrent clients** (each client sends {rounds} request(s) back to back, all clients start together; latency = request "
+            f"sent → `[DONE]`; throughput = completion tokens of all requests / wall time of the round):",
+            table(
+                [
+                    "clients",
+                    "requests",
+                    "throughput tok/s",
+                    "latency p50 s",
+                    "latency p95 s",
+                    "TTFT p50 s",
+                    "TTFT p95 s",
+                    "errors",
+                ],
+                conc_rows,
+            ),
+            "One generation runs at a time per loaded model (FIFO turn queue), so throughput stays about flat and latency grows "
+            "linearly with the number of clients waiting; on a GPU a batching server (vLLM, `--backend openai`) is the way to "
+            "serve many users at once.",
+            f"![server throughput and latency]({plot.name})",
+        ]
+    )
+    data = {
+        "http": http,
+        "engine": engine,
+        "concurrency": conc,
+        "startup_s": startup_s,
+        "ttft_diffs_s": diffs,
+    }
     return SectionResult("server", "4. End to end through the server", body, goals, data)
 
 

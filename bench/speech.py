@@ -89,9 +89,18 @@ def synthesize(cache: Path, voice: str, text: str, speed: int = 140) -> Path:
 
 
 def build_clips(cache: Path, quick: bool) -> list[Clip]:
-    plan = [("en-us", 2, False)] if quick else [
-        ("en-us", 5, False), ("en-us", 30, False), ("es", 15, False), ("fr-fr", 30, False), ("de", 60, False), ("en-us", 30, True),
-    ]
+    plan = (
+        [("en-us", 2, False)]
+        if quick
+        else [
+            ("en-us", 5, False),
+            ("en-us", 30, False),
+            ("es", 15, False),
+            ("fr-fr", 30, False),
+            ("de", 60, False),
+            ("en-us", 30, True),
+        ]
+    )
     clips = []
     for voice, seconds, noisy in plan:
         language = VOICES[voice]
@@ -141,14 +150,18 @@ def build_long(cache: Path, target_s: float) -> Clip:
 def wer(reference: str, hypothesis: str) -> float:
     import jiwer
 
-    norm = jiwer.Compose([
-        jiwer.ToLowerCase(),
-        jiwer.RemovePunctuation(),
-        jiwer.RemoveMultipleSpaces(),
-        jiwer.Strip(),
-        jiwer.ReduceToListOfListOfWords(),
-    ])
-    return float(jiwer.wer(reference, hypothesis or "<empty>", reference_transform=norm, hypothesis_transform=norm))
+    norm = jiwer.Compose(
+        [
+            jiwer.ToLowerCase(),
+            jiwer.RemovePunctuation(),
+            jiwer.RemoveMultipleSpaces(),
+            jiwer.Strip(),
+            jiwer.ReduceToListOfListOfWords(),
+        ]
+    )
+    return float(
+        jiwer.wer(reference, hypothesis or "<empty>", reference_transform=norm, hypothesis_transform=norm)
+    )
 
 
 def transcribe_timed(transcriber, samples: np.ndarray, language: str | None = None):
@@ -172,7 +185,9 @@ def _run(ctx: Context) -> SectionResult:
     reps = 1 if ctx.quick else 3
     clips = build_clips(ctx.cache, ctx.quick)
     long_clip = build_long(ctx.cache, 8 if ctx.quick else 600)
-    ctx.log(f"speech: {len(clips)} clips ({sum(c.seconds for c in clips):.0f} s) + long {long_clip.seconds:.0f} s")
+    ctx.log(
+        f"speech: {len(clips)} clips ({sum(c.seconds for c in clips):.0f} s) + long {long_clip.seconds:.0f} s"
+    )
     audio = {c.name: c.samples() for c in clips}
 
     # First call: loading (weights joined/mapped, CTranslate2 init) and the first transcription
@@ -181,12 +196,21 @@ def _run(ctx: Context) -> SectionResult:
     models = {}
     for compute_type in ("int8", "float32"):
         started = time.perf_counter()
-        models[compute_type] = Transcriber("embedded", device="cpu", compute_type=compute_type, max_audio_seconds=900)
+        models[compute_type] = Transcriber(
+            "embedded", device="cpu", compute_type=compute_type, max_audio_seconds=900
+        )
         load_s = time.perf_counter() - started
         elapsed, _ = transcribe_timed(models[compute_type], audio[clips[0].name])
-        first[compute_type] = {"load_s": load_s, "first_s": elapsed, "clip": clips[0].name, "clip_s": clips[0].seconds}
+        first[compute_type] = {
+            "load_s": load_s,
+            "first_s": elapsed,
+            "clip": clips[0].name,
+            "clip_s": clips[0].seconds,
+        }
 
-    rows = {c.name: {"seconds": c.seconds, "int8": [], "float32": [], "wer": {}, "language": {}} for c in clips}
+    rows = {
+        c.name: {"seconds": c.seconds, "int8": [], "float32": [], "wer": {}, "language": {}} for c in clips
+    }
     for rep in range(reps):
         for clip in clips:
             kinds = ("int8", "float32") if rep == 0 else ("int8",)  # float32 once, right after int8
@@ -230,35 +254,64 @@ def _run(ctx: Context) -> SectionResult:
         i8, f32 = summary(r["int8"]), summary(r["float32"])
         rtf8 = i8["median"] / r["seconds"]
         warm_rtf[clip.name] = rtf8
-        table_rows.append([
-            clip.name, f"{r['seconds']:.1f}",
-            f"{rtf8:.3f} ({i8['min'] / r['seconds']:.3f}–{i8['max'] / r['seconds']:.3f})",
-            f"{f32['median'] / r['seconds']:.3f}",
-            f"{r['float32'][0] / r['int8'][0]:.2f}×",
-            f"{r['wer']['int8'] * 100:.1f}", f"{r['wer']['float32'] * 100:.1f}",
-            f"{r['language']['int8']} / {clip.language}",
-        ])
+        table_rows.append(
+            [
+                clip.name,
+                f"{r['seconds']:.1f}",
+                f"{rtf8:.3f} ({i8['min'] / r['seconds']:.3f}–{i8['max'] / r['seconds']:.3f})",
+                f"{f32['median'] / r['seconds']:.3f}",
+                f"{r['float32'][0] / r['int8'][0]:.2f}×",
+                f"{r['wer']['int8'] * 100:.1f}",
+                f"{r['wer']['float32'] * 100:.1f}",
+                f"{r['language']['int8']} / {clip.language}",
+            ]
+        )
     total_audio = sum(rows[c.name]["seconds"] for c in clips)
     total_asr = sum(summary(rows[c.name]["int8"])["median"] for c in clips)
     aggregate = total_asr / total_audio
     long_rtf = long_s / long_clip.seconds
-    table_rows.append([long_clip.name, f"{long_clip.seconds:.0f}", f"{long_rtf:.3f} (1 run)", "–", "–", f"{long_wer * 100:.1f}", "–", f"{long_t.language} / en"])
+    table_rows.append(
+        [
+            long_clip.name,
+            f"{long_clip.seconds:.0f}",
+            f"{long_rtf:.3f} (1 run)",
+            "–",
+            "–",
+            f"{long_wer * 100:.1f}",
+            "–",
+            f"{long_t.language} / en",
+        ]
+    )
 
     f8, f32 = first["int8"], first["float32"]
     warm0 = summary(rows[clips[0].name]["int8"])["median"]
     warm0_f32 = rows[clips[0].name]["float32"][0]
     first_rows = [
-        ["int8", f"{f8['load_s']:.2f}", f"{f8['first_s']:.2f}", f"{warm0:.2f}", f"{f8['first_s'] / warm0:.1f}×"],
-        ["float32", f"{f32['load_s']:.2f}", f"{f32['first_s']:.2f}", f"{warm0_f32:.2f}", f"{f32['first_s'] / warm0_f32:.1f}×"],
+        [
+            "int8",
+            f"{f8['load_s']:.2f}",
+            f"{f8['first_s']:.2f}",
+            f"{warm0:.2f}",
+            f"{f8['first_s'] / warm0:.1f}×",
+        ],
+        [
+            "float32",
+            f"{f32['load_s']:.2f}",
+            f"{f32['first_s']:.2f}",
+            f"{warm0_f32:.2f}",
+            f"{f32['first_s'] / warm0_f32:.1f}×",
+        ],
     ]
     given_s = summary(given)["median"]
 
     met = aggregate <= RTF_GOAL
     b5 = summary([t for t, _ in beams[5]])["median"]
     b1 = summary([t for t, _ in beams[1]])["median"]
-    beam_line = (f"Beam search: on the {beam_clip.name} clip, beam 1 takes {b1:.2f} s (RTF {b1 / beam_clip.seconds:.3f}, "
-                 f"WER {beams[1][0][1] * 100:.1f}%) vs beam 5 {b5:.2f} s (RTF {b5 / beam_clip.seconds:.3f}, WER {beams[5][0][1] * 100:.1f}%): "
-                 f"the decoder's beams are {(1 - b1 / b5) * 100:.0f}% of the time; the encoder and one greedy pass are the rest.")
+    beam_line = (
+        f"Beam search: on the {beam_clip.name} clip, beam 1 takes {b1:.2f} s (RTF {b1 / beam_clip.seconds:.3f}, "
+        f"WER {beams[1][0][1] * 100:.1f}%) vs beam 5 {b5:.2f} s (RTF {b5 / beam_clip.seconds:.3f}, WER {beams[5][0][1] * 100:.1f}%): "
+        f"the decoder's beams are {(1 - b1 / b5) * 100:.0f}% of the time; the encoder and one greedy pass are the rest."
+    )
     short_note = ""
     if not ctx.quick:
         short = clips[0]
@@ -267,37 +320,72 @@ def _run(ctx: Context) -> SectionResult:
             f"(RTF {warm_rtf[short.name]:.2f}); its latency, not its RTF, is what a user feels."
         )
     goal = Goal(
-        "Speech RTF (int8, warm, 2 cores)", f"≤ {RTF_GOAL:.2f}",
+        "Speech RTF (int8, warm, 2 cores)",
+        f"≤ {RTF_GOAL:.2f}",
         f"{aggregate:.3f} over {total_audio:.0f} s of 5–60 s clips; {long_rtf:.3f} on {long_clip.seconds / 60:.1f} min",
         met,
-        ("" if met else f"missed: model compute on 2 shared cores (1-min load average {load_average():.1f} while measuring); "
-         f"beam 1 instead of 5 gives RTF {b1 / beam_clip.seconds:.3f} on {beam_clip.name}.") + short_note,
+        (
+            ""
+            if met
+            else f"missed: model compute on 2 shared cores (1-min load average {load_average():.1f} while measuring); "
+            f"beam 1 instead of 5 gives RTF {b1 / beam_clip.seconds:.3f} on {beam_clip.name}."
+        )
+        + short_note,
     )
 
-    data = {"clips": rows, "first": first, "beams": beams, "given_language_s": given, "long": {"seconds": long_clip.seconds, "elapsed_s": long_s, "wer": long_wer},
-            "aggregate_rtf": aggregate}
+    data = {
+        "clips": rows,
+        "first": first,
+        "beams": beams,
+        "given_language_s": given,
+        "long": {"seconds": long_clip.seconds, "elapsed_s": long_s, "wer": long_wer},
+        "aggregate_rtf": aggregate,
+    }
 
     plot = ctx.out / "bench-speech.png"
     _plot(plot, clips, rows, long_clip, long_rtf)
 
-    body = "\n\n".join([
-        "Embedded Whisper `base` (CTranslate2) through `assistant.speech.Transcriber`, as the app runs it: "
-        "language auto-detected, beam 5, VAD on, `cpu_threads` = cores, called from a worker thread as in the app. RTF = transcription time / audio length "
-        "(lower is better; 0.10 = one minute of speech in six seconds). Speech is espeak-ng's synthetic voice; "
-        f"the noisy clip has white noise + 50 Hz hum mixed in at {NOISE_SNR_DB:g} dB SNR. WER after lower-casing and "
-        "removing punctuation. int8 and float32 run back to back per clip; int8 warm is the median of "
-        f"{reps} runs (min–max). espeak-ng's Spanish, French and German voices are hard for Whisper base (its English: a few "
-        "percent WER); what matters here is that int8 and float32 score alike.",
-        table(["clip", "audio s", "RTF int8 warm", "RTF float32", "float32 / int8 time", "WER int8 %", "WER float32 %", "language detected / spoken"], table_rows),
-        f"**Aggregate** (sum of median times / sum of durations, 5–60 s clips): RTF **{aggregate:.3f}** int8 "
-        f"— goal ≤ {RTF_GOAL:.2f}: **{'met' if met else 'missed'}**. {long_clip.seconds / 60:.1f} minutes of speech: RTF {long_rtf:.3f} ({long_s:.0f} s).",
-        "First call vs warm (load = `Transcriber(...)`: joins/maps the embedded weights and starts CTranslate2; "
-        "the first transcription also loads the VAD model):",
-        table(["compute type", "load s", f"first transcription s ({clips[0].name})", "same clip warm s", "first / warm"], first_rows),
-        beam_line,
-        f"Language given instead of detected (`--language en`), {clips[0].name} clip, int8: {given_s:.2f} s vs {warm0:.2f} s detected.",
-        f"![speech RTF and WER]({plot.name})",
-    ])
+    body = "\n\n".join(
+        [
+            "Embedded Whisper `base` (CTranslate2) through `assistant.speech.Transcriber`, as the app runs it: "
+            "language auto-detected, beam 5, VAD on, `cpu_threads` = cores, called from a worker thread as in the app. RTF = transcription time / audio length "
+            "(lower is better; 0.10 = one minute of speech in six seconds). Speech is espeak-ng's synthetic voice; "
+            f"the noisy clip has white noise + 50 Hz hum mixed in at {NOISE_SNR_DB:g} dB SNR. WER after lower-casing and "
+            "removing punctuation. int8 and float32 run back to back per clip; int8 warm is the median of "
+            f"{reps} runs (min–max). espeak-ng's Spanish, French and German voices are hard for Whisper base (its English: a few "
+            "percent WER); what matters here is that int8 and float32 score alike.",
+            table(
+                [
+                    "clip",
+                    "audio s",
+                    "RTF int8 warm",
+                    "RTF float32",
+                    "float32 / int8 time",
+                    "WER int8 %",
+                    "WER float32 %",
+                    "language detected / spoken",
+                ],
+                table_rows,
+            ),
+            f"**Aggregate** (sum of median times / sum of durations, 5–60 s clips): RTF **{aggregate:.3f}** int8 "
+            f"— goal ≤ {RTF_GOAL:.2f}: **{'met' if met else 'missed'}**. {long_clip.seconds / 60:.1f} minutes of speech: RTF {long_rtf:.3f} ({long_s:.0f} s).",
+            "First call vs warm (load = `Transcriber(...)`: joins/maps the embedded weights and starts CTranslate2; "
+            "the first transcription also loads the VAD model):",
+            table(
+                [
+                    "compute type",
+                    "load s",
+                    f"first transcription s ({clips[0].name})",
+                    "same clip warm s",
+                    "first / warm",
+                ],
+                first_rows,
+            ),
+            beam_line,
+            f"Language given instead of detected (`--language en`), {clips[0].name} clip, int8: {given_s:.2f} s vs {warm0:.2f} s detected.",
+            f"![speech RTF and WER]({plot.name})",
+        ]
+    )
     return SectionResult("speech", "1. Speech recognition", body, [goal], data)
 
 

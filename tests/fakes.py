@@ -12,7 +12,13 @@ from assistant.models.base import ChatRequest, ModelInfo, Usage
 class FakeChatModel:
     concurrent = False  # like the local model: the Assistant queues callers
 
-    def __init__(self, chunks=("Hello", ", ", "world", "!"), delay_s: float = 0.0, context_length: int = 4096, image_tokens: int = 100):
+    def __init__(
+        self,
+        chunks=("Hello", ", ", "world", "!"),
+        delay_s: float = 0.0,
+        context_length: int = 4096,
+        image_tokens: int = 100,
+    ):
         self.chunks = list(chunks)
         self.delay_s = delay_s
         self.image_tokens = image_tokens

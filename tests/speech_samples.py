@@ -82,8 +82,7 @@ def make_speech(
         _run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text])
         _run(["sox", str(raw), "-r", str(sampling_rate), "-c", "1", "-b", "16", str(wav)])
         if fmt != "wav":
-            _run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(wav),
-                  *FORMATS[fmt], str(path)])
+            _run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(wav), *FORMATS[fmt], str(path)])
     finally:
         raw.unlink(missing_ok=True)
         if wav != path:
@@ -94,8 +93,7 @@ def make_speech(
 def make_silence(path: str | Path, seconds: float = 3.0, sampling_rate: int = 16000) -> Path:
     """A WAV of digital silence (what an accidental mic click sends)."""
     path = Path(path)
-    _run(["sox", "-n", "-r", str(sampling_rate), "-c", "1", "-b", "16", str(path),
-          "trim", "0", str(seconds)])
+    _run(["sox", "-n", "-r", str(sampling_rate), "-c", "1", "-b", "16", str(path), "trim", "0", str(seconds)])
     return path
 
 

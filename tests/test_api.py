@@ -22,8 +22,8 @@ from PIL import Image
 from pydantic import BaseModel
 
 from api import install_api
-from api.images import ImageFetcher, is_public
 from api.errors import ApiError
+from api.images import ImageFetcher, is_public
 from assistant.core import Assistant
 from assistant.errors import GenerationFailed
 from assistant.settings import Settings
@@ -33,6 +33,7 @@ KEY = "test-key"
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 class FakeTranscriber:
     name = "fake-whisper"
@@ -45,8 +46,14 @@ class FakeTranscriber:
         from assistant.models.base import Segment, Transcript
 
         self.calls.append((audio, language))
-        return Transcript("hello there. general kenobi", language or "en", 2.5,
-                          (Segment(0.0, 1.2, "hello there."), Segment(1.2, 2.5, "general kenobi")), 1.0, 0.01)
+        return Transcript(
+            "hello there. general kenobi",
+            language or "en",
+            2.5,
+            (Segment(0.0, 1.2, "hello there."), Segment(1.2, 2.5, "general kenobi")),
+            1.0,
+            0.01,
+        )
 
 
 class Body(BaseModel):
@@ -102,6 +109,7 @@ def sse_events(text: str) -> list:
 
 # --------------------------------------------------------------------------- models & chat
 
+
 def test_models_lists_chat_and_speech_models():
     c = client(transcriber=FakeTranscriber())
     data = c.get("/v1/models").json()
@@ -110,7 +118,9 @@ def test_models_lists_chat_and_speech_models():
     assert data["data"][0]["max_model_len"] == 4096 and data["data"][0]["object"] == "model"
     assert c.get("/v1/models/fake").json()["id"] == "fake"
     assert c.get("/v1/models/nope").status_code == 404
-    assert "/v1/chat/completions" in c.get("/openapi.json").json()["paths"]  # documented at /v1/docs in the app
+    assert (
+        "/v1/chat/completions" in c.get("/openapi.json").json()["paths"]
+    )  # documented at /v1/docs in the app
 
 
 def test_chat_completion_shape_and_usage():
@@ -118,8 +128,17 @@ def test_chat_completion_shape_and_usage():
     r = chat(client(model=model))
     assert r.status_code == 200
     body = r.json()
-    assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-") and body["model"] == "fake"
-    assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "Hello, world!"}, "logprobs": None, "finish_reason": "stop"}]
+    assert (
+        body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-") and body["model"] == "fake"
+    )
+    assert body["choices"] == [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hello, world!"},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ]
     prompt = model.usages[-1].prompt_tokens
     assert body["usage"] == {"prompt_tokens": prompt, "completion_tokens": 4, "total_tokens": prompt + 4}
 
@@ -154,26 +173,60 @@ def test_streaming_include_usage_adds_a_final_usage_chunk():
 def test_params_reach_the_engine():
     model = FakeChatModel()
     c = client(model=model)
-    chat(c, temperature=0.2, top_p=0.5, seed=42, stop="wor", max_tokens=7, min_tokens=1, n=1, user="u1", presence_penalty=0, logprobs=False)
+    chat(
+        c,
+        temperature=0.2,
+        top_p=0.5,
+        seed=42,
+        stop="wor",
+        max_tokens=7,
+        min_tokens=1,
+        n=1,
+        user="u1",
+        presence_penalty=0,
+        logprobs=False,
+    )
     p = model.requests[-1].params
-    assert (p.temperature, p.top_p, p.seed, p.stop, p.max_new_tokens, p.min_new_tokens) == (0.2, 0.5, 42, ("wor",), 7, 1)
+    assert (p.temperature, p.top_p, p.seed, p.stop, p.max_new_tokens, p.min_new_tokens) == (
+        0.2,
+        0.5,
+        42,
+        ("wor",),
+        7,
+        1,
+    )
     body = chat(c, stop=["wor", "xyz"]).json()
-    assert body["choices"][0]["message"]["content"] == "Hello, " and body["choices"][0]["finish_reason"] == "stop"
+    assert (
+        body["choices"][0]["message"]["content"] == "Hello, "
+        and body["choices"][0]["finish_reason"] == "stop"
+    )
 
 
 def test_history_and_system_message_replace_the_persona():
     model = FakeChatModel()
     c = client(model=model)
     png = data_url(png_bytes())
-    chat(c, messages=[
-        {"role": "system", "content": "concise"},  # literal text over the API, not a persona name
-        user([{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": png, "detail": "low"}}]),
-        {"role": "assistant", "content": [{"type": "text", "text": "a red box"}]},
-        user("and now?"),
-    ])
+    chat(
+        c,
+        messages=[
+            {"role": "system", "content": "concise"},  # literal text over the API, not a persona name
+            user(
+                [
+                    {"type": "text", "text": "what is this?"},
+                    {"type": "image_url", "image_url": {"url": png, "detail": "low"}},
+                ]
+            ),
+            {"role": "assistant", "content": [{"type": "text", "text": "a red box"}]},
+            user("and now?"),
+        ],
+    )
     messages = model.requests[-1].messages
     assert [(m.role, m.text, len(m.images)) for m in messages] == [
-        ("system", "concise", 0), ("user", "what is this?", 1), ("assistant", "a red box", 0), ("user", "and now?", 0)]
+        ("system", "concise", 0),
+        ("user", "what is this?", 1),
+        ("assistant", "a red box", 0),
+        ("user", "and now?", 0),
+    ]
     assert messages[1].images[0].size == (48, 32)
     chat(c, messages=[{"role": "developer", "content": "Be brief."}, user()])
     assert model.requests[-1].messages[0].text == "Be brief."
@@ -187,15 +240,45 @@ BAD_REQUESTS = [
     # (body changes, status, param, words in the message)
     ({"foo": 1}, 400, "foo", "Unrecognized"),
     ({"tools": []}, 400, "tools", "Unrecognized"),
-    ({"messages": [user([{"type": "image_url", "image_url": {"url": "x", "zoom": 2}}])]}, 400, "messages[0].content[0].image_url.zoom", "Unrecognized"),
+    (
+        {"messages": [user([{"type": "image_url", "image_url": {"url": "x", "zoom": 2}}])]},
+        400,
+        "messages[0].content[0].image_url.zoom",
+        "Unrecognized",
+    ),
     ({"messages": []}, 400, "messages", "at least one"),
     ({"messages": [{"role": "assistant", "content": "hi"}]}, 400, "messages[0].role", "last message"),
     ({"messages": [{"role": "tool", "content": "hi"}]}, 400, "messages[0].role", "user"),
-    ({"messages": [user([{"type": "input_audio", "input_audio": {}}])]}, 400, "messages[0].content[0].type", "text"),
-    ({"messages": [user([{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}])]}, 400, "messages[0].content[0].image_url.url", "base64"),
-    ({"messages": [user([{"type": "image_url", "image_url": {"url": "data:text/plain;base64,aGk="}}])]}, 400, "messages[0].content[0].image_url.url", "image"),
-    ({"messages": [user([{"type": "image_url", "image_url": {"url": "http://example.com/a.png"}}])]}, 400, "messages[0].content[0].image_url.url", "https"),
-    ({"messages": [user([{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}])]}, 400, "messages[0].content[0].image_url.url", "--allow-remote-images"),
+    (
+        {"messages": [user([{"type": "input_audio", "input_audio": {}}])]},
+        400,
+        "messages[0].content[0].type",
+        "text",
+    ),
+    (
+        {"messages": [user([{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}])]},
+        400,
+        "messages[0].content[0].image_url.url",
+        "base64",
+    ),
+    (
+        {"messages": [user([{"type": "image_url", "image_url": {"url": "data:text/plain;base64,aGk="}}])]},
+        400,
+        "messages[0].content[0].image_url.url",
+        "image",
+    ),
+    (
+        {"messages": [user([{"type": "image_url", "image_url": {"url": "http://example.com/a.png"}}])]},
+        400,
+        "messages[0].content[0].image_url.url",
+        "https",
+    ),
+    (
+        {"messages": [user([{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}])]},
+        400,
+        "messages[0].content[0].image_url.url",
+        "--allow-remote-images",
+    ),
     ({"messages": [user("")]}, 400, None, "empty"),
     ({"model": "gpt-4o"}, 404, "model", "does not exist"),
     ({"n": 2}, 400, "n", "n must be 1"),
@@ -208,7 +291,9 @@ BAD_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize("changes,status,param,words", BAD_REQUESTS, ids=[str(i) for i in range(len(BAD_REQUESTS))])
+@pytest.mark.parametrize(
+    "changes,status,param,words", BAD_REQUESTS, ids=[str(i) for i in range(len(BAD_REQUESTS))]
+)
 def test_bad_requests_get_openai_errors_naming_the_field(changes, status, param, words):
     r = chat(client(), **changes)
     assert r.status_code == status, r.text
@@ -226,12 +311,18 @@ def test_large_data_url_image_is_decoded():
     buffer = io.BytesIO()
     noise.save(buffer, "PNG")
     assert len(buffer.getvalue()) > 300_000  # over the inline limit: decoded in a worker thread
-    r = chat(client(model=model), messages=[user([{"type": "image_url", "image_url": {"url": data_url(buffer.getvalue())}}])])
+    r = chat(
+        client(model=model),
+        messages=[user([{"type": "image_url", "image_url": {"url": data_url(buffer.getvalue())}}])],
+    )
     assert r.status_code == 200 and model.requests[-1].messages[-1].images[0].size == (400, 400)
 
 
 def test_image_that_is_not_an_image_is_a_400_from_the_engine():
-    r = chat(client(), messages=[user([{"type": "image_url", "image_url": {"url": data_url(b"GIF89a-not-really")}}])])
+    r = chat(
+        client(),
+        messages=[user([{"type": "image_url", "image_url": {"url": data_url(b"GIF89a-not-really")}}])],
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_media"
 
 
@@ -240,14 +331,21 @@ def test_invalid_json_and_oversized_body():
     r = c.post("/v1/chat/completions", content=b"{nope", headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
     small = client(max_image_bytes=1000, max_audio_bytes=1000)
-    r = chat(small, messages=[user([{"type": "image_url", "image_url": {"url": data_url(b"x" * 2_500_000)}}])])
+    r = chat(
+        small, messages=[user([{"type": "image_url", "image_url": {"url": data_url(b"x" * 2_500_000)}}])]
+    )
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
 
 
 def test_no_chat_model_is_503_with_the_reason():
     r = chat(client(chat_error="chat model 'x' is not downloaded here"))
     assert r.status_code == 503
-    assert r.json()["error"] == {"message": "chat model 'x' is not downloaded here", "type": "server_error", "param": None, "code": "model_unavailable"}
+    assert r.json()["error"] == {
+        "message": "chat model 'x' is not downloaded here",
+        "type": "server_error",
+        "param": None,
+        "code": "model_unavailable",
+    }
 
 
 class FailingModel(FakeChatModel):
@@ -273,7 +371,14 @@ def test_error_after_the_first_token_ends_the_stream_with_an_error_event():
     assert r.status_code == 200
     events = sse_events(r.text)
     assert [e["choices"][0]["delta"].get("content") for e in events[1:3]] == ["Hello", ", "]
-    assert events[-1] == {"error": {"message": "the GPU ran out of memory", "type": "server_error", "param": None, "code": "generation_failed"}}
+    assert events[-1] == {
+        "error": {
+            "message": "the GPU ran out of memory",
+            "type": "server_error",
+            "param": None,
+            "code": "generation_failed",
+        }
+    }
 
 
 def test_unknown_v1_route_is_a_json_404_and_other_routes_keep_fastapi_errors():
@@ -282,34 +387,39 @@ def test_unknown_v1_route_is_a_json_404_and_other_routes_keep_fastapi_errors():
     assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_url"
     r = c.post("/other", json={"x": "nope"})  # the page's side: FastAPI's own 422, no OpenAI shape
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "x"]
-    assert TestClient(make_app(api_key=KEY)).post("/other", json={"x": 1}).json() == {"ok": 1}  # no key needed there
+    assert TestClient(make_app(api_key=KEY)).post("/other", json={"x": 1}).json() == {
+        "ok": 1
+    }  # no key needed there
 
 
 # --------------------------------------------------------------------------- auth
+
 
 def test_api_key_is_required_when_set():
     app = make_app(api_key=KEY)
     for c in (client(app, key=None), client(app, key="wrong")):
         for r in (c.get("/v1/models"), chat(c), c.post("/v1/chat/completions", content=b"{nope")):
             assert r.status_code == 401, r.text  # checked before the body is even parsed
-            assert r.json()["error"]["code"] == "invalid_api_key" and r.headers["www-authenticate"] == "Bearer"
+            assert (
+                r.json()["error"]["code"] == "invalid_api_key" and r.headers["www-authenticate"] == "Bearer"
+            )
     assert client(app).get("/v1/models").status_code == 200
     assert client(make_app(), key=None).get("/v1/models").status_code == 200  # no key configured
 
 
 # --------------------------------------------------------------------------- concurrency
 
+
 def test_generation_does_not_block_the_event_loop_and_requests_queue():
     model = FakeChatModel(delay_s=0.15)
     app = make_app(model=model)
-    with TestClient(app) as c:
-        with ThreadPoolExecutor(3) as pool:
-            replies = [pool.submit(chat, c, stream=s) for s in (False, True, False)]
-            time.sleep(0.2)
-            started = time.perf_counter()
-            assert c.get("/v1/models").status_code == 200
-            assert time.perf_counter() - started < 0.3  # answered while the model is busy
-            assert all(r.result().status_code == 200 for r in replies)
+    with TestClient(app) as c, ThreadPoolExecutor(3) as pool:
+        replies = [pool.submit(chat, c, stream=s) for s in (False, True, False)]
+        time.sleep(0.2)
+        started = time.perf_counter()
+        assert c.get("/v1/models").status_code == 200
+        assert time.perf_counter() - started < 0.3  # answered while the model is busy
+        assert all(r.result().status_code == 200 for r in replies)
     assert model.max_active == 1  # one generation at a time, as for the page
 
 
@@ -329,30 +439,45 @@ def test_requests_are_served_in_arrival_order():
 
 # --------------------------------------------------------------------------- transcription
 
+
 def transcribe(c, fields=None, file=b"RIFF....WAVE", **kw):
     data = {"model": "fake-whisper", **(fields or {})}
-    return c.post("/v1/audio/transcriptions", data=data, files={"file": ("a.wav", file, "audio/wav")} if file is not None else None, **kw)
+    return c.post(
+        "/v1/audio/transcriptions",
+        data=data,
+        files={"file": ("a.wav", file, "audio/wav")} if file is not None else None,
+        **kw,
+    )
 
 
 def test_transcription_formats():
     asr = FakeTranscriber()
     c = client(transcriber=asr)
-    assert transcribe(c).json() == {"text": "hello there. general kenobi", "usage": {"type": "duration", "seconds": 3}}
+    assert transcribe(c).json() == {
+        "text": "hello there. general kenobi",
+        "usage": {"type": "duration", "seconds": 3},
+    }
     r = transcribe(c, {"response_format": "text", "model": "whisper-1"})
     assert r.text == "hello there. general kenobi" and r.headers["content-type"].startswith("text/plain")
     body = transcribe(c, {"response_format": "verbose_json", "language": "es"}).json()
     assert body["language"] == "es" and body["duration"] == 2.5 and body["task"] == "transcribe"
-    assert body["segments"] == [{"id": 0, "start": 0.0, "end": 1.2, "text": "hello there."}, {"id": 1, "start": 1.2, "end": 2.5, "text": "general kenobi"}]
+    assert body["segments"] == [
+        {"id": 0, "start": 0.0, "end": 1.2, "text": "hello there."},
+        {"id": 1, "start": 1.2, "end": 2.5, "text": "general kenobi"},
+    ]
     assert asr.calls[-1] == (b"RIFF....WAVE", "es")
 
 
-@pytest.mark.parametrize("fields,file,status,param", [
-    ({"prompt": "x"}, b"x", 400, "prompt"),
-    ({}, None, 400, "file"),
-    ({"model": "whisper-9"}, b"x", 404, "model"),
-    ({"response_format": "srt"}, b"x", 400, "response_format"),
-    ({}, b"x" * 2000, 413, "file"),
-])
+@pytest.mark.parametrize(
+    "fields,file,status,param",
+    [
+        ({"prompt": "x"}, b"x", 400, "prompt"),
+        ({}, None, 400, "file"),
+        ({"model": "whisper-9"}, b"x", 404, "model"),
+        ({"response_format": "srt"}, b"x", 400, "response_format"),
+        ({}, b"x" * 2000, 413, "file"),
+    ],
+)
 def test_transcription_errors(fields, file, status, param):
     r = transcribe(client(transcriber=FakeTranscriber(), max_audio_bytes=1000), fields, file)
     assert r.status_code == status and r.json()["error"]["param"] == param, r.text
@@ -364,11 +489,26 @@ def test_transcription_without_speech_model_is_503():
 
 # --------------------------------------------------------------------------- image URLs
 
-@pytest.mark.parametrize("address,public", [
-    ("8.8.8.8", True), ("2606:4700:4700::1111", True), ("127.0.0.1", False), ("10.1.2.3", False), ("192.168.1.1", False),
-    ("172.16.0.1", False), ("169.254.169.254", False), ("100.64.0.1", False), ("0.0.0.0", False), ("::1", False),
-    ("fe80::1", False), ("fc00::1", False), ("::ffff:127.0.0.1", False), ("224.0.0.1", False),
-])
+
+@pytest.mark.parametrize(
+    "address,public",
+    [
+        ("8.8.8.8", True),
+        ("2606:4700:4700::1111", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("192.168.1.1", False),
+        ("172.16.0.1", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),
+        ("0.0.0.0", False),
+        ("::1", False),
+        ("fe80::1", False),
+        ("fc00::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("224.0.0.1", False),
+    ],
+)
 def test_public_address_check(address, public):
     assert is_public(address) is public
 
@@ -380,7 +520,9 @@ def fetcher(hosts: dict, handler, **kw) -> ImageFetcher:
         return hosts[host]
 
     kw.setdefault("max_bytes", 10_000)
-    return ImageFetcher(allow_remote=True, timeout_s=2, resolve=resolve, transport=httpx.MockTransport(handler), **kw)
+    return ImageFetcher(
+        allow_remote=True, timeout_s=2, resolve=resolve, transport=httpx.MockTransport(handler), **kw
+    )
 
 
 def fetch(f: ImageFetcher, url: str):
@@ -396,17 +538,23 @@ def test_remote_image_is_fetched_from_the_checked_address():
         seen.append((request.url.host, request.headers["host"], request.extensions.get("sni_hostname")))
         return httpx.Response(200, content=b"PNGDATA")
 
-    assert fetch(fetcher({"img.example": ["93.184.216.34"]}, handler), "https://img.example/cat.png") == b"PNGDATA"
+    assert (
+        fetch(fetcher({"img.example": ["93.184.216.34"]}, handler), "https://img.example/cat.png")
+        == b"PNGDATA"
+    )
     assert seen == [("93.184.216.34", "img.example", "img.example")]
 
 
-@pytest.mark.parametrize("hosts,url,words", [
-    ({"evil.example": ["10.0.0.5"]}, "https://evil.example/x.png", "private"),
-    ({"mixed.example": ["93.184.216.34", "127.0.0.1"]}, "https://mixed.example/x.png", "private"),
-    ({}, "https://127.0.0.1/x.png", "private"),
-    ({}, "https://nowhere.example/x.png", "cannot resolve"),
-    ({}, "https://img.example:99999/x.png", "could not fetch"),
-])
+@pytest.mark.parametrize(
+    "hosts,url,words",
+    [
+        ({"evil.example": ["10.0.0.5"]}, "https://evil.example/x.png", "private"),
+        ({"mixed.example": ["93.184.216.34", "127.0.0.1"]}, "https://mixed.example/x.png", "private"),
+        ({}, "https://127.0.0.1/x.png", "private"),
+        ({}, "https://nowhere.example/x.png", "cannot resolve"),
+        ({}, "https://img.example:99999/x.png", "could not fetch"),
+    ],
+)
 def test_private_or_unresolvable_hosts_are_refused(hosts, url, words):
     hosts = {"127.0.0.1": ["127.0.0.1"], **hosts}
     with pytest.raises(ApiError, match=words):
@@ -429,13 +577,17 @@ def test_redirects_are_checked_hop_by_hop():
 def test_remote_image_size_and_status_limits():
     hosts = {"img.example": ["93.184.216.34"]}
     with pytest.raises(ApiError, match="larger than"):
-        fetch(fetcher(hosts, lambda r: httpx.Response(200, content=b"x" * 20_000), max_bytes=10_000), "https://img.example/big.png")
+        fetch(
+            fetcher(hosts, lambda r: httpx.Response(200, content=b"x" * 20_000), max_bytes=10_000),
+            "https://img.example/big.png",
+        )
     with pytest.raises(ApiError, match="HTTP 404"):
         fetch(fetcher(hosts, lambda r: httpx.Response(404)), "https://img.example/missing.png")
 
 
 # =========================================================================== a real server
 # The official openai client against ``python app.py`` on a tiny random Idefics3 + Whisper base.
+
 
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
@@ -456,7 +608,18 @@ def server(tmp_path_factory):
     from tools.random_models import build
 
     model_dir = build("idefics3", tmp_path_factory.getbasetemp() / "tiny-idefics3")  # shared with other tests
-    app = start_app(["--model", str(model_dir), "--device", "cpu", "--api-key", KEY, "--data-dir", str(tmp_path_factory.mktemp("api-data"))])
+    app = start_app(
+        [
+            "--model",
+            str(model_dir),
+            "--device",
+            "cpu",
+            "--api-key",
+            KEY,
+            "--data-dir",
+            str(tmp_path_factory.mktemp("api-data")),
+        ]
+    )
     yield app
     app.stop()
 
@@ -477,12 +640,26 @@ def model_id(oai):
 def test_openai_client_chat_with_an_image(oai, model_id):
     ids = [m.id for m in oai.models.list().data]
     assert ids == [model_id, "whisper-base (embedded)"]
-    messages = [{"role": "user", "content": [{"type": "text", "text": "What is in this photo?"}, {"type": "image_url", "image_url": {"url": photo_data_url()}}]}]
-    fixed = dict(model=model_id, messages=messages, max_tokens=12, temperature=0, extra_body={"min_tokens": 12})
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is in this photo?"},
+                {"type": "image_url", "image_url": {"url": photo_data_url()}},
+            ],
+        }
+    ]
+    fixed = dict(
+        model=model_id, messages=messages, max_tokens=12, temperature=0, extra_body={"min_tokens": 12}
+    )
     reply = oai.chat.completions.create(**fixed)
-    text_only = oai.chat.completions.create(**{**fixed, "messages": [{"role": "user", "content": "What is in this photo?"}]})
+    text_only = oai.chat.completions.create(
+        **{**fixed, "messages": [{"role": "user", "content": "What is in this photo?"}]}
+    )
     assert reply.choices[0].finish_reason == "length" and reply.choices[0].message.content
-    assert reply.usage.completion_tokens == 12 and reply.usage.prompt_tokens > text_only.usage.prompt_tokens + 10  # the image was seen
+    assert (
+        reply.usage.completion_tokens == 12 and reply.usage.prompt_tokens > text_only.usage.prompt_tokens + 10
+    )  # the image was seen
 
     chunks = list(oai.chat.completions.create(**fixed, stream=True, stream_options={"include_usage": True}))
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -502,7 +679,9 @@ def test_openai_client_transcribes_speech(oai, tmp_path):
         text = oai.audio.transcriptions.create(model="whisper-1", file=f).text
     assert "capital" in text.lower() and "france" in text.lower(), text
     with open(wav, "rb") as f:
-        verbose = oai.audio.transcriptions.create(model="whisper-1", file=f, response_format="verbose_json", language="en")
+        verbose = oai.audio.transcriptions.create(
+            model="whisper-1", file=f, response_format="verbose_json", language="en"
+        )
     assert verbose.language == "en" and verbose.segments and 1 < verbose.duration < 5
 
 
@@ -512,10 +691,21 @@ def test_openai_client_errors(server, oai, model_id):
 
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(api_key="wrong", base_url=server.url + "v1", max_retries=0).models.list()
-    bad_image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,bm90IGFuIGltYWdl"}}]}]
+    bad_image = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,bm90IGFuIGltYWdl"}}
+            ],
+        }
+    ]
     cases = [
         (dict(messages=bad_image), "invalid_media", None),
-        (dict(messages=[{"role": "user", "content": "hi"}], extra_body={"foo": 1}), "unknown_parameter", "foo"),
+        (
+            dict(messages=[{"role": "user", "content": "hi"}], extra_body={"foo": 1}),
+            "unknown_parameter",
+            "foo",
+        ),
         (dict(messages=[]), "empty_messages", "messages"),
     ]
     for kwargs, code, param in cases:
@@ -526,17 +716,38 @@ def test_openai_client_errors(server, oai, model_id):
 
 @pytest.mark.slow
 def test_disconnect_mid_stream_frees_the_model(server, oai, model_id):
-    long = {"model": model_id, "stream": True, "max_tokens": 1500, "min_tokens": 1500, "messages": [{"role": "user", "content": "a long story"}]}
+    long = {
+        "model": model_id,
+        "stream": True,
+        "max_tokens": 1500,
+        "min_tokens": 1500,
+        "messages": [{"role": "user", "content": "a long story"}],
+    }
     started = time.perf_counter()
-    with httpx.stream("POST", server.url + "v1/chat/completions", json=long, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as r:
+    with httpx.stream(
+        "POST",
+        server.url + "v1/chat/completions",
+        json=long,
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=60,
+    ) as r:
         lines = r.iter_lines()
         assert r.status_code == 200 and next(lines).startswith("data: ")
     # The next request gets the model at once: the 1500-token reply stopped when we left.
-    reply = oai.chat.completions.create(model=model_id, messages=[{"role": "user", "content": "next"}], max_tokens=4)
+    reply = oai.chat.completions.create(
+        model=model_id, messages=[{"role": "user", "content": "next"}], max_tokens=4
+    )
     elapsed = time.perf_counter() - started
-    full = oai.chat.completions.create(model=model_id, messages=[{"role": "user", "content": "a long story"}], max_tokens=300, extra_body={"min_tokens": 300})
+    oai.chat.completions.create(
+        model=model_id,
+        messages=[{"role": "user", "content": "a long story"}],
+        max_tokens=300,
+        extra_body={"min_tokens": 300},
+    )
     full_elapsed = time.perf_counter() - started - elapsed
-    print(f"\ndisconnect: next request done {elapsed:.2f} s after the start; 300 tokens take {full_elapsed:.2f} s here")
+    print(
+        f"\ndisconnect: next request done {elapsed:.2f} s after the start; 300 tokens take {full_elapsed:.2f} s here"
+    )
     assert reply.usage.completion_tokens >= 1 and elapsed < full_elapsed  # far less than 1500 tokens' worth
 
 
@@ -550,14 +761,31 @@ def test_load_16_concurrent_streams(server, oai, model_id):
         time.sleep(delay)
         sent = time.perf_counter()
         first = None
-        chunks = list(oai.chat.completions.create(
-            model=model_id, messages=[{"role": "user", "content": f"Request {i}: tell me about topic number {i * 7}."}],
-            max_tokens=tokens, temperature=0.9, seed=i, stream=True, stream_options={"include_usage": True}, extra_body={"min_tokens": tokens}))
+        chunks = list(
+            oai.chat.completions.create(
+                model=model_id,
+                messages=[{"role": "user", "content": f"Request {i}: tell me about topic number {i * 7}."}],
+                max_tokens=tokens,
+                temperature=0.9,
+                seed=i,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_body={"min_tokens": tokens},
+            )
+        )
         for c in chunks:
             if first is None and c.choices and c.choices[0].delta.content:
                 first = time.perf_counter()
-        return {"i": i, "sent": sent, "first": first, "done": time.perf_counter(), "latency": time.perf_counter() - sent, "ids": {c.id for c in chunks},
-                "text": "".join(c.choices[0].delta.content or "" for c in chunks if c.choices), "usage": chunks[-1].usage}
+        return {
+            "i": i,
+            "sent": sent,
+            "first": first,
+            "done": time.perf_counter(),
+            "latency": time.perf_counter() - sent,
+            "ids": {c.id for c in chunks},
+            "text": "".join(c.choices[0].delta.content or "" for c in chunks if c.choices),
+            "usage": chunks[-1].usage,
+        }
 
     ask(99)  # warm up
     baseline = rss_mb(server.proc.pid)
@@ -577,11 +805,16 @@ def test_load_16_concurrent_streams(server, oai, model_id):
     time.sleep(1)
     after = rss_mb(server.proc.pid)
     latencies = sorted(r["latency"] for r in results)
-    p50, p95 = statistics.median(latencies), latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]
+    p50, p95 = (
+        statistics.median(latencies),
+        latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))],
+    )
     order = [r["i"] for r in sorted(results, key=lambda r: r["first"])]
     in_flight = max(sum(r["sent"] <= t < r["done"] for r in results) for t in (r["sent"] for r in results))
-    print(f"\nload: requests={n} completed={len(results)} errors={errors} p50={p50:.2f}s p95={p95:.2f}s max_in_flight={in_flight} "
-          f"page={page.status_code} in {page_s:.2f}s rss baseline={baseline:.0f}MB peak={peak:.0f}MB after={after:.0f}MB order={order}")
+    print(
+        f"\nload: requests={n} completed={len(results)} errors={errors} p50={p50:.2f}s p95={p95:.2f}s max_in_flight={in_flight} "
+        f"page={page.status_code} in {page_s:.2f}s rss baseline={baseline:.0f}MB peak={peak:.0f}MB after={after:.0f}MB order={order}"
+    )
 
     assert errors == 0 and len(results) == n and page.status_code == 200
     assert all(r["usage"].completion_tokens == tokens and len(r["ids"]) == 1 for r in results)

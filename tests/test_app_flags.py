@@ -28,8 +28,14 @@ def test_every_flag_has_an_environment_twin():
 
 
 def test_environment_sets_defaults_and_flags_win():
-    env = {"ASSISTANT_MODEL": "/models/x", "ASSISTANT_PORT": "9000", "ASSISTANT_SHARE": "true",
-           "ASSISTANT_API_KEY": "k", "ASSISTANT_AUTH": "a:b,c:d", "ASSISTANT_ASR_BEAM_SIZE": "1"}
+    env = {
+        "ASSISTANT_MODEL": "/models/x",
+        "ASSISTANT_PORT": "9000",
+        "ASSISTANT_SHARE": "true",
+        "ASSISTANT_API_KEY": "k",
+        "ASSISTANT_AUTH": "a:b,c:d",
+        "ASSISTANT_ASR_BEAM_SIZE": "1",
+    }
     s = parse(env=env)
     assert (s.model, s.port, s.share, s.api_key, s.asr_beam_size) == ("/models/x", 9000, True, "k", 1)
     assert s.auth == (("a", "b"), ("c", "d"))

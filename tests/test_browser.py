@@ -17,8 +17,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 ARTIFACTS = ROOT / "artifacts"
 FIRST_MESSAGE = "Hello from the browser! What is in this photo?"
@@ -39,7 +45,11 @@ def browser(media):
     from playwright.sync_api import sync_playwright
 
     # The microphone is a fake device that "hears" the spoken test question.
-    fake_mic = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={media['speech']}"]
+    fake_mic = [
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={media['speech']}",
+    ]
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + fake_mic)
         yield b
@@ -137,7 +147,9 @@ def test_send_stream_stop_and_find_it_again_after_reload(page, media):
     page.locator("#input textarea").press("Enter")
     stop = page.locator("#input").get_by_role("button", name="Stop")
     stop.wait_for()
-    page.wait_for_function("() => { const r = document.querySelectorAll('#chat [data-testid=bot]'); return r.length >= 2 && r[r.length - 1].innerText.length > 20; }")
+    page.wait_for_function(
+        "() => { const r = document.querySelectorAll('#chat [data-testid=bot]'); return r.length >= 2 && r[r.length - 1].innerText.length > 20; }"
+    )
     stop.click()
     assert "stopped" in wait_for_stats(page, "stopped")
     stopped_at = last_reply(page)

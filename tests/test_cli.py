@@ -21,7 +21,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_cli(*args, timeout=240):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "assistant", *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "assistant", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 def assert_clean_error(result, *words):
@@ -46,7 +53,19 @@ def photo(tmp_path_factory):
 
 
 def test_chat_streams_and_ends_with_json(tiny_model, photo):
-    result = run_cli("chat", "--model", tiny_model, "--image", photo, "--max-new-tokens", "8", "--temperature", "0", "--json", "What is in this photo?")
+    result = run_cli(
+        "chat",
+        "--model",
+        tiny_model,
+        "--image",
+        photo,
+        "--max-new-tokens",
+        "8",
+        "--temperature",
+        "0",
+        "--json",
+        "What is in this photo?",
+    )
     assert result.returncode == 0, result.stderr
     last = json.loads(result.stdout.strip().splitlines()[-1])
     assert {"reply", "tokens", "ttft_s", "tokens_per_s"} <= last.keys()
@@ -94,4 +113,6 @@ def test_bad_files_exit_2(tiny_model, tmp_path):
     assert_clean_error(run_cli("chat", "--model", tiny_model, "--image", page, "hi"), "page.jpg")
     assert_clean_error(run_cli("transcribe", page), "audio")
     assert_clean_error(run_cli("chat", "--model", tiny_model, "--temperature", "5", "hi"), "temperature")
-    assert_clean_error(run_cli("chat", "--model", tiny_model, "--system", "no-such-persona", "hi"), "system prompt")
+    assert_clean_error(
+        run_cli("chat", "--model", tiny_model, "--system", "no-such-persona", "hi"), "system prompt"
+    )

@@ -6,7 +6,14 @@ import time
 import pytest
 from PIL import Image
 
-from assistant.conversation import Message, edit_user_message, fit_to_context, for_regenerate, limit_images, undo_last_turn
+from assistant.conversation import (
+    Message,
+    edit_user_message,
+    fit_to_context,
+    for_regenerate,
+    limit_images,
+    undo_last_turn,
+)
 from assistant.core import Assistant, Done, Queued, StopFilter, Token
 from assistant.errors import InvalidParams, ModelUnavailable
 from assistant.models.base import GenerationParams
@@ -66,8 +73,18 @@ def test_missing_model_explains_itself():
 
 @pytest.mark.parametrize(
     "field,value",
-    [("temperature", -0.1), ("temperature", 2.5), ("temperature", float("nan")), ("top_p", 0), ("top_p", 1.5),
-     ("max_new_tokens", 0), ("max_new_tokens", 10**6), ("seed", -1), ("seed", "x"), ("max_new_tokens", 1.5)],
+    [
+        ("temperature", -0.1),
+        ("temperature", 2.5),
+        ("temperature", float("nan")),
+        ("top_p", 0),
+        ("top_p", 1.5),
+        ("max_new_tokens", 0),
+        ("max_new_tokens", 10**6),
+        ("seed", -1),
+        ("seed", "x"),
+        ("max_new_tokens", 1.5),
+    ],
 )
 def test_params_out_of_range_name_the_field(field, value):
     with pytest.raises(InvalidParams, match=field):
@@ -211,7 +228,12 @@ def test_turn_queue_positions_and_leaving_early():
 
 
 def test_conversation_history_ops():
-    conv = [Message("user", "q1"), Message("assistant", "a1"), Message("user", "q2"), Message("assistant", "a2")]
+    conv = [
+        Message("user", "q1"),
+        Message("assistant", "a1"),
+        Message("user", "q2"),
+        Message("assistant", "a2"),
+    ]
     history, user = for_regenerate(conv)
     assert user.text == "q2" and [m.text for m in history] == ["q1", "a1"]
     history, edited = edit_user_message(conv, 0, "q1 edited")

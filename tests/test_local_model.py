@@ -40,7 +40,13 @@ def test_chat_with_images_in_two_turns_streams(tiny):
     arch, model = tiny
     assistant = Assistant(Settings(image_max_side=256), model)
     history = [Message.user("What colour is this?", (photo("red"),)), Message("assistant", "It is red.")]
-    events = list(assistant.reply(history, Message.user("And this one?", images=(photo("blue", (64, 96)),)), assistant.params(max_new_tokens=12, temperature=0, seed=1)))
+    events = list(
+        assistant.reply(
+            history,
+            Message.user("And this one?", images=(photo("blue", (64, 96)),)),
+            assistant.params(max_new_tokens=12, temperature=0, seed=1),
+        )
+    )
     done = events[-1]
     assert isinstance(done, Done), arch
     assert done.stats.tokens > 0 and done.stats.prompt_tokens > model.image_tokens
@@ -53,7 +59,9 @@ def test_greedy_is_deterministic_and_seed_reproducible(tiny):
     assistant = Assistant(Settings(), model)
 
     def run(**params):
-        return list(assistant.reply([], Message.user("hello there"), assistant.params(max_new_tokens=8, **params)))[-1].text
+        return list(
+            assistant.reply([], Message.user("hello there"), assistant.params(max_new_tokens=8, **params))
+        )[-1].text
 
     assert run(temperature=0) == run(temperature=0)
     assert run(temperature=1.0, seed=7) == run(temperature=1.0, seed=7)
@@ -81,7 +89,10 @@ def test_user_text_cannot_produce_control_tokens(tiny, attack):
 def test_cancel_stops_within_a_token_and_thread_ends(tiny):
     _, model = tiny
     before = threading.active_count()
-    request = ChatRequest([Message("user", "go on forever")], GenerationParams(max_new_tokens=400, min_new_tokens=400, temperature=0))
+    request = ChatRequest(
+        [Message("user", "go on forever")],
+        GenerationParams(max_new_tokens=400, min_new_tokens=400, temperature=0),
+    )
     chunks, usage = 0, None
     for item in model.stream(request):
         chunks += 1
@@ -94,7 +105,9 @@ def test_cancel_stops_within_a_token_and_thread_ends(tiny):
 
 def test_closing_stream_early_frees_model(tiny):
     _, model = tiny
-    request = ChatRequest([Message("user", "talk")], GenerationParams(max_new_tokens=300, min_new_tokens=300, temperature=0))
+    request = ChatRequest(
+        [Message("user", "talk")], GenerationParams(max_new_tokens=300, min_new_tokens=300, temperature=0)
+    )
     stream = model.stream(request)
     next(stream)
     stream.close()
@@ -114,7 +127,11 @@ def test_missing_model_offline_names_model_and_fix(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelUnavailable) as err:
         LocalChatModel.load("Qwen/Qwen2.5-VL-3B-Instruct")
-    assert "Qwen/Qwen2.5-VL-3B-Instruct" in str(err.value) and "hf download" in str(err.value) and "--model" in str(err.value)
+    assert (
+        "Qwen/Qwen2.5-VL-3B-Instruct" in str(err.value)
+        and "hf download" in str(err.value)
+        and "--model" in str(err.value)
+    )
 
 
 @pytest.mark.parametrize("quantization", ["nf4", "int8"])
@@ -128,7 +145,10 @@ def test_bitsandbytes_load_on_cpu(tmp_path_factory, quantization):
 
     quantized = [m for m in model.model.modules() if isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))]
     assert quantized, "no layer was quantized"
-    request = ChatRequest([Message.user("hi", (photo("green"),))], GenerationParams(max_new_tokens=3, min_new_tokens=3, temperature=0))
+    request = ChatRequest(
+        [Message.user("hi", (photo("green"),))],
+        GenerationParams(max_new_tokens=3, min_new_tokens=3, temperature=0),
+    )
     assert list(model.stream(request))[-1].completion_tokens == 3
 
 

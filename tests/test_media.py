@@ -10,9 +10,9 @@ import io
 import random
 import re
 import shutil
-import sys
 import struct
 import subprocess
+import sys
 import wave
 import zlib
 
@@ -40,12 +40,18 @@ def encode(img: Image.Image, fmt: str, **kw) -> bytes:
 
 def png_claiming(width: int, height: int) -> bytes:
     """A valid PNG header that declares width x height, followed by a few bytes of data."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         crc = zlib.crc32(kind + body)
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def animated(fmt: str) -> bytes:
@@ -189,8 +195,11 @@ def test_rejects_html(tmp_path):
 
 def test_rejects_svg():
     svg = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>'
-    assert_rejected(svg, "photo.svg is not a supported image (looks like SVG/XML). "
-                    "Use JPEG, PNG, WebP, GIF, BMP or TIFF.", name="photo.svg")
+    assert_rejected(
+        svg,
+        "photo.svg is not a supported image (looks like SVG/XML). Use JPEG, PNG, WebP, GIF, BMP or TIFF.",
+        name="photo.svg",
+    )
 
 
 def test_rejects_text():
@@ -221,13 +230,18 @@ def test_rejects_decompression_bomb_from_the_header():
     pil_cap = Image.MAX_IMAGE_PIXELS
     # 30000x30000 declared, ~100 bytes of data: a decode would fail as "corrupt"; the
     # megapixel message proves the header alone was judged.
-    assert_rejected(png_claiming(30000, 30000), "bomb.png has 900 megapixels",
-                    "over the 100-megapixel limit", name="bomb.png")
+    assert_rejected(
+        png_claiming(30000, 30000),
+        "bomb.png has 900 megapixels",
+        "over the 100-megapixel limit",
+        name="bomb.png",
+    )
     # Under Pillow's own guard but over ours: our cap, our message.
-    assert_rejected(png_claiming(11000, 10000), "110 megapixels (11000x10000)",
-                    "over the 100-megapixel limit")
+    assert_rejected(
+        png_claiming(11000, 10000), "110 megapixels (11000x10000)", "over the 100-megapixel limit"
+    )
     assert_rejected(encode(photo(), "JPEG"), "0.1 megapixels", max_pixels=100_000)
-    assert Image.MAX_IMAGE_PIXELS == pil_cap  # Pillow's process-wide guard left alone
+    assert pil_cap == Image.MAX_IMAGE_PIXELS  # Pillow's process-wide guard left alone
 
 
 def test_rejects_over_the_byte_cap(tmp_path):
@@ -243,8 +257,7 @@ def test_rejects_over_the_byte_cap(tmp_path):
 
 def test_rejects_unsupported_image_formats_by_name():
     heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\0" * 100
-    assert_rejected(heic, "IMG_1.HEIC is not a supported image (looks like HEIC/HEIF)",
-                    name="IMG_1.HEIC")
+    assert_rejected(heic, "IMG_1.HEIC is not a supported image (looks like HEIC/HEIF)", name="IMG_1.HEIC")
     ico = encode(Image.new("RGB", (16, 16)), "ICO")
     assert_rejected(ico, "looks like ICO")
     assert_rejected(123, "expected a file path or bytes")
@@ -310,10 +323,22 @@ def audio(tmp_path_factory):
     _run(*ff, src, "-c:a", "flac", str(d / "speech.flac"))
     # What a browser's MediaRecorder sends: WebM/Opus written as a stream, no duration header.
     with open(d / "live.webm", "wb") as out:
-        subprocess.run([*ff, src, "-c:a", "libopus", "-f", "webm", "pipe:1"], stdout=out,
-                       check=True, timeout=60)
-    _run("ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=d=1:s=64x48:r=10",
-         "-pix_fmt", "yuv420p", str(d / "silent_video.mp4"))
+        subprocess.run(
+            [*ff, src, "-c:a", "libopus", "-f", "webm", "pipe:1"], stdout=out, check=True, timeout=60
+        )
+    _run(
+        "ffmpeg",
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=d=1:s=64x48:r=10",
+        "-pix_fmt",
+        "yuv420p",
+        str(d / "silent_video.mp4"),
+    )
     with wave.open(str(d / "wav44.wav")) as w:
         seconds = w.getnframes() / w.getframerate()
     files = {p.name: p for p in d.iterdir()}
@@ -337,8 +362,10 @@ def assert_audio_rejected(source, *words, **kw):
 # --------------------------------------------------------------------------- audio: accepted
 
 
-@pytest.mark.parametrize("name", ["wav44.wav", "speech.mp3", "speech.opus.ogg", "speech.webm",
-                                  "live.webm", "speech.m4a", "speech.flac"])
+@pytest.mark.parametrize(
+    "name",
+    ["wav44.wav", "speech.mp3", "speech.opus.ogg", "speech.webm", "live.webm", "speech.m4a", "speech.flac"],
+)
 def test_audio_formats_decode_to_16k_mono_float32(audio, name):
     path = audio[name]
     for source in (path, str(path), path.read_bytes()):
@@ -353,6 +380,7 @@ def test_audio_formats_decode_to_16k_mono_float32(audio, name):
 
 def test_browser_webm_has_no_duration_header_yet_is_measured(audio):
     import av
+
     with av.open(str(audio["live.webm"])) as c:
         assert c.duration is None and c.streams.audio[0].duration is None
     assert abs(media.audio_duration(audio["live.webm"].read_bytes()) - audio["seconds"]) < 0.1
@@ -390,22 +418,20 @@ def test_audio_rejects_over_duration(audio):
     message = assert_audio_rejected(audio["speech.m4a"], max_seconds=1.0)
     assert re.fullmatch(r"speech\.m4a is \d\.\d s long, over the 1 s limit", message), message
     # no duration in the header (browser WebM): refused while decoding, once past the cap
-    assert_audio_rejected(audio["live.webm"], "live.webm is longer than the 1 s limit",
-                          max_seconds=1.0)
+    assert_audio_rejected(audio["live.webm"], "live.webm is longer than the 1 s limit", max_seconds=1.0)
     assert media.load_audio(audio["live.webm"], max_seconds=30).size > 16000
 
 
 def test_audio_rejects_over_byte_cap(audio):
-    assert_audio_rejected(audio["speech.flac"], "speech.flac is ", "over the 1000 bytes limit",
-                          max_bytes=1000)
-    assert_audio_rejected(audio["speech.flac"].read_bytes(), "over the 1000 bytes limit",
-                          max_bytes=1000)
+    assert_audio_rejected(
+        audio["speech.flac"], "speech.flac is ", "over the 1000 bytes limit", max_bytes=1000
+    )
+    assert_audio_rejected(audio["speech.flac"].read_bytes(), "over the 1000 bytes limit", max_bytes=1000)
 
 
 def test_audio_rejects_corrupt(audio):
     rng = random.Random(3)
-    assert_audio_rejected(b"fLaC" + rng.randbytes(4000), "rec.flac is truncated or corrupt",
-                          name="rec.flac")
+    assert_audio_rejected(b"fLaC" + rng.randbytes(4000), "rec.flac is truncated or corrupt", name="rec.flac")
     m4a = audio["speech.m4a"].read_bytes()
     assert_audio_rejected(m4a[: len(m4a) // 2], "truncated or corrupt (a damaged M4A audio file)")
     wav = audio["wav44.wav"].read_bytes()
@@ -441,15 +467,27 @@ def test_kind_of_routes_by_content_not_extension(audio, tmp_path):
         assert media.kind_of(data) == "image", fmt
         (tmp_path / f"x.{fmt}.mp3").write_bytes(data)
         assert media.kind_of(tmp_path / f"x.{fmt}.mp3") == "image", fmt
-    for name in ("wav44.wav", "speech.mp3", "speech.opus.ogg", "speech.webm", "live.webm",
-                 "speech.m4a", "speech.flac"):
+    for name in (
+        "wav44.wav",
+        "speech.mp3",
+        "speech.opus.ogg",
+        "speech.webm",
+        "live.webm",
+        "speech.m4a",
+        "speech.flac",
+    ):
         assert media.kind_of(audio[name]) == "audio", name
         assert media.kind_of(audio[name].read_bytes()) == "audio", name
     disguised = tmp_path / "voice.jpg"
     disguised.write_bytes(audio["speech.webm"].read_bytes())
     assert media.kind_of(disguised) == "audio"
-    for junk in (b"", b"hello world", b"<!doctype html><p>hi", random.Random(5).randbytes(3000),
-                 audio["silent_video.mp4"].read_bytes()):
+    for junk in (
+        b"",
+        b"hello world",
+        b"<!doctype html><p>hi",
+        random.Random(5).randbytes(3000),
+        audio["silent_video.mp4"].read_bytes(),
+    ):
         assert media.kind_of(junk) == "unknown", junk[:20]
     assert media.kind_of(tmp_path / "missing.png") == "unknown"
     # recognisable but unusable images route to load_image, which says exactly why
@@ -459,6 +497,5 @@ def test_kind_of_routes_by_content_not_extension(audio, tmp_path):
 
 def test_media_does_not_import_torch():
     code = "import sys, assistant.media; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                         text=True, check=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "False"

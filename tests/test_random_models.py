@@ -60,9 +60,15 @@ def _conversation():
     blue = Image.new("RGB", (30, 70), (30, 30, 200))  # portrait
     return [
         {"role": "system", "content": [{"type": "text", "text": "You are a terse assistant."}]},
-        {"role": "user", "content": [{"type": "image", "image": red}, {"type": "text", "text": "What color is it?"}]},
+        {
+            "role": "user",
+            "content": [{"type": "image", "image": red}, {"type": "text", "text": "What color is it?"}],
+        },
         {"role": "assistant", "content": [{"type": "text", "text": "It is red."}]},
-        {"role": "user", "content": [{"type": "text", "text": "And this one?"}, {"type": "image", "image": blue}]},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "And this one?"}, {"type": "image", "image": blue}],
+        },
     ]
 
 
@@ -90,7 +96,7 @@ def _image_token(processor) -> str:
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_tiny_model_loads_and_chats_with_two_images(arch, built):
-    from transformers import AutoProcessor, AutoModelForImageTextToText
+    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     path, seconds = built(arch)
     assert seconds < 30, f"tiny {arch} took {seconds:.1f} s to build"
@@ -192,7 +198,7 @@ def test_bitsandbytes_on_cpu(bits, built):
         model = AutoModelForImageTextToText.from_pretrained(path, quantization_config=quant, device_map="cpu")
         with torch.inference_mode():
             out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
-    except Exception as exc:  # noqa: BLE001 - the reason is the point of the skip
+    except Exception as exc:
         pytest.skip(f"bitsandbytes {bits}-bit on CPU failed: {type(exc).__name__}: {exc}")
     assert any(type(m).__name__ == layer for m in model.modules())
     assert out.shape[1] > inputs["input_ids"].shape[1]

@@ -59,7 +59,9 @@ def run(chat_model, text="hi", images=(), **params) -> tuple[str, Usage]:
 
 
 def sse(*chunks) -> bytes:
-    return b"".join(b"data: " + (c if isinstance(c, bytes) else json.dumps(c).encode()) + b"\n\n" for c in chunks)
+    return b"".join(
+        b"data: " + (c if isinstance(c, bytes) else json.dumps(c).encode()) + b"\n\n" for c in chunks
+    )
 
 
 def delta(text=None, finish=None) -> dict:
@@ -67,6 +69,7 @@ def delta(text=None, finish=None) -> dict:
 
 
 # --------------------------------------------------------------------------- against this app's API
+
 
 def test_discovers_the_served_model_and_its_context():
     chat_model, _ = remote()
@@ -76,11 +79,28 @@ def test_discovers_the_served_model_and_its_context():
 
 def test_streams_with_images_params_and_usage():
     chat_model, fake = remote()
-    text, usage = run(chat_model, "what is it?", [Image.new("RGB", (40, 30), "blue")], max_new_tokens=3, temperature=0.3, top_p=0.9, seed=5, stop=("zz",), min_new_tokens=1)
+    text, usage = run(
+        chat_model,
+        "what is it?",
+        [Image.new("RGB", (40, 30), "blue")],
+        max_new_tokens=3,
+        temperature=0.3,
+        top_p=0.9,
+        seed=5,
+        stop=("zz",),
+        min_new_tokens=1,
+    )
     assert text == "Hello, world"
     got = fake.requests[-1]
     assert got.messages[-1].text == "what is it?" and got.messages[-1].images[0].size == (40, 30)
-    assert (got.params.max_new_tokens, got.params.temperature, got.params.top_p, got.params.seed, got.params.stop, got.params.min_new_tokens) == (3, 0.3, 0.9, 5, ("zz",), 1)
+    assert (
+        got.params.max_new_tokens,
+        got.params.temperature,
+        got.params.top_p,
+        got.params.seed,
+        got.params.stop,
+        got.params.min_new_tokens,
+    ) == (3, 0.3, 0.9, 5, ("zz",), 1)
     # usage comes from the server's final chunk (stream_options.include_usage)
     assert usage.prompt_tokens == fake.usages[-1].prompt_tokens and usage.completion_tokens == 3
     assert usage.finish_reason == "length" and usage.first_token_at is not None
@@ -99,7 +119,10 @@ def test_assistant_over_a_remote_model_end_to_end():
 def test_token_estimate_counts_images():
     chat_model, _ = remote()
     plain = chat_model.count_tokens(Message("user", "x" * 300))
-    assert plain >= 100 and chat_model.count_tokens(Message.user("x" * 300, (Image.new("RGB", (8, 8)),))) > plain + 500
+    assert (
+        plain >= 100
+        and chat_model.count_tokens(Message.user("x" * 300, (Image.new("RGB", (8, 8)),))) > plain + 500
+    )
 
 
 def test_cancel_closes_the_stream():
@@ -121,6 +144,7 @@ def test_remote_api_key_is_sent_and_a_wrong_one_is_explained():
 
 # --------------------------------------------------------------------------- failures
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -137,19 +161,24 @@ def test_unreachable_server_is_a_clear_error_naming_the_url():
 
 
 def test_from_settings_starts_even_when_the_server_is_down():
-    chat_model = RemoteChatModel.from_settings(Settings(backend="openai", base_url=f"http://127.0.0.1:{free_port()}/v1"))
+    chat_model = RemoteChatModel.from_settings(
+        Settings(backend="openai", base_url=f"http://127.0.0.1:{free_port()}/v1")
+    )
     assert chat_model.info.name == "(remote model)"
     with pytest.raises(ModelUnavailable):
         run(chat_model)
     chat_model.close()  # also ends its background search for the server
 
 
-@pytest.mark.parametrize("status,error,words", [
-    (500, GenerationFailed, "failed \\(HTTP 500\\): boom"),
-    (503, ModelUnavailable, "busy or not ready"),
-    (400, InvalidParams, "rejected the request: boom"),
-    (404, ModelUnavailable, "--remote-model"),
-])
+@pytest.mark.parametrize(
+    "status,error,words",
+    [
+        (500, GenerationFailed, "failed \\(HTTP 500\\): boom"),
+        (503, ModelUnavailable, "busy or not ready"),
+        (400, InvalidParams, "rejected the request: boom"),
+        (404, ModelUnavailable, "--remote-model"),
+    ],
+)
 def test_http_errors_are_translated(status, error, words):
     chat_model = scripted(lambda r: httpx.Response(status, json={"error": {"message": "boom"}}))
     with pytest.raises(error, match=words):
@@ -164,11 +193,14 @@ def test_timeout_is_a_clear_error():
         run(scripted(handler, timeout_s=7))
 
 
-@pytest.mark.parametrize("body,words", [
-    (sse(delta("a"), {"error": {"message": "engine died"}}), "failed mid-reply: engine died"),
-    (sse(delta("a")), "closed the stream before it finished"),
-    (b"data: {not json\n\n", "malformed stream"),
-])
+@pytest.mark.parametrize(
+    "body,words",
+    [
+        (sse(delta("a"), {"error": {"message": "engine died"}}), "failed mid-reply: engine died"),
+        (sse(delta("a")), "closed the stream before it finished"),
+        (b"data: {not json\n\n", "malformed stream"),
+    ],
+)
 def test_broken_streams_are_generation_failures(body, words):
     chat_model = scripted(lambda r: httpx.Response(200, content=body))
     with pytest.raises(GenerationFailed, match=words):
@@ -182,7 +214,9 @@ def test_server_without_stream_options_falls_back_to_counting_chunks():
         body = json.loads(request.content)
         bodies.append(body)
         if "stream_options" in body:
-            return httpx.Response(400, json={"error": {"message": "Unrecognized request argument supplied: stream_options"}})
+            return httpx.Response(
+                400, json={"error": {"message": "Unrecognized request argument supplied: stream_options"}}
+            )
         return httpx.Response(200, content=sse(delta("a"), delta("b"), delta(finish="stop"), b"[DONE]"))
 
     chat_model = scripted(handler)
@@ -194,6 +228,7 @@ def test_server_without_stream_options_falls_back_to_counting_chunks():
 
 # --------------------------------------------------------------------------- speech
 
+
 def test_remote_transcriber_against_this_app():
     asr = FakeTranscriber()
     tc, _ = engine_client(transcriber=asr)
@@ -201,14 +236,25 @@ def test_remote_transcriber_against_this_app():
     transcriber._client = tc
     assert transcriber.name == "whisper-1"
     t = transcriber.transcribe(b"RIFFaudio", language="de")
-    assert (t.text, t.language, t.duration_s, len(t.segments), t.segments[1].text) == ("hello there. general kenobi", "de", 2.5, 2, "general kenobi")
+    assert (t.text, t.language, t.duration_s, len(t.segments), t.segments[1].text) == (
+        "hello there. general kenobi",
+        "de",
+        2.5,
+        2,
+        "general kenobi",
+    )
     assert asr.calls[-1] == (b"RIFFaudio", "de")
     transcriber.transcribe(np.zeros(1600, dtype=np.float32))
     assert asr.calls[-1][0][:4] == b"RIFF"  # samples travel as a WAV file
 
 
 def test_remote_transcriber_maps_language_names_and_limits_size(tmp_path):
-    client = httpx.Client(base_url=URL + "/", transport=httpx.MockTransport(lambda r: httpx.Response(200, json={"text": " Hola ", "language": "spanish", "duration": 1.5})))
+    client = httpx.Client(
+        base_url=URL + "/",
+        transport=httpx.MockTransport(
+            lambda r: httpx.Response(200, json={"text": " Hola ", "language": "spanish", "duration": 1.5})
+        ),
+    )
     t = RemoteTranscriber(URL, client=client, max_audio_bytes=10).transcribe(b"tiny")
     assert (t.text, t.language, t.segments) == ("Hola", "es", ())
     (tmp_path / "big.wav").write_bytes(b"x" * 11)
@@ -230,9 +276,32 @@ def apps(tmp_path_factory):
 
     model_dir = build("idefics3", tmp_path_factory.getbasetemp() / "tiny-idefics3")
     port = free_port()
-    engine_args = ["--model", str(model_dir), "--device", "cpu", "--api-key", ENGINE_KEY, "--data-dir", str(tmp_path_factory.mktemp("engine"))]
-    front_args = ["--backend", "openai", "--base-url", f"http://127.0.0.1:{port}/v1", "--remote-api-key", ENGINE_KEY, "--asr-backend", "openai",
-                  "--device", "cpu", "--api-key", FRONT_KEY, "--data-dir", str(tmp_path_factory.mktemp("front"))]
+    engine_args = [
+        "--model",
+        str(model_dir),
+        "--device",
+        "cpu",
+        "--api-key",
+        ENGINE_KEY,
+        "--data-dir",
+        str(tmp_path_factory.mktemp("engine")),
+    ]
+    front_args = [
+        "--backend",
+        "openai",
+        "--base-url",
+        f"http://127.0.0.1:{port}/v1",
+        "--remote-api-key",
+        ENGINE_KEY,
+        "--asr-backend",
+        "openai",
+        "--device",
+        "cpu",
+        "--api-key",
+        FRONT_KEY,
+        "--data-dir",
+        str(tmp_path_factory.mktemp("front")),
+    ]
     with ThreadPoolExecutor(2) as pool:  # started together: the front finds the engine once it is up
         started = [pool.submit(start_app, engine_args, port), pool.submit(start_app, front_args)]
         running = []
@@ -265,7 +334,14 @@ def wait_for_model(client, timeout=30.0) -> list[str]:
 
 
 def ask(client, model, text="Say something.", **kw):
-    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}], max_tokens=10, temperature=0, extra_body={"min_tokens": 10}, **kw)
+    return client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": text}],
+        max_tokens=10,
+        temperature=0,
+        extra_body={"min_tokens": 10},
+        **kw,
+    )
 
 
 @pytest.mark.slow
@@ -275,14 +351,27 @@ def test_front_end_serves_the_api_through_the_engine(apps):
     assert wait_for_model(front) == [engine_model, "whisper-1"]
 
     direct, through = ask(engine, engine_model), ask(front, engine_model)
-    assert through.choices[0].message.content == direct.choices[0].message.content  # same prompt, same greedy words
+    assert (
+        through.choices[0].message.content == direct.choices[0].message.content
+    )  # same prompt, same greedy words
     assert through.usage.prompt_tokens == direct.usage.prompt_tokens and through.usage.completion_tokens == 10
 
     from tests.test_api import photo_data_url
 
-    content = [{"type": "text", "text": "Describe it."}, {"type": "image_url", "image_url": {"url": photo_data_url()}}]
-    chunks = list(front.chat.completions.create(model=engine_model, messages=[{"role": "user", "content": content}], max_tokens=8,
-                                                stream=True, stream_options={"include_usage": True}, extra_body={"min_tokens": 8}))
+    content = [
+        {"type": "text", "text": "Describe it."},
+        {"type": "image_url", "image_url": {"url": photo_data_url()}},
+    ]
+    chunks = list(
+        front.chat.completions.create(
+            model=engine_model,
+            messages=[{"role": "user", "content": content}],
+            max_tokens=8,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"min_tokens": 8},
+        )
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert chunks[-1].usage.prompt_tokens > through.usage.prompt_tokens  # the image reached the engine
 
@@ -295,7 +384,11 @@ def test_front_end_speech_goes_to_the_engine(apps, tmp_path):
         pytest.skip("espeak-ng, sox and ffmpeg are needed to make speech")
     wav = make_speech("What is the capital of France?", tmp_path / "q.wav")
     with open(wav, "rb") as f:
-        text = openai_client(apps["front"], FRONT_KEY).audio.transcriptions.create(model="whisper-1", file=f).text
+        text = (
+            openai_client(apps["front"], FRONT_KEY)
+            .audio.transcriptions.create(model="whisper-1", file=f)
+            .text
+        )
     assert "capital" in text.lower() and "france" in text.lower(), text
 
 
@@ -309,7 +402,9 @@ def test_engine_down_is_explained_and_the_front_recovers(apps):
     front = openai_client(apps["front"], FRONT_KEY)
     model = wait_for_model(front)[0]
     page = Client(apps["front"].url, verbose=False)
-    assert page.predict({"text": "hello", "files": []}, [], api_name="/chat")  # the page's endpoint, through the engine
+    assert page.predict(
+        {"text": "hello", "files": []}, [], api_name="/chat"
+    )  # the page's endpoint, through the engine
 
     engine = apps["engine"]
     engine.proc.kill()  # a crash, not a polite shutdown
@@ -318,7 +413,10 @@ def test_engine_down_is_explained_and_the_front_recovers(apps):
         ask(front, model)
     error = caught.value
     assert error.status_code == 503 and error.code == "model_unavailable"
-    assert f"cannot reach the chat server at http://127.0.0.1:{apps['port']}/v1" in error.message and "is it running" in error.message
+    assert (
+        f"cannot reach the chat server at http://127.0.0.1:{apps['port']}/v1" in error.message
+        and "is it running" in error.message
+    )
     with pytest.raises(Exception, match="cannot reach the chat server"):
         page.predict({"text": "hello", "files": []}, [], api_name="/chat")
     assert [m.id for m in front.models.list().data][0] == model  # the front itself keeps answering

@@ -23,7 +23,6 @@ from assistant.errors import InvalidParams, MediaError, ModelUnavailable
 from assistant.speech import Transcriber, Transcript, embedded_model_dir
 from tests.speech_samples import SENTENCES, VOICES, have_tools, make_silence, make_speech
 
-
 # Word error rate allowed per language, after normalising case, punctuation and numbers.
 # Measured here (faster-whisper 1.2.1, embedded base, int8, beam 5, 2 CPU cores) on the four
 # SENTENCES of each language spoken as one 11-12.5 s recording (27-35 words), over 2-4 runs:
@@ -61,6 +60,7 @@ def wer(reference: str, hypothesis: str, lang: str) -> float:
 
 
 # --- fixtures ---------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def transcriber() -> Transcriber:
@@ -104,8 +104,9 @@ def transcribed(transcriber, recording):
 @pytest.fixture(scope="module")
 def query(audio_dir) -> Path:
     """A ~4-s English voice query, the common case."""
-    return make_speech("What is the weather like in Paris today, and will it rain?",
-                       audio_dir / "query.webm", fmt="webm")
+    return make_speech(
+        "What is the weather like in Paris today, and will it rain?", audio_dir / "query.webm", fmt="webm"
+    )
 
 
 class EncodeCounter:
@@ -131,14 +132,14 @@ def encodes(transcriber, monkeypatch) -> EncodeCounter:
 
 # --- recognition ------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", CONTAINERS)
 @pytest.mark.parametrize("lang", sorted(MAX_WER))
 def test_transcribes_speech_and_detects_language(transcribed, lang, fmt):
     result = transcribed(lang, fmt)
     error = wer(" ".join(SENTENCES[lang]), result.text, lang)
-    print(f"{lang}/{fmt}: WER {error:.3f}, RTF {result.elapsed_s / result.duration_s:.3f}: "
-          f"{result.text}")
+    print(f"{lang}/{fmt}: WER {error:.3f}, RTF {result.elapsed_s / result.duration_s:.3f}: {result.text}")
     assert result.language == lang and result.language_probability > 0.3
     assert error <= MAX_WER[lang], result.text
     assert result.text == result.text.strip() and not result.is_empty
@@ -152,18 +153,22 @@ def plain_model(transcriber):
     """faster-whisper as shipped: detection and decoding each run the encoder."""
     from faster_whisper import WhisperModel
 
-    return WhisperModel(str(embedded_model_dir()), device=transcriber.device,
-                        compute_type=transcriber.compute_type, cpu_threads=2)
+    return WhisperModel(
+        str(embedded_model_dir()),
+        device=transcriber.device,
+        compute_type=transcriber.compute_type,
+        cpu_threads=2,
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("lang", sorted(MAX_WER))
-def test_single_encode_gives_what_plain_auto_detection_gives(plain_model, transcriber,
-                                                           transcribed, recording, lang):
+def test_single_encode_gives_what_plain_auto_detection_gives(
+    plain_model, transcriber, transcribed, recording, lang
+):
     """Sharing the encoder output changes the speed, not the results."""
     samples = speech._load_audio(recording(lang, "wav"), max_bytes=None, max_seconds=None)
-    segments, info = plain_model.transcribe(samples, beam_size=transcriber.beam_size,
-                                            vad_filter=True)
+    segments, info = plain_model.transcribe(samples, beam_size=transcriber.beam_size, vad_filter=True)
     ours = transcribed(lang, "wav")
     assert ours.language == info.language == lang
     assert ours.text == " ".join(s.text.strip() for s in segments)
@@ -204,9 +209,9 @@ def test_samples_and_bytes_are_accepted(transcriber, query):
 
 # --- nothing to hear, or not audio --------------------------------------------------------------
 
+
 @pytest.mark.slow
-def test_silence_gives_an_empty_transcript_without_running_the_encoder(transcriber, audio_dir,
-                                                                     encodes):
+def test_silence_gives_an_empty_transcript_without_running_the_encoder(transcriber, audio_dir, encodes):
     for audio in (make_silence(audio_dir / "silence.wav", 3.0), np.zeros(32000, np.float32)):
         result = transcriber.transcribe(audio)
         assert result.is_empty and result.text == "" and result.segments == ()
@@ -242,6 +247,7 @@ def test_unknown_language_is_invalid(transcriber):
 
 # --- model names that cannot be loaded ----------------------------------------------------------
 
+
 @pytest.fixture
 def offline_hub(tmp_path, monkeypatch):
     import huggingface_hub.constants as hub
@@ -251,12 +257,15 @@ def offline_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))  # nothing cached
 
 
-@pytest.mark.parametrize("name,words", [
-    ("tiny", ["'tiny'", "Systran/faster-whisper-tiny", "offline", "--asr-model"]),
-    ("someone/whisper-ct2", ["'someone/whisper-ct2'", "offline", "--asr-model"]),
-    ("gigantic", ["'gigantic'", "not a known size", "base.en", "--asr-model"]),
-    ("/no/such/dir", ["'/no/such/dir'", "no such directory", "--asr-model"]),
-])
+@pytest.mark.parametrize(
+    "name,words",
+    [
+        ("tiny", ["'tiny'", "Systran/faster-whisper-tiny", "offline", "--asr-model"]),
+        ("someone/whisper-ct2", ["'someone/whisper-ct2'", "offline", "--asr-model"]),
+        ("gigantic", ["'gigantic'", "not a known size", "base.en", "--asr-model"]),
+        ("/no/such/dir", ["'/no/such/dir'", "no such directory", "--asr-model"]),
+    ],
+)
 def test_unavailable_model_names_one_clear_error(offline_hub, name, words):
     with pytest.raises(ModelUnavailable) as caught:
         Transcriber(name)
@@ -271,6 +280,7 @@ def test_directory_without_a_model_is_unavailable(tmp_path):
 
 
 # --- the embedded weights, joined once ----------------------------------------------------------
+
 
 @pytest.fixture
 def cache_dir(tmp_path):
@@ -336,9 +346,16 @@ def test_embedded_join_refuses_a_corrupt_part(cache_dir, monkeypatch):
 
 def test_concurrent_first_runs_do_not_corrupt_the_join(cache_dir):
     code = "import sys; from assistant.speech import embedded_model_dir as e; print(e(sys.argv[1]))"
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(cache_dir)], text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              cwd=Path(__file__).resolve().parent.parent) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(cache_dir)],
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     dirs = {Path(out.strip()) for out, _ in outs}

@@ -63,7 +63,10 @@ def test_rename_and_delete(tmp_path):
 def test_reopen_after_restart_keeps_text_transcripts_and_images(tmp_path):
     upload = photo(tmp_path / "upload.png")
     store = HistoryStore(tmp_path / "data")
-    messages = [Message("user", "", (ImageAttachment(upload),), transcript="what colour is this"), Message.assistant("red")]
+    messages = [
+        Message("user", "", (ImageAttachment(upload),), transcript="what colour is this"),
+        Message.assistant("red"),
+    ]
     cid, stored = store.save(None, messages)
     Path(upload).unlink()  # the web server's upload cache is temporary
 

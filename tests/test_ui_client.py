@@ -59,15 +59,25 @@ def files(tmp_path_factory):
 
 
 def ask(client, text="", files=(), history=(), options=GREEDY):
-    return client.predict({"text": text, "files": [handle_file(f) for f in files]}, list(history), options, api_name="/chat")
+    return client.predict(
+        {"text": text, "files": [handle_file(f) for f in files]}, list(history), options, api_name="/chat"
+    )
 
 
 def user(text, *images):
-    return {"role": "user", "content": [*({"type": "file", "file": handle_file(p)} for p in images), {"type": "text", "text": text}]}
+    return {
+        "role": "user",
+        "content": [
+            *({"type": "file", "file": handle_file(p)} for p in images),
+            {"type": "text", "text": text},
+        ],
+    }
 
 
 def test_text(client):
-    reply = client.predict({"text": "Hello there!", "files": []}, [], api_name="/chat")  # the contract's own shape
+    reply = client.predict(
+        {"text": "Hello there!", "files": []}, [], api_name="/chat"
+    )  # the contract's own shape
     assert isinstance(reply, str) and reply.strip()
 
 
@@ -79,10 +89,20 @@ def test_text_and_image(client, files):
 
 def test_two_images_across_two_turns(client, files):
     first = ask(client, "What is this?", [files["coffee"]])
-    second = ask(client, "And this one?", [files["chelsea"]], history=[user("What is this?", files["coffee"]), {"role": "assistant", "content": first}])
+    second = ask(
+        client,
+        "And this one?",
+        [files["chelsea"]],
+        history=[user("What is this?", files["coffee"]), {"role": "assistant", "content": first}],
+    )
     assert second.strip()
     # The first turn's photo is still in context: without it the greedy answer changes.
-    without_first_photo = ask(client, "And this one?", [files["chelsea"]], history=[user("What is this?"), {"role": "assistant", "content": first}])
+    without_first_photo = ask(
+        client,
+        "And this one?",
+        [files["chelsea"]],
+        history=[user("What is this?"), {"role": "assistant", "content": first}],
+    )
     assert second != without_first_photo
 
 
@@ -93,16 +113,26 @@ def test_audio_only_message_uses_the_transcript(client, files):
 
 
 def test_streaming_with_submit(client):
-    job = client.submit({"text": "Tell me a story", "files": []}, [], {"temperature": 0, "max_new_tokens": 64}, api_name="/chat")
+    job = client.submit(
+        {"text": "Tell me a story", "files": []},
+        [],
+        {"temperature": 0, "max_new_tokens": 64},
+        api_name="/chat",
+    )
     final = job.result(timeout=120)
     updates = job.outputs()
     assert len(updates) > 1 and updates[-1] == final
-    assert all(later.startswith(earlier) for earlier, later in zip(updates, updates[1:]))  # the reply so far, growing
+    assert all(
+        later.startswith(earlier) for earlier, later in zip(updates, updates[1:])
+    )  # the reply so far, growing
 
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("text_as_jpg", "holiday.jpg is not a supported image"), ("broken_ogg", "voice.ogg is truncated or corrupt")],
+    [
+        ("text_as_jpg", "holiday.jpg is not a supported image"),
+        ("broken_ogg", "voice.ogg is truncated or corrupt"),
+    ],
 )
 def test_bad_file_is_rejected_and_the_app_keeps_serving(client, files, name, expected):
     with pytest.raises(Exception, match=expected):

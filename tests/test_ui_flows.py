@@ -12,8 +12,8 @@ from PIL import Image
 
 from assistant.core import Assistant
 from assistant.errors import InvalidParams
-from assistant.settings import Settings
 from assistant.models.base import Transcript
+from assistant.settings import Settings
 from assistant.store import HistoryStore
 from tests.fakes import FakeChatModel
 from ui import actions, endpoint, render, sidebar
@@ -40,7 +40,13 @@ def env(tmp_path):
     settings = Settings(model="fake", data_dir=tmp_path / "data")
     model = FakeChatModel(chunks=["Hello", ", ", "world", "!"])
     assistant = Assistant(settings, model, FakeTranscriber())
-    return SimpleNamespace(assistant=assistant, model=model, store=HistoryStore(settings.data_dir), session=ChatSession(), tmp=tmp_path)
+    return SimpleNamespace(
+        assistant=assistant,
+        model=model,
+        store=HistoryStore(settings.data_dir),
+        session=ChatSession(),
+        tmp=tmp_path,
+    )
 
 
 def photo(path, color=(10, 200, 10)):
@@ -135,7 +141,10 @@ def test_regenerate_edit_and_undo(env):
     actions.edit(env.session, SimpleNamespace(index=0, value="FIRST, edited"))
     run(env)
     assert [m.text for m in env.session.messages] == ["FIRST, edited", "Edited answer"]
-    assert [m.text for m in env.store.load(env.session.conversation_id).messages] == ["FIRST, edited", "Edited answer"]
+    assert [m.text for m in env.store.load(env.session.conversation_id).messages] == [
+        "FIRST, edited",
+        "Edited answer",
+    ]
 
     chat, _, box, _ = actions.undo(env.store, env.session)
     assert chat == [] and box.value == {"text": "FIRST, edited", "files": []}
@@ -175,8 +184,15 @@ def test_send_while_busy_is_refused_without_losing_the_text(env):
 
 def test_without_a_chat_model_voice_is_still_transcribed(tmp_path):
     settings = Settings(model="missing/model", data_dir=tmp_path)
-    assistant = Assistant(settings, None, FakeTranscriber("hello there"), chat_error="chat model 'missing/model' is not downloaded")
-    env = SimpleNamespace(assistant=assistant, store=HistoryStore(tmp_path), session=ChatSession(), tmp=tmp_path)
+    assistant = Assistant(
+        settings,
+        None,
+        FakeTranscriber("hello there"),
+        chat_error="chat model 'missing/model' is not downloaded",
+    )
+    env = SimpleNamespace(
+        assistant=assistant, store=HistoryStore(tmp_path), session=ChatSession(), tmp=tmp_path
+    )
     chat = send(env, files=[audio_file(tmp_path)])[-1][0]
     assert "🎤 hello there" in str(chat[0]["content"])
     assert "No chat model is loaded" in chat[1]["content"] and "missing/model" in chat[1]["content"]
@@ -208,15 +224,25 @@ def test_sessions_do_not_share_state():
 def test_endpoint_history_and_options(env, tmp_path):
     upload = photo(tmp_path / "up.png")
     messages = endpoint.to_messages(
-        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": [{"type": "text", "text": "hello"}]}, {"role": "user", "content": {"path": upload}}],
+        [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "text", "text": "hello"}]},
+            {"role": "user", "content": {"path": upload}},
+        ],
         (tmp_path.resolve(),),
     )
-    assert [(m.role, m.text, len(m.images)) for m in messages] == [("user", "hi", 0), ("assistant", "hello", 0), ("user", "", 1)]
+    assert [(m.role, m.text, len(m.images)) for m in messages] == [
+        ("user", "hi", 0),
+        ("assistant", "hello", 0),
+        ("user", "", 1),
+    ]
     with pytest.raises(InvalidParams, match="uploaded"):
         endpoint.to_messages([{"role": "user", "content": {"path": "/etc/hostname"}}], (tmp_path.resolve(),))
     with pytest.raises(InvalidParams, match="role"):
         endpoint.to_messages([{"content": "no role"}], ())
-    params, system = endpoint.generation_options(env.assistant, {"temperature": 0, "seed": 3, "system_prompt": "Be brief."})
+    params, system = endpoint.generation_options(
+        env.assistant, {"temperature": 0, "seed": 3, "system_prompt": "Be brief."}
+    )
     assert (params.temperature, params.seed, system) == (0, 3, "Be brief.")
     with pytest.raises(InvalidParams, match="unknown option 'tempreature'"):
         endpoint.generation_options(env.assistant, {"tempreature": 1})

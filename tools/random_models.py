@@ -52,7 +52,11 @@ _TINY_CONTEXT = 2048
 # Tiny widths are multiples of 64 on purpose: bitsandbytes' CPU 4-bit kernel repacks weights in
 # blocks and fails on layers with in_features % 64 or out_features % 32 (e.g. a 32-wide tower).
 _TINY_TEXT = dict(
-    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
     max_position_embeddings=_TINY_CONTEXT,
 )
 _TINY_VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2)
@@ -62,32 +66,378 @@ _TINY_VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, 
 # Tokenizer: a corpus of varied English, then a byte-level BPE trained on it.
 # ---------------------------------------------------------------------------------------------
 
-_WORDS = """
-the a an this that these those my your our their his her its some every no one two three four
-cat dog bird horse cow sheep fish mouse lion tiger bear rabbit duck goose owl fox wolf deer
-man woman child boy girl person people friend teacher doctor driver farmer artist student
-house home room kitchen table chair bed door window wall floor roof garden yard street road
-city town village bridge tower park river lake sea ocean beach island mountain hill valley
-forest tree flower grass leaf rock stone sand snow rain cloud sky sun moon star light shadow
-car bus train plane boat bicycle truck ship wheel engine machine computer phone screen camera
-picture image photo photograph painting drawing chart graph diagram map sign label text word
-book page letter number table menu receipt document paper note card ticket bottle cup glass
-plate bowl spoon fork knife bread apple orange banana cake coffee tea water milk soup pizza
-red orange yellow green blue purple pink brown black white gray grey golden silver dark bright
-big small large tiny huge long short tall wide narrow round square flat sharp soft hard smooth
-old new young happy sad angry calm busy quiet loud clean dirty empty full hot cold warm cool
-is are was were be been being has have had do does did can could will would should may might
-see sees saw look looks show shows describe describes explain tell read write count find
-run runs running walk walks walking sit sits sitting stand stands standing eat eats eating
-hold holds holding play plays playing fly flies flying swim swims swimming open close wear
-on in at under over above below behind beside between near inside outside through across
-and or but so because while when where what which who whom whose why how if then than
-left right top bottom front back middle center corner edge side part whole half piece
-morning evening night day week month year today yesterday tomorrow summer winter spring
-very quite really almost about around only also just still even more most less least
-""".split()
+_WORDS = [
+    "the",
+    "a",
+    "an",
+    "this",
+    "that",
+    "these",
+    "those",
+    "my",
+    "your",
+    "our",
+    "their",
+    "his",
+    "her",
+    "its",
+    "some",
+    "every",
+    "no",
+    "one",
+    "two",
+    "three",
+    "four",
+    "cat",
+    "dog",
+    "bird",
+    "horse",
+    "cow",
+    "sheep",
+    "fish",
+    "mouse",
+    "lion",
+    "tiger",
+    "bear",
+    "rabbit",
+    "duck",
+    "goose",
+    "owl",
+    "fox",
+    "wolf",
+    "deer",
+    "man",
+    "woman",
+    "child",
+    "boy",
+    "girl",
+    "person",
+    "people",
+    "friend",
+    "teacher",
+    "doctor",
+    "driver",
+    "farmer",
+    "artist",
+    "student",
+    "house",
+    "home",
+    "room",
+    "kitchen",
+    "table",
+    "chair",
+    "bed",
+    "door",
+    "window",
+    "wall",
+    "floor",
+    "roof",
+    "garden",
+    "yard",
+    "street",
+    "road",
+    "city",
+    "town",
+    "village",
+    "bridge",
+    "tower",
+    "park",
+    "river",
+    "lake",
+    "sea",
+    "ocean",
+    "beach",
+    "island",
+    "mountain",
+    "hill",
+    "valley",
+    "forest",
+    "tree",
+    "flower",
+    "grass",
+    "leaf",
+    "rock",
+    "stone",
+    "sand",
+    "snow",
+    "rain",
+    "cloud",
+    "sky",
+    "sun",
+    "moon",
+    "star",
+    "light",
+    "shadow",
+    "car",
+    "bus",
+    "train",
+    "plane",
+    "boat",
+    "bicycle",
+    "truck",
+    "ship",
+    "wheel",
+    "engine",
+    "machine",
+    "computer",
+    "phone",
+    "screen",
+    "camera",
+    "picture",
+    "image",
+    "photo",
+    "photograph",
+    "painting",
+    "drawing",
+    "chart",
+    "graph",
+    "diagram",
+    "map",
+    "sign",
+    "label",
+    "text",
+    "word",
+    "book",
+    "page",
+    "letter",
+    "number",
+    "table",
+    "menu",
+    "receipt",
+    "document",
+    "paper",
+    "note",
+    "card",
+    "ticket",
+    "bottle",
+    "cup",
+    "glass",
+    "plate",
+    "bowl",
+    "spoon",
+    "fork",
+    "knife",
+    "bread",
+    "apple",
+    "orange",
+    "banana",
+    "cake",
+    "coffee",
+    "tea",
+    "water",
+    "milk",
+    "soup",
+    "pizza",
+    "red",
+    "orange",
+    "yellow",
+    "green",
+    "blue",
+    "purple",
+    "pink",
+    "brown",
+    "black",
+    "white",
+    "gray",
+    "grey",
+    "golden",
+    "silver",
+    "dark",
+    "bright",
+    "big",
+    "small",
+    "large",
+    "tiny",
+    "huge",
+    "long",
+    "short",
+    "tall",
+    "wide",
+    "narrow",
+    "round",
+    "square",
+    "flat",
+    "sharp",
+    "soft",
+    "hard",
+    "smooth",
+    "old",
+    "new",
+    "young",
+    "happy",
+    "sad",
+    "angry",
+    "calm",
+    "busy",
+    "quiet",
+    "loud",
+    "clean",
+    "dirty",
+    "empty",
+    "full",
+    "hot",
+    "cold",
+    "warm",
+    "cool",
+    "is",
+    "are",
+    "was",
+    "were",
+    "be",
+    "been",
+    "being",
+    "has",
+    "have",
+    "had",
+    "do",
+    "does",
+    "did",
+    "can",
+    "could",
+    "will",
+    "would",
+    "should",
+    "may",
+    "might",
+    "see",
+    "sees",
+    "saw",
+    "look",
+    "looks",
+    "show",
+    "shows",
+    "describe",
+    "describes",
+    "explain",
+    "tell",
+    "read",
+    "write",
+    "count",
+    "find",
+    "run",
+    "runs",
+    "running",
+    "walk",
+    "walks",
+    "walking",
+    "sit",
+    "sits",
+    "sitting",
+    "stand",
+    "stands",
+    "standing",
+    "eat",
+    "eats",
+    "eating",
+    "hold",
+    "holds",
+    "holding",
+    "play",
+    "plays",
+    "playing",
+    "fly",
+    "flies",
+    "flying",
+    "swim",
+    "swims",
+    "swimming",
+    "open",
+    "close",
+    "wear",
+    "on",
+    "in",
+    "at",
+    "under",
+    "over",
+    "above",
+    "below",
+    "behind",
+    "beside",
+    "between",
+    "near",
+    "inside",
+    "outside",
+    "through",
+    "across",
+    "and",
+    "or",
+    "but",
+    "so",
+    "because",
+    "while",
+    "when",
+    "where",
+    "what",
+    "which",
+    "who",
+    "whom",
+    "whose",
+    "why",
+    "how",
+    "if",
+    "then",
+    "than",
+    "left",
+    "right",
+    "top",
+    "bottom",
+    "front",
+    "back",
+    "middle",
+    "center",
+    "corner",
+    "edge",
+    "side",
+    "part",
+    "whole",
+    "half",
+    "piece",
+    "morning",
+    "evening",
+    "night",
+    "day",
+    "week",
+    "month",
+    "year",
+    "today",
+    "yesterday",
+    "tomorrow",
+    "summer",
+    "winter",
+    "spring",
+    "very",
+    "quite",
+    "really",
+    "almost",
+    "about",
+    "around",
+    "only",
+    "also",
+    "just",
+    "still",
+    "even",
+    "more",
+    "most",
+    "less",
+    "least",
+]
 
-_NAMES = "Alice Bob Carol David Emma Frank Grace Henry Paris London Tokyo Berlin Madrid Rome".split()
+_NAMES = [
+    "Alice",
+    "Bob",
+    "Carol",
+    "David",
+    "Emma",
+    "Frank",
+    "Grace",
+    "Henry",
+    "Paris",
+    "London",
+    "Tokyo",
+    "Berlin",
+    "Madrid",
+    "Rome",
+]
 
 _TEMPLATES = (
     "{Cap} {w} {w} {w} {w}.",
@@ -287,16 +637,27 @@ def _idefics3(size: str, seed: int):
         tile, patch, scale = 512, 16, 4
         vision = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12)
         text = dict(
-            hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-            num_key_value_heads=3, max_position_embeddings=8192, vocab_size=49280,
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            max_position_embeddings=8192,
+            vocab_size=49280,
         )
         longest_edge = 4 * tile  # the real image processor's size.longest_edge: 2048
     config = Idefics3Config(
         vision_config=dict(model_type="idefics3_vision", image_size=tile, patch_size=patch, **vision),
         text_config=dict(
-            model_type="llama", rms_norm_eps=1e-5, rope_theta=100000.0, hidden_act="silu",
-            tie_word_embeddings=False, pad_token_id=ids("<|im_end|>"), bos_token_id=ids("<|im_start|>"),
-            eos_token_id=ids("<end_of_utterance>"), **text,
+            model_type="llama",
+            rms_norm_eps=1e-5,
+            rope_theta=100000.0,
+            hidden_act="silu",
+            tie_word_embeddings=False,
+            pad_token_id=ids("<|im_end|>"),
+            bos_token_id=ids("<|im_start|>"),
+            eos_token_id=ids("<end_of_utterance>"),
+            **text,
         ),
         scale_factor=scale,
         image_token_id=ids("<image>"),
@@ -317,15 +678,28 @@ def _idefics3(size: str, seed: int):
         chat_template=IDEFICS3_CHAT_TEMPLATE,
     )
     generation = GenerationConfig(
-        bos_token_id=ids("<|im_start|>"), eos_token_id=[ids("<end_of_utterance>")], pad_token_id=ids("<|im_end|>")
+        bos_token_id=ids("<|im_start|>"),
+        eos_token_id=[ids("<end_of_utterance>")],
+        pad_token_id=ids("<|im_end|>"),
     )
     return processor, config, generation
 
 
 _QWEN_SPECIALS = [  # in the real vocabulary's order (ids 151643.. in Qwen2.5-VL)
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
 ]
 
 
@@ -357,35 +731,61 @@ def _qwen2_5_vl(size: str, seed: int):
     if size == "tiny":
         # Images of 56..112 px: 4..16 tokens each. head_dim 16 -> 8 rotary pairs = mrope 2+3+3.
         vision = dict(
-            depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=64,
+            depth=2,
+            hidden_size=64,
+            intermediate_size=128,
+            num_heads=2,
+            out_hidden_size=64,
             fullatt_block_indexes=[1],  # window attention in block 0, full attention in the last
         )
         text = dict(
-            _TINY_TEXT, vocab_size=len(tokenizer),
+            _TINY_TEXT,
+            vocab_size=len(tokenizer),
             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
         )
         pixels = dict(min_pixels=56 * 56, max_pixels=112 * 112)
     else:
         # Qwen2.5-VL-3B-Instruct config.json and preprocessor_config.json.
         vision = dict(
-            depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=2048,
+            depth=32,
+            hidden_size=1280,
+            intermediate_size=3420,
+            num_heads=16,
+            out_hidden_size=2048,
             fullatt_block_indexes=[7, 15, 23, 31],
         )
         text = dict(
-            hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
-            num_key_value_heads=2, max_position_embeddings=128000, vocab_size=151936, max_window_layers=70,
+            hidden_size=2048,
+            intermediate_size=11008,
+            num_hidden_layers=36,
+            num_attention_heads=16,
+            num_key_value_heads=2,
+            max_position_embeddings=128000,
+            vocab_size=151936,
+            max_window_layers=70,
             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
         )
         pixels = dict(min_pixels=3136, max_pixels=12845056)
     config = Qwen2_5_VLConfig(
         vision_config=dict(
-            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
-            tokens_per_second=2, hidden_act="silu", **vision,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=112,
+            tokens_per_second=2,
+            hidden_act="silu",
+            **vision,
         ),
         text_config=dict(
-            hidden_act="silu", rms_norm_eps=1e-6, use_sliding_window=False, sliding_window=32768,
-            bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"),
-            tie_word_embeddings=True, **text,
+            hidden_act="silu",
+            rms_norm_eps=1e-6,
+            use_sliding_window=False,
+            sliding_window=32768,
+            bos_token_id=ids("<|endoftext|>"),
+            eos_token_id=ids("<|im_end|>"),
+            pad_token_id=ids("<|endoftext|>"),
+            tie_word_embeddings=True,
+            **text,
         ),
         image_token_id=ids("<|image_pad|>"),
         video_token_id=ids("<|video_pad|>"),
@@ -435,17 +835,32 @@ def _llava(size: str, seed: int):
         image, patch = 336, 14
         vision = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16)
         text = dict(
-            hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-            num_key_value_heads=32, max_position_embeddings=4096, vocab_size=32064,
+            hidden_size=4096,
+            intermediate_size=11008,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            max_position_embeddings=4096,
+            vocab_size=32064,
         )
     config = LlavaConfig(
         vision_config=dict(
-            model_type="clip_vision_model", image_size=image, patch_size=patch, projection_dim=vision["hidden_size"],
-            hidden_act="quick_gelu", **vision,
+            model_type="clip_vision_model",
+            image_size=image,
+            patch_size=patch,
+            projection_dim=vision["hidden_size"],
+            hidden_act="quick_gelu",
+            **vision,
         ),
         text_config=dict(
-            model_type="llama", rms_norm_eps=1e-5, hidden_act="silu", tie_word_embeddings=False,
-            bos_token_id=ids("<s>"), eos_token_id=ids("</s>"), pad_token_id=ids("<pad>"), **text,
+            model_type="llama",
+            rms_norm_eps=1e-5,
+            hidden_act="silu",
+            tie_word_embeddings=False,
+            bos_token_id=ids("<s>"),
+            eos_token_id=ids("</s>"),
+            pad_token_id=ids("<pad>"),
+            **text,
         ),
         image_token_index=ids("<image>"),
         image_seq_length=(image // patch) ** 2,
@@ -464,7 +879,9 @@ def _llava(size: str, seed: int):
         num_additional_image_tokens=1,  # CLIP's CLS token
         chat_template=LLAVA_CHAT_TEMPLATE,
     )
-    generation = GenerationConfig(bos_token_id=ids("<s>"), eos_token_id=[ids("</s>")], pad_token_id=ids("<pad>"))
+    generation = GenerationConfig(
+        bos_token_id=ids("<s>"), eos_token_id=[ids("</s>")], pad_token_id=ids("<pad>")
+    )
     return processor, config, generation
 
 
@@ -479,12 +896,12 @@ GEMMA3_CHAT_TEMPLATE = (
     "{%- endif -%}"
     "{%- set loop_messages = messages[1:] -%}"
     "{%- else -%}"
-    "{%- set first_user_prefix = \"\" -%}"
+    '{%- set first_user_prefix = "" -%}'
     "{%- set loop_messages = messages -%}"
     "{%- endif -%}"
     "{%- for message in loop_messages -%}"
     "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
-    "{{ raise_exception(\"Conversation roles must alternate user/assistant/user/assistant/...\") }}"
+    '{{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}'
     "{%- endif -%}"
     "{%- if (message['role'] == 'assistant') -%}{%- set role = \"model\" -%}"
     "{%- else -%}{%- set role = message['role'] -%}{%- endif -%}"
@@ -496,7 +913,7 @@ GEMMA3_CHAT_TEMPLATE = (
     "{%- elif item['type'] == 'text' -%}{{ item['text'] | trim }}"
     "{%- endif -%}"
     "{%- endfor -%}"
-    "{%- else -%}{{ raise_exception(\"Invalid content type\") }}"
+    '{%- else -%}{{ raise_exception("Invalid content type") }}'
     "{%- endif -%}"
     "{{ '<end_of_turn>\n' }}"
     "{%- endfor -%}"
@@ -506,12 +923,18 @@ GEMMA3_CHAT_TEMPLATE = (
 
 def _gemma3(size: str, seed: int):
     """gemma-3-4b-it: SigLIP-so400m @896 avg-pooled to 256 tokens per image + Gemma 3 4B."""
-    from transformers import GenerationConfig, Gemma3Config, Gemma3ImageProcessor, Gemma3Processor
+    from transformers import Gemma3Config, Gemma3ImageProcessor, Gemma3Processor, GenerationConfig
 
     tok = _train_bpe(seed, ["<pad>", "<eos>", "<bos>", "<unk>"])
     tokenizer = _wrap(
         tok,
-        added_specials=["<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>", "<image_soft_token>"],
+        added_specials=[
+            "<start_of_turn>",
+            "<end_of_turn>",
+            "<start_of_image>",
+            "<end_of_image>",
+            "<image_soft_token>",
+        ],
         bos_token="<bos>",
         eos_token="<eos>",
         unk_token="<unk>",
@@ -519,7 +942,9 @@ def _gemma3(size: str, seed: int):
         add_bos=True,
         # Named tokens Gemma3Processor reads (tokenizer.boi_token, .image_token, ...).
         extra_special_tokens={
-            "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>",
+            "boi_token": "<start_of_image>",
+            "eoi_token": "<end_of_image>",
+            "image_token": "<image_soft_token>",
         },
     )
     ids = tokenizer.convert_tokens_to_ids
@@ -528,7 +953,11 @@ def _gemma3(size: str, seed: int):
         image, patch, mm_tokens = 32, 8, 4
         vision = dict(_TINY_VISION)
         text = dict(
-            _TINY_TEXT, vocab_size=len(tokenizer), head_dim=16, query_pre_attn_scalar=16, sliding_window=512,
+            _TINY_TEXT,
+            vocab_size=len(tokenizer),
+            head_dim=16,
+            query_pre_attn_scalar=16,
+            sliding_window=512,
             layer_types=["sliding_attention", "full_attention"],  # the real 5:1 pattern, shortened
         )
     else:
@@ -536,9 +965,16 @@ def _gemma3(size: str, seed: int):
         image, patch, mm_tokens = 896, 14, 256
         vision = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16)
         text = dict(
-            hidden_size=2560, intermediate_size=10240, num_hidden_layers=34, num_attention_heads=8,
-            num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256, sliding_window=1024,
-            max_position_embeddings=131072, vocab_size=262208,
+            hidden_size=2560,
+            intermediate_size=10240,
+            num_hidden_layers=34,
+            num_attention_heads=8,
+            num_key_value_heads=4,
+            head_dim=256,
+            query_pre_attn_scalar=256,
+            sliding_window=1024,
+            max_position_embeddings=131072,
+            vocab_size=262208,
             rope_parameters={
                 "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
                 "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
@@ -546,11 +982,19 @@ def _gemma3(size: str, seed: int):
         )
     config = Gemma3Config(
         vision_config=dict(
-            model_type="siglip_vision_model", image_size=image, patch_size=patch, vision_use_head=False, **vision
+            model_type="siglip_vision_model",
+            image_size=image,
+            patch_size=patch,
+            vision_use_head=False,
+            **vision,
         ),
         text_config=dict(
-            model_type="gemma3_text", hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6,
-            bos_token_id=ids("<bos>"), eos_token_id=[ids("<eos>"), ids("<end_of_turn>")], pad_token_id=ids("<pad>"),
+            model_type="gemma3_text",
+            hidden_activation="gelu_pytorch_tanh",
+            rms_norm_eps=1e-6,
+            bos_token_id=ids("<bos>"),
+            eos_token_id=[ids("<eos>"), ids("<end_of_turn>")],
+            pad_token_id=ids("<pad>"),
             **text,
         ),
         mm_tokens_per_image=mm_tokens,
@@ -560,15 +1004,21 @@ def _gemma3(size: str, seed: int):
         tie_word_embeddings=True,
     )
     image_processor = Gemma3ImageProcessor(
-        size={"height": image, "width": image}, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+        size={"height": image, "width": image},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
         do_pan_and_scan=False,
     )
     processor = Gemma3Processor(
-        image_processor=image_processor, tokenizer=tokenizer, image_seq_length=mm_tokens,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        image_seq_length=mm_tokens,
         chat_template=GEMMA3_CHAT_TEMPLATE,
     )
     generation = GenerationConfig(
-        bos_token_id=ids("<bos>"), eos_token_id=[ids("<eos>"), ids("<end_of_turn>")], pad_token_id=ids("<pad>")
+        bos_token_id=ids("<bos>"),
+        eos_token_id=[ids("<eos>"), ids("<end_of_turn>")],
+        pad_token_id=ids("<pad>"),
     )
     return processor, config, generation
 
@@ -634,7 +1084,7 @@ def _make_input_sensitive(model) -> None:
     import torch
 
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for param in model.parameters():
             if param.ndim >= 2:
                 param.normal_(0.0, TINY_INIT_STD)
 

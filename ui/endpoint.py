@@ -39,7 +39,9 @@ def install(assistant, concurrency_limit: int | None, media_dir: Path) -> None:
             params, system_prompt = generation_options(assistant, options)
             # A client that goes away closes this generator, and with it the reply, which
             # frees the model at once.
-            with assistant.reply(to_messages(history, readable), inputs.message(message), params, system_prompt=system_prompt) as reply:
+            with assistant.reply(
+                to_messages(history, readable), inputs.message(message), params, system_prompt=system_prompt
+            ) as reply:
                 yielded = False
                 for event in reply:
                     if isinstance(event, Token):
@@ -53,7 +55,14 @@ def install(assistant, concurrency_limit: int | None, media_dir: Path) -> None:
             log.exception("/chat failed")
             raise gr.Error(render.UNEXPECTED, print_exception=False) from None
 
-    trigger.click(chat, [message, history, options], reply, api_name="chat", concurrency_limit=concurrency_limit, show_progress="hidden")
+    trigger.click(
+        chat,
+        [message, history, options],
+        reply,
+        api_name="chat",
+        concurrency_limit=concurrency_limit,
+        show_progress="hidden",
+    )
 
 
 # The page's generation settings (declared once, in GenerationParams), plus the persona.
@@ -64,7 +73,7 @@ def generation_options(assistant, options):
     """(GenerationParams, system prompt or None) from the optional third argument."""
     options = options or {}
     if not isinstance(options, dict):
-        raise InvalidParams("options must be an object such as {\"temperature\": 0}")
+        raise InvalidParams('options must be an object such as {"temperature": 0}')
     unknown = sorted(set(options) - set(OPTION_KEYS))
     if unknown:
         raise InvalidParams(f"unknown option {unknown[0]!r}: use {', '.join(OPTION_KEYS)}")
@@ -104,5 +113,7 @@ def _uploaded(path: str, readable_dirs: tuple[Path, ...]) -> str:
     """Only files uploaded to this server (or saved chats' images) may be read."""
     resolved = Path(path).resolve()
     if not any(resolved.is_relative_to(d) for d in readable_dirs):
-        raise InvalidParams("files in the history must be uploaded with the request (gradio_client.handle_file)")
+        raise InvalidParams(
+            "files in the history must be uploaded with the request (gradio_client.handle_file)"
+        )
     return str(resolved)

@@ -15,7 +15,7 @@ def file_path(item) -> str:
         return str(item)
     if isinstance(item, dict):
         return str(item.get("path") or (item.get("file") or {}).get("path"))
-    return str(getattr(item, "path"))
+    return str(item.path)
 
 
 def message(value: dict | str | None) -> Message:

@@ -13,7 +13,9 @@ from ui.session import ChatSession
 # Replies queue in the engine (one generation at a time, first come first served, with a
 # position shown to whoever waits). Gradio's own queue only caps how many wait there.
 CONCURRENCY = 32
-PLACEHOLDER = "### Ask anything\nType, attach photos (drag & drop or paste), or record your voice with the 🎤."
+PLACEHOLDER = (
+    "### Ask anything\nType, attach photos (drag & drop or paste), or record your voice with the 🎤."
+)
 
 
 def build_ui(assistant, settings, store) -> gr.Blocks:
@@ -22,7 +24,9 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
 
         with gr.Sidebar(label="History", position="left", elem_id="history-sidebar"):
             new_btn = gr.Button("➕ New chat", variant="primary", size="sm")
-            history = gr.Radio(choices=[], label="Past conversations", elem_classes="history", elem_id="history")
+            history = gr.Radio(
+                choices=[], label="Past conversations", elem_classes="history", elem_id="history"
+            )
             with gr.Accordion("Rename or delete this chat", open=False):
                 title = gr.Textbox(label="Name", placeholder="A name for this chat", max_lines=1)
                 with gr.Row():
@@ -33,7 +37,12 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
             gr.Markdown("### Settings")
             panel = settings_panel.build(assistant, settings)
 
-        gr.Markdown(render.banner(assistant.chat_error), visible=assistant.chat_model is None, elem_classes="banner", elem_id="banner")
+        gr.Markdown(
+            render.banner(assistant.chat_error),
+            visible=assistant.chat_model is None,
+            elem_classes="banner",
+            elem_id="banner",
+        )
         chatbot = gr.Chatbot(
             show_label=False,
             editable="user",
@@ -93,7 +102,12 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
         fresh = partial(sidebar.new_chat, store)
         for trigger in (new_btn.click, clear_btn.click, chatbot.clear):
             trigger(fresh, [session], [chatbot, stats, title, history], **quick)
-        history.input(partial(sidebar.open_conversation, store), [session, history], [chatbot, stats, title, history], **quick)
+        history.input(
+            partial(sidebar.open_conversation, store),
+            [session, history],
+            [chatbot, stats, title, history],
+            **quick,
+        )
         for trigger in (rename_btn.click, title.submit):
             trigger(partial(sidebar.rename, store), [session, title], [history], **quick)
         delete_btn.click(partial(sidebar.delete, store), [session], [chatbot, stats, title, history], **quick)

@@ -71,7 +71,11 @@ def queued(position: int) -> str:
 
 def stats_line(stats: ReplyStats) -> str:
     """A small line about the last reply: TTFT, speed, length (and anything unusual)."""
-    parts = [f"{stats.ttft_s:.2f} s to first token", f"{stats.tokens_per_s:.1f} tokens/s", f"{stats.tokens} tokens"]
+    parts = [
+        f"{stats.ttft_s:.2f} s to first token",
+        f"{stats.tokens_per_s:.1f} tokens/s",
+        f"{stats.tokens} tokens",
+    ]
     if stats.queued_s >= 0.5:
         parts.append(f"waited {stats.queued_s:.1f} s for the model")
     if stats.transcribe_s:

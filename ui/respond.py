@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+
 import gradio as gr
 
 from assistant.conversation import Message
@@ -66,7 +67,13 @@ def report_error(session: ChatSession) -> None:
 
 def _take_back(session: ChatSession, pending: Pending, error: str):
     session.messages = list(pending.previous)
-    box = idle_box() if pending.restore is None else gr.MultimodalTextbox(value=inputs.restore_value(pending.restore, error), submit_btn=True, stop_btn=False)
+    box = (
+        idle_box()
+        if pending.restore is None
+        else gr.MultimodalTextbox(
+            value=inputs.restore_value(pending.restore, error), submit_btn=True, stop_btn=False
+        )
+    )
     return render.chat(session.messages), gr.skip(), box, gr.skip()
 
 
@@ -76,13 +83,25 @@ def _answer(assistant, store, session: ChatSession, pending: Pending, panel_valu
     skip = gr.skip()
     yield render.chat(session.messages, user, ""), "", skip, skip
 
-    reply = assistant.reply(session.messages, user, params, system_prompt=system_prompt, literal_system=True, cancel=session.cancel)
+    reply = assistant.reply(
+        session.messages,
+        user,
+        params,
+        system_prompt=system_prompt,
+        literal_system=True,
+        cancel=session.cancel,
+    )
     last_frame = 0.0
     with reply:  # leaving early (a closed tab, an error) frees the model at once
         try:
             for event in reply:
                 if isinstance(event, Queued):
-                    yield render.chat(session.messages, reply.message, render.queued(event.position)), skip, skip, skip
+                    yield (
+                        render.chat(session.messages, reply.message, render.queued(event.position)),
+                        skip,
+                        skip,
+                        skip,
+                    )
                     continue
                 if isinstance(event, Token) and time.monotonic() - last_frame < FRAME_S:
                     continue
@@ -94,13 +113,22 @@ def _answer(assistant, store, session: ChatSession, pending: Pending, panel_valu
             if assistant.chat_model is not None:
                 raise
             # No chat model: still show what was said (the recording is transcribed), then explain.
-            yield render.chat(session.messages, reply.message, render.no_model(str(exc))), "", idle_box(), skip
+            yield (
+                render.chat(session.messages, reply.message, render.no_model(str(exc))),
+                "",
+                idle_box(),
+                skip,
+            )
             session.messages = list(pending.previous)
             return
 
     if session.stopped and not reply.text.strip():  # stopped before the answer started: give the turn back
         session.messages = list(pending.previous)
-        box = idle_box() if pending.restore is None else gr.MultimodalTextbox(value=pending.restore, submit_btn=True, stop_btn=False)
+        box = (
+            idle_box()
+            if pending.restore is None
+            else gr.MultimodalTextbox(value=pending.restore, submit_btn=True, stop_btn=False)
+        )
         yield render.chat(session.messages), "Stopped before the answer started.", box, skip
         return
 

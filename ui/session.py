@@ -10,13 +10,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
-from typing import Any
 
 import gradio as gr
 
 from assistant.conversation import Message
 from assistant.store import LOCAL_OWNER
-
 
 BUSY = "Wait for the answer to finish (or press Stop) first."
 
@@ -43,7 +41,7 @@ class ChatSession:
         self.stopped = False  # Stop was pressed during the current turn
         self.error: str | None = None  # a problem to show once the turn has ended
 
-    def __deepcopy__(self, memo) -> "ChatSession":
+    def __deepcopy__(self, memo) -> ChatSession:
         # gr.State deep-copies its initial value for every new tab; an Event cannot be copied,
         # and a fresh tab should start empty anyway.
         return ChatSession()

@@ -34,17 +34,26 @@ def _control(name: str, field, knob, settings) -> gr.components.Component:
     default = settings.default_max_new_tokens if name == "max_new_tokens" else field.default
     if knob.control == "text":
         # A textbox, not gr.Number: a Number field shows (and sends) 0 when empty.
-        return gr.Textbox(value="" if default is None else str(default), label=knob.label, placeholder="random",
-                          max_lines=1, info=knob.help[:1].upper() + knob.help[1:])
+        return gr.Textbox(
+            value="" if default is None else str(default),
+            label=knob.label,
+            placeholder="random",
+            max_lines=1,
+            info=knob.help[:1].upper() + knob.help[1:],
+        )
     high = settings.max_new_tokens_cap if name == "max_new_tokens" else knob.high
     return gr.Slider(knob.low, high, value=default, step=knob.step, label=knob.label, info=knob.help)
 
 
 def build(assistant, settings) -> SettingsPanel:
     personas = prompts.available(settings.prompts_dir)
-    default_persona = settings.system_prompt if settings.system_prompt in personas else (personas[0] if personas else None)
+    default_persona = (
+        settings.system_prompt if settings.system_prompt in personas else (personas[0] if personas else None)
+    )
     panel = SettingsPanel(
-        persona=gr.Dropdown(personas, value=default_persona, label="Persona", info="System prompts from prompts/"),
+        persona=gr.Dropdown(
+            personas, value=default_persona, label="Persona", info="System prompts from prompts/"
+        ),
         custom_prompt=gr.Textbox(
             value="" if settings.system_prompt in personas else settings.system_prompt,
             label="Custom system prompt",
@@ -60,7 +69,9 @@ def build(assistant, settings) -> SettingsPanel:
 def choices(assistant, persona, custom_prompt, *values) -> tuple[GenerationParams, str]:
     """(GenerationParams, system prompt text) from the panel's values; InvalidParams when out of range."""
     shown = [(name, field, knob) for name, field, knob in knobs() if knob.label]
-    params = assistant.params(**{name: _read(name, field, knob, value) for (name, field, knob), value in zip(shown, values)})
+    params = assistant.params(
+        **{name: _read(name, field, knob, value) for (name, field, knob), value in zip(shown, values)}
+    )
     # The custom text wins and is taken literally (even one word); else the persona's text.
     custom = (custom_prompt or "").strip()
     system_prompt = custom or (assistant.system_prompt(persona) if persona else "")
@@ -78,5 +89,7 @@ def _read(name: str, field, knob, value):
             return int(text) if whole else float(text)
         except ValueError:
             kind = "whole number" if whole else "number"
-            raise InvalidParams(f"the {name} must be a {kind} (or empty for random), got {text!r}", param=name) from None
+            raise InvalidParams(
+                f"the {name} must be a {kind} (or empty for random), got {text!r}", param=name
+            ) from None
     return int(value) if whole else float(value)

@@ -24,7 +24,9 @@ def on_load(store, session: ChatSession, request: gr.Request):
     return history_update(store, session)
 
 
-@unless_busy(4, restore=lambda session: (gr.skip(), gr.skip(), gr.skip(), gr.Radio(value=session.conversation_id)))
+@unless_busy(
+    4, restore=lambda session: (gr.skip(), gr.skip(), gr.skip(), gr.Radio(value=session.conversation_id))
+)
 def open_conversation(store, session: ChatSession, conversation_id):
     found = store.load(conversation_id, session.owner) if conversation_id else None
     if found is None:
@@ -66,7 +68,9 @@ def save(store, session: ChatSession) -> None:
                 store.delete(session.conversation_id, session.owner)
             session.conversation_id = None
             return
-        session.conversation_id, session.messages = store.save(session.conversation_id, session.messages, session.owner)
+        session.conversation_id, session.messages = store.save(
+            session.conversation_id, session.messages, session.owner
+        )
     except (OSError, PermissionError) as exc:  # e.g. a full disk: keep chatting
         log.error("could not save the conversation: %s", exc)
         gr.Warning("This conversation could not be saved to the history.")

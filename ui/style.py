@@ -15,4 +15,3 @@ CSS = """
 #chat [data-testid=user] .image-container { max-width: 280px; }
 #chat [data-testid=user] .image-frame img { max-height: 220px; width: auto; object-fit: contain; }
 """
-

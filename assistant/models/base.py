@@ -7,8 +7,8 @@ everything above them (the Assistant, the page, the API, the CLI) knows only the
 from __future__ import annotations
 
 import threading
+from collections.abc import Generator, Sequence
 from contextvars import ContextVar
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import UnionType
 from typing import Annotated, Any, Protocol, Union, get_args, get_origin
@@ -55,25 +55,74 @@ class GenerationParams(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    temperature: Annotated[float, Field(strict=True, ge=0, le=2, allow_inf_nan=False), Knob(
-        "0 = always the most likely word", "must be between 0 and 2", label="Temperature",
-        low=0, high=2, step=0.05, api=("temperature",), cli=True)] = 0.7
-    top_p: Annotated[float, Field(strict=True, gt=0, le=1, allow_inf_nan=False), Knob(
-        "sample only from the most likely words that add up to this probability",
-        "must be greater than 0 and at most 1", label="Top-p", low=0.05, high=1, step=0.05, api=("top_p",),
-        cli=True)] = 0.95
-    max_new_tokens: Annotated[int, Field(strict=True, ge=1), Knob(
-        "longest reply, in tokens", "must be between 1 and {cap}", label="Max new tokens", low=1, step=1,
-        api=("max_completion_tokens", "max_tokens"), cli=True)] = 512
-    seed: Annotated[StrictInt | None, Field(ge=0, lt=2**32), Knob(
-        "a whole number makes replies repeatable", "must be an integer between 0 and 2^32-1", label="Seed",
-        control="text", api=("seed",), cli=True)] = None
-    stop: Annotated[tuple[StopSequence, ...], Field(max_length=MAX_STOP_SEQUENCES), Knob(
-        "end the reply where one of these strings appears",
-        f"must be at most {MAX_STOP_SEQUENCES} non-empty strings", api=("stop",))] = ()
+    temperature: Annotated[
+        float,
+        Field(strict=True, ge=0, le=2, allow_inf_nan=False),
+        Knob(
+            "0 = always the most likely word",
+            "must be between 0 and 2",
+            label="Temperature",
+            low=0,
+            high=2,
+            step=0.05,
+            api=("temperature",),
+            cli=True,
+        ),
+    ] = 0.7
+    top_p: Annotated[
+        float,
+        Field(strict=True, gt=0, le=1, allow_inf_nan=False),
+        Knob(
+            "sample only from the most likely words that add up to this probability",
+            "must be greater than 0 and at most 1",
+            label="Top-p",
+            low=0.05,
+            high=1,
+            step=0.05,
+            api=("top_p",),
+            cli=True,
+        ),
+    ] = 0.95
+    max_new_tokens: Annotated[
+        int,
+        Field(strict=True, ge=1),
+        Knob(
+            "longest reply, in tokens",
+            "must be between 1 and {cap}",
+            label="Max new tokens",
+            low=1,
+            step=1,
+            api=("max_completion_tokens", "max_tokens"),
+            cli=True,
+        ),
+    ] = 512
+    seed: Annotated[
+        StrictInt | None,
+        Field(ge=0, lt=2**32),
+        Knob(
+            "a whole number makes replies repeatable",
+            "must be an integer between 0 and 2^32-1",
+            label="Seed",
+            control="text",
+            api=("seed",),
+            cli=True,
+        ),
+    ] = None
+    stop: Annotated[
+        tuple[StopSequence, ...],
+        Field(max_length=MAX_STOP_SEQUENCES),
+        Knob(
+            "end the reply where one of these strings appears",
+            f"must be at most {MAX_STOP_SEQUENCES} non-empty strings",
+            api=("stop",),
+        ),
+    ] = ()
     # benchmarks fix the length so random weights cannot end early
-    min_new_tokens: Annotated[int, Field(strict=True, ge=0), Knob(
-        "shortest reply, in tokens", "must be between 0 and max_new_tokens", api=("min_tokens",))] = 0
+    min_new_tokens: Annotated[
+        int,
+        Field(strict=True, ge=0),
+        Knob("shortest reply, in tokens", "must be between 0 and max_new_tokens", api=("min_tokens",)),
+    ] = 0
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -177,7 +226,7 @@ class ChatModel(Protocol):
     # time, so the Assistant queues callers in arrival order.
     concurrent: bool
 
-    def stream(self, request: ChatRequest) -> Iterator[str | Usage]:
+    def stream(self, request: ChatRequest) -> Generator[str | Usage, None, None]:
         """Yield text chunks (never half a character), then one :class:`Usage`; stop soon
         after ``request.cancel`` is set, or when the consumer closes the iterator."""
         ...

@@ -12,13 +12,14 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
-from assistant.errors import GenerationFailed, InvalidParams, ModelUnavailable
 from assistant.conversation import ImageAttachment, Message
+from assistant.errors import GenerationFailed, InvalidParams, ModelUnavailable
 from assistant.models.base import ChatRequest, ModelInfo, Usage
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,13 @@ def hub_load_options(model_id: str) -> dict:
     except Exception as exc:
         name = type(exc).__name__
         if "RepositoryNotFound" in name:
-            raise ModelUnavailable(f"there is no model '{model_id}' on the Hugging Face hub: check the id, or pass --model PATH") from None
+            raise ModelUnavailable(
+                f"there is no model '{model_id}' on the Hugging Face hub: check the id, or pass --model PATH"
+            ) from None
         if "Gated" in name:
-            raise ModelUnavailable(f"'{model_id}' is gated: accept its license on the hub, run `hf auth login`, then `hf download {model_id}`") from None
+            raise ModelUnavailable(
+                f"'{model_id}' is gated: accept its license on the hub, run `hf auth login`, then `hf download {model_id}`"
+            ) from None
         raise ModelUnavailable(unavailable_message(model_id)) from None
     return {}
 
@@ -107,13 +112,23 @@ def cap_processor_upscaling(processor, max_side: int) -> None:
 
     image_processor = getattr(processor, "image_processor", None)
     tile = getattr(image_processor, "max_image_size", None)
-    size = getattr(image_processor, "size", None)
-    if not max_side or not isinstance(tile, dict) or not tile.get("longest_edge") or size is None:
+    size: Any = getattr(image_processor, "size", None)
+    if (
+        image_processor is None
+        or not max_side
+        or not isinstance(tile, dict)
+        or not tile.get("longest_edge")
+        or size is None
+    ):
         return
     longest = size.get("longest_edge") if isinstance(size, dict) else getattr(size, "longest_edge", None)
     cap = math.ceil(max_side / tile["longest_edge"]) * tile["longest_edge"]
     if longest and cap < longest:
-        image_processor.size = dataclasses.replace(size, longest_edge=cap) if dataclasses.is_dataclass(size) else {**size, "longest_edge": cap}
+        image_processor.size = (
+            dataclasses.replace(size, longest_edge=cap)
+            if dataclasses.is_dataclass(size) and not isinstance(size, type)
+            else {**size, "longest_edge": cap}
+        )
 
 
 def _context_length(config) -> int:
@@ -160,7 +175,9 @@ class LocalChatModel:
 
     concurrent = False
 
-    def __init__(self, model, processor, *, name: str, device: str, quantization: str, image_max_side: int = 1024):
+    def __init__(
+        self, model, processor, *, name: str, device: str, quantization: str, image_max_side: int = 1024
+    ):
         self.model = model
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
@@ -185,7 +202,7 @@ class LocalChatModel:
         quantization: str = "none",
         image_max_side: int = 1024,
         keep_vision_unquantized: bool = False,
-    ) -> "LocalChatModel":
+    ) -> LocalChatModel:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -195,7 +212,9 @@ class LocalChatModel:
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         else:
             dtype = torch.float32  # bf16 matmuls are slow on most CPUs
-        quant = quantization_config(quantization, dtype if device == "cuda" else torch.bfloat16, keep_vision_unquantized)
+        quant = quantization_config(
+            quantization, dtype if device == "cuda" else torch.bfloat16, keep_vision_unquantized
+        )
         source = hub_load_options(model_id)
         try:
             processor = AutoProcessor.from_pretrained(model_id, **source)
@@ -208,11 +227,23 @@ class LocalChatModel:
             )
         except (OSError, ValueError, KeyError, ImportError, RuntimeError) as exc:
             raise ModelUnavailable(unavailable_message(model_id, _first_line(exc))) from exc
-        if getattr(processor, "chat_template", None) is None and getattr(processor, "tokenizer", None) is not None:
+        if (
+            getattr(processor, "chat_template", None) is None
+            and getattr(processor, "tokenizer", None) is not None
+        ):
             if getattr(processor.tokenizer, "chat_template", None) is None:
-                raise ModelUnavailable(f"chat model '{model_id}' has no chat template; use an instruction-tuned model")
+                raise ModelUnavailable(
+                    f"chat model '{model_id}' has no chat template; use an instruction-tuned model"
+                )
         model.eval()
-        return cls(model, processor, name=model_id, device=device, quantization=quantization, image_max_side=image_max_side)
+        return cls(
+            model,
+            processor,
+            name=model_id,
+            device=device,
+            quantization=quantization,
+            image_max_side=image_max_side,
+        )
 
     # -- prompt building -------------------------------------------------------------------
 
@@ -242,14 +273,18 @@ class LocalChatModel:
             inputs = self.processor.apply_chat_template(self._template_messages(messages), **kwargs)
         except TemplateError:
             # Some templates refuse a system role: fold the system prompt into the first user turn.
-            inputs = self.processor.apply_chat_template(self._template_messages(messages, merge_system=True), **kwargs)
+            inputs = self.processor.apply_chat_template(
+                self._template_messages(messages, merge_system=True), **kwargs
+            )
         return inputs.to(self.model.device)
 
     def _measure_image_tokens(self, side: int) -> int:
         """Prompt tokens one image of the largest allowed size costs (an upper bound)."""
         probe = Image.new("RGB", (max(side, 32), max(side, 32)), (127, 127, 127))
         try:
-            with_image = self.prepare_inputs([Message("user", "x", (ImageAttachment(probe),))])["input_ids"].shape[-1]
+            with_image = self.prepare_inputs([Message("user", "x", (ImageAttachment(probe),))])[
+                "input_ids"
+            ].shape[-1]
             without = self.prepare_inputs([Message("user", "x")])["input_ids"].shape[-1]
             return max(1, with_image - without)
         except Exception as exc:  # a model we cannot probe still works; estimate generously
@@ -257,12 +292,14 @@ class LocalChatModel:
             return 1024
 
     def count_tokens(self, message: Message) -> int:
-        text_tokens = len(self.tokenizer(message.text, add_special_tokens=False)["input_ids"]) if message.text else 0
+        text_tokens = (
+            len(self.tokenizer(message.text, add_special_tokens=False)["input_ids"]) if message.text else 0
+        )
         return TEMPLATE_OVERHEAD_TOKENS + text_tokens + self.image_tokens * len(message.images)
 
     # -- generation ------------------------------------------------------------------------
 
-    def stream(self, request: ChatRequest) -> Iterator[str | Usage]:
+    def stream(self, request: ChatRequest) -> Generator[str | Usage, None, None]:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, set_seed
 
@@ -271,8 +308,9 @@ class LocalChatModel:
 
         class CancelCriteria(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs):
-                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
-
+                return torch.full(
+                    (input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device
+                )
 
         with self._lock:
             inputs = self.prepare_inputs(request.messages)
@@ -355,7 +393,7 @@ def text_streamer(tokenizer):
             if self.first_token_at is None:
                 self.first_token_at = time.perf_counter()
             self.token_cache.extend(value.tolist())
-            text = self.tokenizer.decode(self.token_cache, **self.decode_kwargs)
+            text: str = self.tokenizer.decode(self.token_cache, **self.decode_kwargs)  # type: ignore[assignment]
             if text.endswith("\ufffd"):
                 return
             printable = text[self.print_len :]
@@ -366,7 +404,9 @@ def text_streamer(tokenizer):
             self.on_finalized_text(printable)
 
     # no space clean-up: it could rewrite text already sent ("word ." -> "word.")
-    return CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return CountingStreamer(
+        tokenizer, skip_prompt=True, skip_special_tokens=True, clean_up_tokenization_spaces=False
+    )
 
 
 def device_is_cuda(device: str) -> bool:
@@ -381,5 +421,7 @@ def _first_line(exc: BaseException) -> str:
 def _generation_error(exc: BaseException) -> GenerationFailed:
     name = type(exc).__name__
     if "OutOfMemory" in name:
-        return GenerationFailed("the GPU ran out of memory: send fewer or smaller images, lower max tokens, or use --quantization nf4")
+        return GenerationFailed(
+            "the GPU ran out of memory: send fewer or smaller images, lower max tokens, or use --quantization nf4"
+        )
     return GenerationFailed(f"generation failed: {_first_line(exc)}")

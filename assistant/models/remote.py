@@ -15,14 +15,15 @@ import logging
 import threading
 import time
 import wave
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from assistant.errors import AssistantError, GenerationFailed, InvalidParams, MediaError, ModelUnavailable
 from assistant.conversation import Message
+from assistant.errors import AssistantError, GenerationFailed, InvalidParams, MediaError, ModelUnavailable
 from assistant.models.base import ChatRequest, ModelInfo, Segment, Transcript, Usage
 from assistant.settings import MAX_AUDIO_BYTES
 
@@ -35,8 +36,19 @@ MESSAGE_OVERHEAD_TOKENS = 8
 JPEG_QUALITY = 90
 CONNECT_TIMEOUT_S = 10.0
 DISCOVERY_RETRY_S = 3.0
-_LANGUAGE_CODES = {"english": "en", "spanish": "es", "french": "fr", "german": "de", "italian": "it", "portuguese": "pt",
-                   "dutch": "nl", "russian": "ru", "chinese": "zh", "japanese": "ja", "korean": "ko"}
+_LANGUAGE_CODES = {
+    "english": "en",
+    "spanish": "es",
+    "french": "fr",
+    "german": "de",
+    "italian": "it",
+    "portuguese": "pt",
+    "dutch": "nl",
+    "russian": "ru",
+    "chinese": "zh",
+    "japanese": "ja",
+    "korean": "ko",
+}
 
 
 def _client(base_url: str, api_key: str | None, timeout_s: float) -> httpx.Client:
@@ -68,9 +80,13 @@ def _translated(what: str, url: str, timeout_s: float):
     except AssistantError:
         raise
     except httpx.TimeoutException:
-        raise ModelUnavailable(f"the {what} at {url} did not answer within {timeout_s:g} s; is it overloaded?") from None
+        raise ModelUnavailable(
+            f"the {what} at {url} did not answer within {timeout_s:g} s; is it overloaded?"
+        ) from None
     except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-        raise ModelUnavailable(f"cannot reach the {what} at {url} ({type(exc).__name__}: {str(exc) or 'connection closed'}); is it running?") from None
+        raise ModelUnavailable(
+            f"cannot reach the {what} at {url} ({type(exc).__name__}: {str(exc) or 'connection closed'}); is it running?"
+        ) from None
     except httpx.HTTPError as exc:
         raise ModelUnavailable(f"request to the {what} at {url} failed: {exc}") from None
 
@@ -82,9 +98,13 @@ def _raise_for_status(response: httpx.Response, what: str, url: str) -> None:
         response.read()
     detail, status = _error_detail(response), response.status_code
     if status in (401, 403):
-        raise ModelUnavailable(f"the {what} at {url} refused our credentials (HTTP {status}): {detail}; check --remote-api-key")
+        raise ModelUnavailable(
+            f"the {what} at {url} refused our credentials (HTTP {status}): {detail}; check --remote-api-key"
+        )
     if status == 404:
-        raise ModelUnavailable(f"the {what} at {url} does not serve this (HTTP 404): {detail}; check --base-url and --remote-model")
+        raise ModelUnavailable(
+            f"the {what} at {url} does not serve this (HTTP 404): {detail}; check --base-url and --remote-model"
+        )
     if status in (400, 413, 422):  # the request itself: too long a prompt, an image it refuses…
         raise InvalidParams(f"the {what} at {url} rejected the request: {detail}")
     if status in (429, 503):
@@ -110,8 +130,16 @@ def to_openai(message: Message) -> dict:
 class RemoteChatModel:
     concurrent = True
 
-    def __init__(self, base_url: str, *, model: str | None = None, api_key: str | None = None, timeout_s: float = 120.0,
-                 context_length: int | None = None, client: httpx.Client | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str | None = None,
+        api_key: str | None = None,
+        timeout_s: float = 120.0,
+        context_length: int | None = None,
+        client: httpx.Client | None = None,
+    ):
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self._client = client or _client(self.base_url, api_key, timeout_s)
@@ -120,13 +148,24 @@ class RemoteChatModel:
         self._discovered = False
         self._closed = False
         self._send_usage_option = True  # cleared once if the server refuses stream_options
-        self.info = ModelInfo(model or "(remote model)", "openai", self.base_url, "remote", context_length or DEFAULT_CONTEXT_LENGTH)
+        self.info = ModelInfo(
+            model or "(remote model)",
+            "openai",
+            self.base_url,
+            "remote",
+            context_length or DEFAULT_CONTEXT_LENGTH,
+        )
 
     @classmethod
-    def from_settings(cls, settings) -> "RemoteChatModel":
+    def from_settings(cls, settings) -> RemoteChatModel:
         if not settings.base_url:
             raise ModelUnavailable("--backend openai needs --base-url (e.g. http://gpu-box:8000/v1)")
-        model = cls(settings.base_url, model=settings.remote_model, api_key=settings.remote_api_key, timeout_s=settings.remote_timeout_s)
+        model = cls(
+            settings.base_url,
+            model=settings.remote_model,
+            api_key=settings.remote_api_key,
+            timeout_s=settings.remote_timeout_s,
+        )
         try:
             model.discover()
         except ModelUnavailable as exc:  # the server may come up later than this app
@@ -155,7 +194,12 @@ class RemoteChatModel:
             raise ModelUnavailable(f"the chat server at {self.base_url} lists no models")
         card = next((c for c in cards if c["id"] == self._model), None)
         if card is None and self._model:
-            log.warning("the chat server at %s does not list %r (it has %s); using it anyway", self.base_url, self._model, [c["id"] for c in cards])
+            log.warning(
+                "the chat server at %s does not list %r (it has %s); using it anyway",
+                self.base_url,
+                self._model,
+                [c["id"] for c in cards],
+            )
             card = {"id": self._model}
         card = card or cards[0]
         self._model = card["id"]
@@ -165,12 +209,22 @@ class RemoteChatModel:
 
     def count_tokens(self, message: Message) -> int:
         # An estimate from above: the exact tokenizer lives on the server.
-        return MESSAGE_OVERHEAD_TOKENS + len(message.text) // CHARS_PER_TOKEN + IMAGE_TOKENS * len(message.images)
+        return (
+            MESSAGE_OVERHEAD_TOKENS
+            + len(message.text) // CHARS_PER_TOKEN
+            + IMAGE_TOKENS * len(message.images)
+        )
 
     def _body(self, request: ChatRequest) -> dict:
         p = request.params
-        body = {"model": self._model, "messages": [to_openai(m) for m in request.messages], "stream": True,
-                "max_tokens": p.max_new_tokens, "temperature": p.temperature, "top_p": p.top_p}
+        body: dict[str, Any] = {
+            "model": self._model,
+            "messages": [to_openai(m) for m in request.messages],
+            "stream": True,
+            "max_tokens": p.max_new_tokens,
+            "temperature": p.temperature,
+            "top_p": p.top_p,
+        }
         if p.seed is not None:
             body["seed"] = p.seed
         if p.stop:
@@ -181,13 +235,17 @@ class RemoteChatModel:
             body["stream_options"] = {"include_usage": True}
         return body
 
-    def stream(self, request: ChatRequest) -> Iterator[str | Usage]:
+    def stream(self, request: ChatRequest) -> Generator[str | Usage, None, None]:
         with _translated("chat server", self.base_url, self.timeout_s):
             if self._model is None:
                 self.discover()
             body = self._body(request)
             with self._client.stream("POST", "chat/completions", json=body) as response:
-                if response.status_code == 400 and "stream_options" in body and "stream_options" in response.read().decode(errors="replace"):
+                if (
+                    response.status_code == 400
+                    and "stream_options" in body
+                    and "stream_options" in response.read().decode(errors="replace")
+                ):
                     self._send_usage_option = False  # an older server: count chunks instead
                     response.close()
                     yield from self.stream(request)
@@ -195,7 +253,9 @@ class RemoteChatModel:
                 _raise_for_status(response, "chat server", self.base_url)
                 yield from self._read_events(response, request)
 
-    def _read_events(self, response: httpx.Response, request: ChatRequest) -> Iterator[str | Usage]:
+    def _read_events(
+        self, response: httpx.Response, request: ChatRequest
+    ) -> Generator[str | Usage, None, None]:
         # the estimate stands until the server reports its own count
         usage = Usage(prompt_tokens=sum(self.count_tokens(m) for m in request.messages))
         counted, reported = 0, False
@@ -213,7 +273,9 @@ class RemoteChatModel:
                 chunk = json.loads(data)
                 if "error" in chunk:
                     error = chunk["error"]
-                    raise GenerationFailed(f"the chat server at {self.base_url} failed mid-reply: {error.get('message', error) if isinstance(error, dict) else error}")
+                    raise GenerationFailed(
+                        f"the chat server at {self.base_url} failed mid-reply: {error.get('message', error) if isinstance(error, dict) else error}"
+                    )
                 if chunk.get("usage"):
                     usage.prompt_tokens = chunk["usage"].get("prompt_tokens", usage.prompt_tokens)
                     usage.completion_tokens = chunk["usage"].get("completion_tokens", counted)
@@ -230,14 +292,22 @@ class RemoteChatModel:
                             usage.completion_tokens = counted
                         yield text
             else:
-                raise GenerationFailed(f"the chat server at {self.base_url} closed the stream before it finished")
+                raise GenerationFailed(
+                    f"the chat server at {self.base_url} closed the stream before it finished"
+                )
             yield usage
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise GenerationFailed(f"the chat server at {self.base_url} sent a malformed stream ({type(exc).__name__}: {exc})") from None
+            raise GenerationFailed(
+                f"the chat server at {self.base_url} sent a malformed stream ({type(exc).__name__}: {exc})"
+            ) from None
         except httpx.TimeoutException:
-            raise GenerationFailed(f"the chat server at {self.base_url} sent nothing for {self.timeout_s:g} s mid-reply") from None
+            raise GenerationFailed(
+                f"the chat server at {self.base_url} sent nothing for {self.timeout_s:g} s mid-reply"
+            ) from None
         except httpx.TransportError as exc:
-            raise GenerationFailed(f"the connection to the chat server at {self.base_url} broke mid-reply ({type(exc).__name__})") from None
+            raise GenerationFailed(
+                f"the connection to the chat server at {self.base_url} broke mid-reply ({type(exc).__name__})"
+            ) from None
 
     def close(self) -> None:
         self._closed = True
@@ -247,8 +317,16 @@ class RemoteChatModel:
 class RemoteTranscriber:
     """Speech to text through a remote ``/v1/audio/transcriptions`` (OpenAI, vLLM, this app)."""
 
-    def __init__(self, base_url: str, *, model: str = "whisper-1", api_key: str | None = None, timeout_s: float = 120.0,
-                 max_audio_bytes: int = MAX_AUDIO_BYTES, client: httpx.Client | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str = "whisper-1",
+        api_key: str | None = None,
+        timeout_s: float = 120.0,
+        max_audio_bytes: int = MAX_AUDIO_BYTES,
+        client: httpx.Client | None = None,
+    ):
         self.base_url = base_url.rstrip("/")
         self.name = model
         self.device = "remote"
@@ -256,13 +334,18 @@ class RemoteTranscriber:
         self._client = client or _client(self.base_url, api_key, timeout_s)
 
     @classmethod
-    def from_settings(cls, settings) -> "RemoteTranscriber":
+    def from_settings(cls, settings) -> RemoteTranscriber:
         if not settings.base_url:
             raise ModelUnavailable("--asr-backend openai needs --base-url")
         # 'embedded' names our local default; remote servers know OpenAI's name for Whisper.
         model = settings.asr_model if settings.asr_model not in ("embedded", "", None) else "whisper-1"
-        return cls(settings.base_url, model=model, api_key=settings.remote_api_key, timeout_s=settings.remote_timeout_s,
-                   max_audio_bytes=settings.max_audio_bytes)
+        return cls(
+            settings.base_url,
+            model=model,
+            api_key=settings.remote_api_key,
+            timeout_s=settings.remote_timeout_s,
+            max_audio_bytes=settings.max_audio_bytes,
+        )
 
     def _payload(self, audio) -> tuple[str, bytes]:
         if isinstance(audio, (str, Path)):
@@ -287,10 +370,17 @@ class RemoteTranscriber:
             form["language"] = language
         started = time.perf_counter()
         with _translated("speech server", self.base_url, self.timeout_s):
-            response = self._client.post("audio/transcriptions", data=form, files={"file": (filename, data, "application/octet-stream")})
+            response = self._client.post(
+                "audio/transcriptions",
+                data=form,
+                files={"file": (filename, data, "application/octet-stream")},
+            )
             _raise_for_status(response, "speech server", self.base_url)
             body = response.json()
-        segments = tuple(Segment(float(s.get("start", 0)), float(s.get("end", 0)), str(s.get("text", "")).strip()) for s in body.get("segments") or [])
+        segments = tuple(
+            Segment(float(s.get("start", 0)), float(s.get("end", 0)), str(s.get("text", "")).strip())
+            for s in body.get("segments") or []
+        )
         detected = str(body.get("language") or language or "")
         return Transcript(
             text=str(body.get("text", "")).strip(),

@@ -109,3 +109,34 @@ def test_owners_only_see_their_own_conversations(tmp_path):
     assert not store.delete(alice, owner="bob")
     with pytest.raises(PermissionError):
         store.save(alice, exchange("overwrite"), owner="bob")
+
+
+def test_a_history_from_before_typed_attachments_still_opens(tmp_path):
+    import json
+    import sqlite3
+
+    image = photo(tmp_path / "old.png")
+    db = sqlite3.connect(tmp_path / "history.sqlite3")  # the first schema, as older versions wrote it
+    db.executescript(
+        "CREATE TABLE conversations (id TEXT PRIMARY KEY, owner TEXT NOT NULL, title TEXT NOT NULL,"
+        " created_at REAL NOT NULL, updated_at REAL NOT NULL);"
+        "CREATE TABLE messages (conversation_id TEXT NOT NULL, position INTEGER NOT NULL, role TEXT NOT NULL,"
+        " text TEXT NOT NULL, transcript TEXT, images TEXT NOT NULL, PRIMARY KEY (conversation_id, position));"
+    )
+    db.execute("INSERT INTO conversations VALUES ('abc', 'local', 'old chat', 1, 1)")
+    db.execute(
+        "INSERT INTO messages VALUES ('abc', 0, 'user', 'what is it', 'spoken', ?)", (json.dumps([image]),)
+    )
+    db.execute("INSERT INTO messages VALUES ('abc', 1, 'assistant', 'a square', NULL, '[]')")
+    db.commit()
+    db.close()
+
+    store = HistoryStore(tmp_path)
+    old = store.load("abc")
+    assert [(m.role, m.text, m.transcript, m.images) for m in old.messages] == [
+        ("user", "what is it", "spoken", (image,)),
+        ("assistant", "a square", None, ()),
+    ]
+    _, saved = store.save("abc", [*old.messages, *exchange("and now?")])
+    reopened = store.load("abc").messages
+    assert [m.id for m in reopened] == [m.id for m in saved] and reopened[0].images == saved[0].images

@@ -275,3 +275,25 @@ def test_logged_in_users_each_get_their_own_history(env):
     assert alice.owner == "alice"
     assert sidebar.history_update(env.store, alice).choices == []  # not the local user's chats
     assert sidebar.open_conversation(env.store, alice, env.session.conversation_id)[0] == gr.skip()
+
+
+def test_editing_a_voice_message_keeps_or_replaces_the_transcript(env):
+    send(env, "Please answer:", [audio_file(env.tmp)])
+    shown = render.user_text(env.session.messages[0])
+    assert shown == "Please answer:\n\n🎤 what is in the picture"
+
+    actions.edit(env.session, SimpleNamespace(index=0, value=shown.replace("Please answer:", "Briefly:")))
+    run(env)
+    edited = env.session.messages[0]
+    assert (edited.text, edited.transcript) == ("Briefly:", "what is in the picture")  # still a transcript
+    assert env.model.requests[-1].messages[-1].text == "Briefly:\n\nwhat is in the picture"
+
+    shown = render.user_text(edited)
+    actions.edit(env.session, SimpleNamespace(index=0, value=shown.replace("picture", "photo")))
+    run(env)
+    corrected = env.session.messages[0]
+    assert (corrected.text, corrected.transcript) == (
+        "Briefly:\n\nwhat is in the photo",
+        None,
+    )  # now typed, no 🎤
+    assert "🎤" not in env.model.requests[-1].messages[-1].text

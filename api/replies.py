@@ -27,6 +27,8 @@ class Completion:
             "prompt_tokens": s.prompt_tokens,
             "completion_tokens": s.tokens,
             "total_tokens": s.prompt_tokens + s.tokens,
+            # as OpenAI and vLLM report it: prompt tokens served from the prefix cache
+            "prompt_tokens_details": {"cached_tokens": s.cached_tokens},
         }
 
     @staticmethod

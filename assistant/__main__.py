@@ -121,6 +121,7 @@ def cmd_chat(args) -> int:
             ttft_s=round(stats.ttft_s, 4),
             tokens_per_s=round(stats.tokens_per_s, 2),
             prompt_tokens=stats.prompt_tokens,
+            cached_tokens=stats.cached_tokens,
             finish_reason=stats.finish_reason,
             model=assistant.require_chat().info.name,
         )

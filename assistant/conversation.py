@@ -142,26 +142,36 @@ def limit_images(messages: Sequence[Message], max_images: int) -> list[Message]:
     return kept
 
 
+TRIM_BLOCK = 0.25  # history is cut in steps of this share of the budget
+
+
 def fit_to_context(
     system: Message | None,
     history: Sequence[Message],
     count_tokens: Callable[[Message], int],
     budget: int,
+    block: float = TRIM_BLOCK,
 ) -> list[Message]:
     """System message + as many of the newest messages as fit in ``budget`` tokens.
 
-    Whole turns are dropped from the oldest end, so a reply never stays without its question.
-    The newest message is always kept (the model then reports what does not fit).
+    Whole messages are dropped from the oldest end, so a reply never stays without its
+    question. How much goes is rounded up to whole blocks of ``block × budget`` tokens: the
+    prompt's start then stays the same for the next several turns (and the model's prefix cache
+    keeps serving them) instead of moving, and missing the cache, on every turn. The newest
+    message is always kept (the model then reports what does not fit).
     """
-    used = count_tokens(system) if system else 0
-    kept: list[Message] = []
-    for message in reversed(history):
-        cost = count_tokens(message)
-        if kept and used + cost > budget:
-            break
-        kept.append(message)
-        used += cost
-    kept.reverse()
+    fixed = count_tokens(system) if system else 0
+    costs = [count_tokens(m) for m in history]
+    excess = fixed + sum(costs) - budget
+    keep_from = 0
+    if excess > 0:
+        step = max(1, int(budget * block)) if block > 0 else 1
+        cut = -(-excess // step) * step  # rounded up to whole blocks
+        dropped = 0
+        while keep_from < len(history) - 1 and dropped < cut:
+            dropped += costs[keep_from]
+            keep_from += 1
+    kept = list(history[keep_from:])
     while len(kept) > 1 and kept[0].role == "assistant":  # never start with an orphan reply
         kept.pop(0)
     return ([system] if system else []) + kept

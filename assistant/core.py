@@ -31,7 +31,7 @@ from assistant.models.base import (
     Usage,
 )
 from assistant.queueing import TurnQueue
-from assistant.settings import Settings, resolve_defaults
+from assistant.settings import MB, Settings, resolve_defaults
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class ReplyStats:
     finish_reason: str
     queued_s: float = 0.0
     transcribe_s: float = 0.0
+    cached_tokens: int = 0  # prompt tokens reused from an earlier turn (not computed again)
 
 
 @dataclass(frozen=True)
@@ -417,6 +418,7 @@ class Assistant:
             finish_reason="stop" if stopped else usage.finish_reason,
             queued_s=queued_s,
             transcribe_s=transcribe_s,
+            cached_tokens=usage.cached_tokens,
         )
 
 
@@ -432,6 +434,8 @@ def load_chat_model(settings: Settings) -> ChatModel:
         device=settings.device,
         quantization=settings.quantization,
         image_max_side=settings.image_max_side,
+        dtype=settings.dtype,
+        prefix_cache_bytes=None if settings.prefix_cache_mb is None else settings.prefix_cache_mb * MB,
     )
 
 

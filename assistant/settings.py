@@ -26,6 +26,7 @@ EMBEDDED_ASR_MODEL = "embedded"  # multilingual Whisper base shipped on PyPI
 QUANTIZATIONS = ("auto", "nf4", "int8", "none")
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("local", "openai")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 MB = 1024 * 1024
@@ -116,6 +117,19 @@ class Settings:
     image_max_side: int = setting(IMAGE_MAX_SIDE, "images are downscaled to this longest side", "chat model")
     max_images_in_context: int = setting(4, "older images are dropped beyond this", "chat model")
     max_image_pixels: int = MAX_IMAGE_PIXELS
+    dtype: str = setting(
+        "auto",
+        "weights' precision; auto = bfloat16 on GPUs that have it and on CPUs with bf16 instructions"
+        " (AVX512-BF16/AMX), else float16 on GPU and float32 on CPU",
+        "chat model",
+        choices=DTYPES,
+    )
+    prefix_cache_mb: int | None = setting(
+        None,
+        "memory for reusing earlier prompts' keys/values, so follow-up questions skip what was already read"
+        " (default: a quarter of the free GPU memory, or an eighth of RAM up to 4 GB; 0 turns it off)",
+        "chat model",
+    )
 
     # Speech
     asr_model: str = setting(

@@ -140,7 +140,12 @@ def test_chat_completion_shape_and_usage():
         }
     ]
     prompt = model.usages[-1].prompt_tokens
-    assert body["usage"] == {"prompt_tokens": prompt, "completion_tokens": 4, "total_tokens": prompt + 4}
+    assert body["usage"] == {
+        "prompt_tokens": prompt,
+        "completion_tokens": 4,
+        "total_tokens": prompt + 4,
+        "prompt_tokens_details": {"cached_tokens": 0},  # the fake model reuses nothing
+    }
 
 
 def test_max_tokens_gives_finish_reason_length_and_max_completion_tokens_wins():

@@ -248,3 +248,20 @@ def test_conversation_history_ops():
 def test_generation_params_validated_type():
     with pytest.raises(InvalidParams, match="stop"):
         GenerationParams(stop=("",)).validated(4096)
+
+
+def test_trimming_cuts_in_blocks_so_the_prompt_start_stays_put():
+    """Once the history no longer fits, it is cut in blocks: the next turns keep the same first
+    message (so the prefix cache keeps serving them) instead of it moving every turn."""
+
+    def start_changes(block: float) -> int:
+        history, starts = [], []
+        for turn in range(40):
+            history += [Message("user", f"question {turn}"), Message("assistant", f"answer {turn}")]
+            kept = fit_to_context(None, history, lambda m: 10, budget=400, block=block)
+            assert 10 * len(kept) <= 400 and kept[-1] is history[-1] and kept[0].role == "user"
+            starts.append(kept[0].text)
+        return sum(1 for a, b in zip(starts, starts[1:]) if a != b)
+
+    assert start_changes(block=0) >= 19  # message by message: the start moves every turn
+    assert start_changes(block=0.25) <= 5  # in blocks: every fifth turn or so

@@ -76,6 +76,8 @@ def stats_line(stats: ReplyStats) -> str:
         f"{stats.tokens_per_s:.1f} tokens/s",
         f"{stats.tokens} tokens",
     ]
+    if stats.cached_tokens:
+        parts.append(f"{stats.cached_tokens} of {stats.prompt_tokens} prompt tokens cached")
     if stats.queued_s >= 0.5:
         parts.append(f"waited {stats.queued_s:.1f} s for the model")
     if stats.transcribe_s:
@@ -101,7 +103,8 @@ def banner(error: str | None) -> str:
 def model_info(loaded: Description) -> str:
     info = loaded.chat
     if info is not None:
-        chat_line = f"**Model:** `{info.name}` · {info.backend} · quantization **{info.quantization}** · device **{info.device}** · context {info.context_length} tokens"
+        dtype = f" · {info.dtype}" if info.dtype else ""
+        chat_line = f"**Model:** `{info.name}` · {info.backend} · quantization **{info.quantization}**{dtype} · device **{info.device}** · context {info.context_length} tokens"
     else:
         chat_line = f"**Model:** `{loaded.chat_model}` — not loaded"
     if loaded.speech_model is not None:

@@ -199,6 +199,7 @@ class Usage:
     completion_tokens: int = 0
     finish_reason: str = "stop"  # stop | length | cancelled | error
     first_token_at: float | None = None  # time.perf_counter() when the first new token arrived
+    cached_tokens: int = 0  # prompt tokens whose keys/values were reused, not computed again
 
 
 @dataclass
@@ -218,6 +219,7 @@ class ModelInfo:
     device: str
     quantization: str
     context_length: int
+    dtype: str = ""  # of the weights (float32, bfloat16…); "" where the backend does not say
 
 
 class ChatModel(Protocol):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Union
 
-from assistant import media, prompts
+from assistant import limits, media, prompts
 from assistant.conversation import ImageAttachment, Message, fit_to_context, limit_images
 from assistant.errors import InvalidParams, ModelUnavailable
 from assistant.models.base import (
@@ -326,6 +326,8 @@ class Assistant:
             if literal_system and system_prompt is not None
             else self.system_prompt(system_prompt)
         )
+        # Text that cannot fit is refused from its length, before anything tokenizes it.
+        history = limits.within_context(self.chat_model, history, message, system_text, params.max_new_tokens)
         transcribe_s = 0.0
         if message.needs_transcript:
             transcript = self.transcribe(message.audio, language=language)

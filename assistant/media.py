@@ -13,7 +13,9 @@ import io
 import os
 import re
 import stat
+import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import av
@@ -213,16 +215,37 @@ def _draft(img: Image.Image, max_side: int) -> None:
         img.draft("RGB", (-(-w * max_side // long_side), -(-h * max_side // long_side)))
 
 
+HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+_STRIP_PIXELS = 4_000_000  # high-bit-depth pixels converted at a time
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit or float grey image as 8-bit 'L', scaled rather than clipped.
+
+    Strip by strip, in integers: a 100-megapixel 16-bit PNG costs its own 200 MB plus the 100 MB
+    result, instead of float64 copies of the whole (1.9 GB measured before).
+    """
+    w, h = img.size
+    top = float(img.getextrema()[1])  # type: ignore[arg-type]  # one band: (low, high)
+    sixteen = img.mode.startswith("I;16") or (img.mode == "I" and top > 255)
+    unit_float = img.mode == "F" and top <= 1.0
+    out = np.empty((h, w), np.uint8)
+    rows = max(1, _STRIP_PIXELS // max(1, w))
+    for y in range(0, h, rows):
+        a = np.asarray(img.crop((0, y, w, min(h, y + rows))))
+        if sixteen:
+            a = a // 257  # 65535 -> 255
+        elif unit_float:
+            a = a * np.float32(255.0)
+        out[y : y + rows] = np.clip(a, 0, 255)
+    return Image.fromarray(out)
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Any Pillow mode -> RGB; transparent pixels become white (as a chat page shows them)."""
-    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+    if img.mode in HIGH_DEPTH_MODES:
         # convert() would clip 16-bit values to 0..255 (a nearly white picture): scale instead.
-        a = np.asarray(img, dtype=np.float64)
-        if img.mode.startswith("I;16") or (img.mode == "I" and a.max(initial=0) > 255):
-            a = a / 257.0
-        elif img.mode == "F" and a.max(initial=0) <= 1.0:
-            a = a * 255.0
-        img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+        img = _to_8bit(img)
     if img.mode == "RGB":
         return img
     if img.has_transparency_data:  # RGBA, LA, PA, P/L/RGB with a transparent colour
@@ -264,6 +287,11 @@ def load_image(
         img = _open_image(_read(source, max_bytes, label), label, max_pixels)
         if max_side:
             _draft(img, max_side)
+    with DECODES.slot(img.size[0] * img.size[1]):
+        return _decode(img, label, max_side)
+
+
+def _decode(img: Image.Image, label: str, max_side: int | None) -> Image.Image:
     try:
         img.load()  # the full decode happens here, so damage shows up now, not in the model
     except Exception:  # OSError, SyntaxError, ValueError, EOFError, struct.error, ...
@@ -273,11 +301,39 @@ def load_image(
     except Exception:
         pass  # a damaged EXIF block is no reason to refuse a picture that decodes fine
     try:
+        if img.mode in HIGH_DEPTH_MODES:  # shrink while grey and 8-bit, then make it RGB
+            img = _fit(_to_8bit(img), max_side)
         return _fit(_to_rgb(img), max_side)
     except Exception:
         raise MediaError(
             f"{label} has an unusual pixel format ({img.mode}) that could not be converted to RGB"
         ) from None
+
+
+class DecodeBudget:
+    """Bounds the pixels being decoded at once, over all threads: a decode waits while others
+    hold the budget (one alone may always run, however large), so a burst of big images costs a
+    bounded amount of memory and leaves cores for everyone else."""
+
+    def __init__(self, pixels: int):
+        self.pixels, self.in_flight = pixels, 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def slot(self, pixels: int):
+        with self._changed:
+            self._changed.wait_for(lambda: self.in_flight == 0 or self.in_flight + pixels <= self.pixels)
+            self.in_flight += pixels
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.in_flight -= pixels
+                self._changed.notify_all()
+
+
+# Two images at the pixel cap at once (about 0.6 GB for 16-bit ones), or many phone photos.
+DECODES = DecodeBudget(2 * MAX_IMAGE_PIXELS)
 
 
 # --------------------------------------------------------------------------- audio
@@ -405,6 +461,50 @@ def audio_duration(source, name: str | None = None) -> float:
     if seconds <= 0:
         raise MediaError(f"{label} contains no audio (0 samples)")
     return float(seconds)
+
+
+# --------------------------------------------------------------------------- serving
+
+# What a browser is told a file is, and the name a saved copy gets, from its content alone.
+_SERVED = {
+    "JPEG image": ("image/jpeg", ".jpg"),
+    "PNG image": ("image/png", ".png"),
+    "GIF image": ("image/gif", ".gif"),
+    "WebP image": ("image/webp", ".webp"),
+    "BMP image": ("image/bmp", ".bmp"),
+    "TIFF image": ("image/tiff", ".tiff"),
+    "WAV audio": ("audio/wav", ".wav"),
+    "MP3 audio": ("audio/mpeg", ".mp3"),
+    "Ogg audio": ("audio/ogg", ".ogg"),
+    "FLAC audio": ("audio/flac", ".flac"),
+    "AAC audio": ("audio/aac", ".aac"),
+    "M4A audio": ("audio/mp4", ".m4a"),
+    "WebM/Matroska media": ("audio/webm", ".webm"),
+}
+UNKNOWN_TYPE = ("application/octet-stream", ".bin")
+
+
+def _served(source) -> tuple[str, str]:
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as f:
+                head = f.read(_SNIFF_BYTES)
+        else:
+            head = bytes(source[:_SNIFF_BYTES])
+    except (OSError, TypeError):
+        return UNKNOWN_TYPE
+    return _SERVED.get(_sniff(head) or "", UNKNOWN_TYPE)
+
+
+def content_type(source) -> str:
+    """The media type of a file (path or bytes) judged by its content, never its name;
+    ``application/octet-stream`` for anything that is not a photo or recording we accept."""
+    return _served(source)[0]
+
+
+def suffix_for(source) -> str:
+    """The file name extension that says what the content is (``.bin`` when unknown)."""
+    return _served(source)[1]
 
 
 # --------------------------------------------------------------------------- routing

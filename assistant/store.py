@@ -21,6 +21,7 @@ from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from assistant import media
 from assistant.conversation import ATTACHMENT_KINDS, Attachment, Message
 
 DB_NAME = "history.sqlite3"
@@ -191,6 +192,12 @@ class HistoryStore:
         self._drop_unused_files(conversation_id, stored)
         return conversation_id, stored
 
+    def owner_of(self, conversation_id: str) -> str | None:
+        """Whose conversation this is (None: no such conversation)."""
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT owner FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        return row[0] if row else None
+
     def rename(self, conversation_id: str, title: str, owner: str = LOCAL_OWNER) -> bool:
         title = " ".join(title.split())[:200]
         if not title:
@@ -230,7 +237,8 @@ class HistoryStore:
         if source.parent == folder:
             return str(source)
         data = source.read_bytes()
-        target = folder / (hashlib.sha256(data).hexdigest()[:32] + source.suffix.lower()[:10])
+        # Named by content, typed by content: the name a user gave the file says nothing.
+        target = folder / (hashlib.sha256(data).hexdigest()[:32] + media.suffix_for(data))
         if not target.exists():
             folder.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(target.name + ".tmp")

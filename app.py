@@ -56,15 +56,22 @@ def build_server(assistant, settings: Settings):
     import gradio as gr
     from fastapi import FastAPI
 
+    import web
     from api import install_api
     from assistant.store import HistoryStore
     from ui import build_ui
     from ui.style import CSS
+    from web.logins import Logins
 
-    server = FastAPI(title="Multimodal assistant", docs_url="/v1/docs", openapi_url="/v1/openapi.json")
-    install_api(server, assistant, settings)
+    # The API serves its own docs (/v1/docs, /v1/openapi.json) behind its credentials.
+    server = FastAPI(title="Multimodal assistant", docs_url=None, redoc_url=None, openapi_url=None)
+    logins = Logins(settings.auth)  # one rate limit for the page's form and the API's Basic auth
+    install_api(server, assistant, settings, logins=logins)
     store = HistoryStore(settings.data_dir)
     blocks = build_ui(assistant, settings, store)
+    # Saved photos are served from where they lie (not copied to Gradio's cache), so that
+    # web.files can tell whose they are.
+    gr.set_static_paths([str(store.media_dir)])
     server = gr.mount_gradio_app(
         server,
         blocks,
@@ -75,6 +82,7 @@ def build_server(assistant, settings: Settings):
         show_error=True,
         css=CSS,
     )
+    web.install(server, settings, store, logins)
     return server, blocks
 
 
@@ -83,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     apply_environment(parser, os.environ)
     settings = settings_from_args(parser.parse_args(argv))
+    from web import exposure_problem
+
+    problem = exposure_problem(settings)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     import uvicorn

@@ -3,7 +3,8 @@
     install_api(server, assistant, settings)
 
 adds ``GET /v1/models``, ``POST /v1/chat/completions`` (JSON or Server-Sent Events) and
-``POST /v1/audio/transcriptions``, guarded by ``settings.api_key`` when set.
+``POST /v1/audio/transcriptions`` (and its docs at ``/v1/docs``), guarded by ``settings.api_key``
+and the page's logins (``settings.auth``, as HTTP Basic) when set.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from fastapi import FastAPI
 from api.routes import build_router
 
 
-def install_api(app: FastAPI, assistant, settings) -> None:
-    app.include_router(build_router(assistant, settings))
+def install_api(app: FastAPI, assistant, settings, logins=None) -> None:
+    """``logins``: the page's users (a :class:`web.logins.Logins`), also accepted as HTTP Basic;
+    by default made from ``settings.auth``."""
+    app.include_router(build_router(assistant, settings, logins))
 
 
 __all__ = ["install_api"]

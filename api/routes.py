@@ -11,8 +11,10 @@ import hmac
 import math
 import threading
 import time
+from pathlib import Path
 
 from fastapi import APIRouter, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import PlainTextResponse
 from fastapi.routing import APIRoute
 from starlette.datastructures import UploadFile
@@ -26,14 +28,42 @@ from api.schemas import ChatCompletionRequest, generation_values
 from api.streaming import Workers
 from assistant.errors import InvalidParams, ModelUnavailable
 from assistant.settings import MB
+from web.logins import Logins, TooManyAttempts
 
 WHISPER_ALIAS = "whisper-1"  # the name OpenAI clients and tools send by default
 TRANSCRIPTION_FIELDS = ("file", "model", "language", "response_format")
 RESPONSE_FORMATS = ("json", "text", "verbose_json")
 
 
-def route_class(api_key: str | None, max_body_bytes: int) -> type[APIRoute]:
+def route_class(api_key: str | None, max_body_bytes: int, logins: Logins | None = None) -> type[APIRoute]:
+    """Routes that check credentials first (the API key as Bearer, or a page login as HTTP Basic)
+    and turn every error into OpenAI's error JSON."""
     expected = api_key.encode() if api_key else None
+    challenge = 'Basic realm="assistant", charset="UTF-8"' if logins else "Bearer"
+    if logins and expected is not None:
+        wanted = "send 'Authorization: Bearer <key>' or a page login as HTTP Basic"
+    elif logins:
+        wanted = "send a page login as HTTP Basic ('Authorization: Basic <base64 of user:password>')"
+    else:
+        wanted = "send 'Authorization: Bearer <key>'"
+
+    def authenticate(request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if expected is not None and scheme.lower() == "bearer":
+            if hmac.compare_digest(given.strip().encode(), expected):
+                return
+        elif logins and scheme.lower() == "basic":
+            client = request.client.host if request.client else "?"
+            try:
+                if logins.check_basic(client, header) is not None:
+                    return
+            except TooManyAttempts as exc:
+                raise ApiError(
+                    429, str(exc), code="rate_limit_exceeded", headers={"Retry-After": str(exc.retry_after_s)}
+                ) from None
+        what = "API key" if not logins else "credentials"
+        raise ApiError(401, f"missing or wrong {what}: {wanted}", code="invalid_api_key")
 
     class OpenAIRoute(APIRoute):
         def get_route_handler(self):
@@ -41,16 +71,8 @@ def route_class(api_key: str | None, max_body_bytes: int) -> type[APIRoute]:
 
             async def guarded(request: Request):
                 try:
-                    if expected is not None:
-                        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-                        if scheme.lower() != "bearer" or not hmac.compare_digest(
-                            given.strip().encode(), expected
-                        ):
-                            raise ApiError(
-                                401,
-                                "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                                code="invalid_api_key",
-                            )
+                    if expected is not None or logins:
+                        authenticate(request)
                     length = request.headers.get("content-length", "")
                     if length.isdigit() and int(length) > max_body_bytes:
                         raise ApiError(
@@ -63,17 +85,34 @@ def route_class(api_key: str | None, max_body_bytes: int) -> type[APIRoute]:
                     return ApiError(exc.status_code, str(exc.detail)).response()
                 except Exception as exc:
                     error = from_exception(exc)
-                    return error.response({"WWW-Authenticate": "Bearer"} if error.status == 401 else None)
+                    return error.response({"WWW-Authenticate": challenge} if error.status == 401 else None)
 
             return guarded
 
     return OpenAIRoute
 
 
-def build_router(assistant, settings) -> APIRouter:
+def public_name(name: str) -> str:
+    """What clients see of a model: a hub id as it is, a local directory by its last part
+    (the server's file layout is nobody's business)."""
+    try:
+        local = Path(name).expanduser().exists()
+    except (OSError, ValueError):
+        local = False
+    return Path(name).name if local else name
+
+
+def chat_body_limit(settings) -> int:
+    """The largest /v1 request body: a chat with its images as base64 data URLs, or an audio file."""
     chat_body = (settings.max_images_in_context + 4) * settings.max_image_bytes * 4 // 3 + MB
+    return max(chat_body, settings.max_audio_bytes + MB)
+
+
+def build_router(assistant, settings, logins: Logins | None = None) -> APIRouter:
+    if logins is None and settings.auth:
+        logins = Logins(settings.auth)
     router = APIRouter(
-        prefix="/v1", route_class=route_class(settings.api_key, max(chat_body, settings.max_audio_bytes + MB))
+        prefix="/v1", route_class=route_class(settings.api_key, chat_body_limit(settings), logins)
     )
     fetcher = ImageFetcher(
         allow_remote=settings.allow_remote_images,
@@ -95,7 +134,10 @@ def build_router(assistant, settings) -> APIRouter:
     def cards() -> list[dict]:
         loaded, found = assistant.describe(), []
         if loaded.chat is not None:
-            found.append(model_card(loaded.chat.name, max_model_len=loaded.chat.context_length))
+            extra = {"dtype": loaded.chat.dtype} if loaded.chat.dtype else {}
+            found.append(
+                model_card(public_name(loaded.chat.name), max_model_len=loaded.chat.context_length, **extra)
+            )
         if loaded.speech_model is not None:
             found.append(model_card(loaded.speech_model))
         return found
@@ -113,8 +155,9 @@ def build_router(assistant, settings) -> APIRouter:
 
     @router.post("/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
-        name = assistant.require_chat().info.name
-        if body.model != name:
+        served = assistant.require_chat().info.name
+        name = public_name(served)
+        if body.model not in (name, served):
             raise ApiError(
                 404,
                 f"The model '{body.model}' does not exist; this server serves '{name}'",
@@ -208,6 +251,15 @@ def build_router(assistant, settings) -> APIRouter:
             "segments": segments,
             "usage": usage,
         }
+
+    # The interactive docs and the schema sit behind the same credentials as the routes.
+    @router.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request):
+        return request.app.openapi()
+
+    @router.get("/docs", include_in_schema=False)
+    async def docs(request: Request):
+        return get_swagger_ui_html(openapi_url="/v1/openapi.json", title="Multimodal assistant API")
 
     @router.api_route(
         "/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False

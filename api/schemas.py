@@ -7,15 +7,29 @@ got none).
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, create_model, field_validator, model_validator
 
 from assistant.models.base import knobs, value_type
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*")
+    @classmethod
+    def _valid_unicode(cls, value):
+        # JSON may carry a lone UTF-16 surrogate ("\\ud800"); no tokenizer or encoder takes it.
+        for text in value if isinstance(value, list) else (value,):
+            if isinstance(text, str) and _SURROGATE.search(text):
+                raise ValueError(
+                    "contains a lone surrogate (such as \\ud800), which is not valid Unicode text"
+                )
+        return value
 
 
 class ImageUrl(Strict):

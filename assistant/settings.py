@@ -37,6 +37,7 @@ MAX_IMAGE_PIXELS = 100_000_000  # decompression-bomb guard, checked before decod
 IMAGE_MAX_SIDE = 1024  # longest side handed to the processor
 MAX_AUDIO_BYTES = 50 * MB
 MAX_AUDIO_SECONDS = 600.0
+SESSION_HOURS = 7 * 24.0  # a page login's lifetime
 
 
 @dataclass(frozen=True)
@@ -158,13 +159,13 @@ class Settings:
 
     # Serving
     host: str = setting(
-        "127.0.0.1", "address to bind; use 0.0.0.0 to serve your network (then set --auth)", "server"
+        "127.0.0.1", "address to bind; use 0.0.0.0 to serve your network (needs --auth)", "server"
     )
     port: int = setting(7860, "port of the page and the API", "server")
     share: bool = setting(False, "also open a public Gradio share link (off by default)", "server")
     auth: tuple[tuple[str, str], ...] = setting(
         (),
-        "require a login for the page (repeatable)",
+        "require a login for the page and the /v1 API (repeatable)",
         "server",
         repeat=True,
         metavar="USER:PASSWORD",
@@ -172,6 +173,14 @@ class Settings:
     )
     auth_file: Path | None = setting(None, "file with one USER:PASSWORD per line", "server")
     api_key: str | None = setting(None, "require 'Authorization: Bearer KEY' on /v1 API routes", "server")
+    allow_unauthenticated: bool = setting(
+        False,
+        "serve a non-loopback --host (or --share) without --auth: anyone who reaches it may chat and read the history",
+        "server",
+    )
+    session_hours: float = setting(
+        SESSION_HOURS, "a page login lasts this long, then the user logs in again", "server"
+    )
     data_dir: Path = setting(
         Path(user_data_dir("multimodal-assistant", appauthor=False)),
         "where chat history and uploaded images are kept",

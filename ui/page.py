@@ -8,18 +8,20 @@ import gradio as gr
 
 from ui import actions, endpoint, render, settings_panel, sidebar
 from ui.respond import report_error, respond
-from ui.session import ChatSession
+from ui.session import ChatSession, as_owner
 
 # Replies queue in the engine (one generation at a time, first come first served, with a
 # position shown to whoever waits). Gradio's own queue only caps how many wait there.
 CONCURRENCY = 32
+UPLOAD_SWEEP = (3600, 24 * 3600)  # (every, older than) seconds
 PLACEHOLDER = (
     "### Ask anything\nType, attach photos (drag & drop or paste), or record your voice with the 🎤."
 )
 
 
 def build_ui(assistant, settings, store) -> gr.Blocks:
-    with gr.Blocks(title="Multimodal assistant", fill_height=True) as demo:
+    # delete_cache: uploads older than a day are swept every hour (saved chats keep their own copies).
+    with gr.Blocks(title="Multimodal assistant", fill_height=True, delete_cache=UPLOAD_SWEEP) as demo:
         session = gr.State(ChatSession())
 
         with gr.Sidebar(label="History", position="left", elem_id="history-sidebar"):
@@ -51,6 +53,10 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
             # Gradio 6.31's editor breaks (JS error) on a grouped bubble holding a photo; each
             # turn is one message anyway, so grouping changes nothing else.
             group_consecutive_messages=False,
+            # Gradio's own sanitizer stays on, custom tags go too; ui.render.safe_markdown has
+            # already reduced what a bubble holds to a safe subset.
+            sanitize_html=True,
+            allow_tags=False,
             placeholder=PLACEHOLDER,
             scale=1,  # with fill_height: grows to the window, then scrolls inside
             elem_id="chat",
@@ -77,7 +83,7 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
 
         # -- wiring ----------------------------------------------------------------------
         answer = dict(
-            fn=partial(respond, assistant, store),
+            fn=as_owner(partial(respond, assistant, store)),
             inputs=[session, *panel.inputs],
             outputs=[chatbot, stats, box, history],
             concurrency_limit=CONCURRENCY,
@@ -96,24 +102,25 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
             start.success(**answer).then(report_error, [session], None, **quick)
         box.stop(actions.stop, [session], None, queue=False, api_visibility="private")  # at once
 
-        undo = partial(actions.undo, store)
+        undo = as_owner(partial(actions.undo, store))
         for trigger in (undo_btn.click, chatbot.undo):
             trigger(undo, [session], [chatbot, stats, box, history], **quick)
-        fresh = partial(sidebar.new_chat, store)
+        fresh = as_owner(partial(sidebar.new_chat, store))
         for trigger in (new_btn.click, clear_btn.click, chatbot.clear):
             trigger(fresh, [session], [chatbot, stats, title, history], **quick)
         history.input(
-            partial(sidebar.open_conversation, store),
+            as_owner(partial(sidebar.open_conversation, store)),
             [session, history],
             [chatbot, stats, title, history],
             **quick,
         )
         for trigger in (rename_btn.click, title.submit):
-            trigger(partial(sidebar.rename, store), [session, title], [history], **quick)
-        delete_btn.click(partial(sidebar.delete, store), [session], [chatbot, stats, title, history], **quick)
+            trigger(as_owner(partial(sidebar.rename, store)), [session, title], [history], **quick)
+        delete_btn.click(
+            as_owner(partial(sidebar.delete, store)), [session], [chatbot, stats, title, history], **quick
+        )
 
-        def on_load(tab: ChatSession, request: gr.Request):  # a closure: Gradio spots gr.Request here
-            return sidebar.on_load(store, tab, request)
-
-        demo.load(on_load, [session], [history], **quick)
+        # Every handler that reads or writes the history takes its owner from the request
+        # (as_owner), so a client that never fires this load event is no one else.
+        demo.load(as_owner(partial(sidebar.history_update, store)), [session], [history], **quick)
     return demo

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from assistant.conversation import Message, edit_user_message
 from assistant.core import Description, ReplyStats
 
@@ -18,12 +20,12 @@ def spoken_text(message: Message) -> str:
     heard), or a note while the recording is still being transcribed."""
     if message.needs_transcript:
         return TRANSCRIBING
-    return f"{MIC} {message.transcript}" if message.transcript else ""
+    return f"{MIC} {safe_markdown(message.transcript)}" if message.transcript else ""
 
 
 def user_text(message: Message) -> str:
-    """Typed words, then the spoken part."""
-    return PARAGRAPH.join(t for t in (message.text.strip(), spoken_text(message)) if t)
+    """Typed words, then the spoken part, as a bubble shows them (see :func:`safe_markdown`)."""
+    return PARAGRAPH.join(t for t in (safe_markdown(message.text.strip()), spoken_text(message)) if t)
 
 
 def edited(messages: list[Message], index: int, shown: str) -> tuple[list[Message], Message]:
@@ -34,8 +36,8 @@ def edited(messages: list[Message], index: int, shown: str) -> tuple[list[Messag
     a transcript; when the transcript itself was corrected, the corrected words count as typed
     and the mark this module put before them goes.
     """
-    message, shown = messages[index], shown.strip()
-    spoken = spoken_text(message) if message.transcript else ""
+    message, shown = messages[index], unescape_shown(shown.strip())
+    spoken = unescape_shown(spoken_text(message)) if message.transcript else ""
     if spoken and shown.endswith(spoken):
         return edit_user_message(messages, index, shown.removesuffix(spoken).strip(), message.transcript)
     typed = message.text.strip() + PARAGRAPH if message.text.strip() else ""
@@ -46,7 +48,7 @@ def edited(messages: list[Message], index: int, shown: str) -> tuple[list[Messag
 
 def bubble(message: Message) -> dict:
     if message.role != "user":
-        return {"role": "assistant", "content": message.text or EMPTY_REPLY}
+        return {"role": "assistant", "content": safe_markdown(message.text) or EMPTY_REPLY}
     text = user_text(message)
     content: list = [{"path": str(p)} for p in message.images]  # photos shown inline, text below
     if text or not content:
@@ -60,7 +62,7 @@ def chat(messages: list[Message], user: Message | None = None, reply: str | None
     if user is not None:
         shown.append(bubble(user))
     if reply is not None:
-        shown.append({"role": "assistant", "content": reply or THINKING})
+        shown.append({"role": "assistant", "content": safe_markdown(reply) or THINKING})
     return shown
 
 
@@ -112,3 +114,96 @@ def model_info(loaded: Description) -> str:
     else:
         asr_line = "**Speech:** not loaded"
     return f"{chat_line}\n\n{asr_line}"
+
+
+# --------------------------------------------------------------------------- safe display
+
+# Raw HTML a chat bubble may keep: these tags, bare (no attributes at all, so no style, no
+# event handler, no URL). Every other '<' is shown as text. Code is left as written.
+SAFE_TAGS = frozenset(
+    (
+        *("b", "i", "em", "strong", "u", "s", "del", "mark", "small", "sub", "sup", "kbd", "code"),
+        *("pre", "br", "hr", "p", "ul", "ol", "li", "blockquote", "details", "summary"),
+        *("h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td"),
+    )
+)
+_FENCE_OPEN = re.compile(r"[ ]{0,3}(`{3,}|~{3,})")
+_FENCE_CLOSE = re.compile(r"[ ]{0,3}(`{3,}|~{3,})[ \t]*\r?\n?$")
+_SPAN = re.compile(r"(`+)(?!`).*?(?<!`)\1(?!`)", re.DOTALL)
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]*)\s*(/?)>")
+_AUTOLINK = re.compile(r"<(?:https?://|mailto:)[^\s<>]*>", re.IGNORECASE)
+# Images a bubble may load: our own file routes and inline data (the CSP allows no others).
+_OWN_IMAGE = re.compile(r"!\[[^\]\n]*\]\(\s*<?(data:image/|/?gradio_api/file=)([^)\s>]*)", re.IGNORECASE)
+
+
+def _blocks(text: str) -> list[tuple[bool, str]]:
+    """(is fenced code, text) pieces; an unclosed fence (a reply still streaming) runs to the end."""
+    pieces: list[tuple[bool, str]] = []
+    prose: list[str] = []
+    code: list[str] = []
+    fence = ""
+    for line in text.splitlines(keepends=True):
+        if not fence:
+            opened = _FENCE_OPEN.match(line)
+            if opened and not (opened.group(1)[0] == "`" and "`" in line[opened.end() :]):
+                pieces.append((False, "".join(prose)))
+                prose, code, fence = [], [line], opened.group(1)
+            else:
+                prose.append(line)
+            continue
+        code.append(line)
+        closed = _FENCE_CLOSE.match(line)
+        if closed and closed.group(1)[0] == fence[0] and len(closed.group(1)) >= len(fence):
+            pieces.append((True, "".join(code)))
+            code, fence = [], ""
+    pieces.append((True, "".join(code)) if fence else (False, "".join(prose)))
+    return pieces
+
+
+def _safe_html(text: str) -> str:
+    out, i = [], 0
+    while (j := text.find("<", i)) >= 0:
+        out.append(text[i:j])
+        kept = _TAG.match(text, j)
+        if kept is None or kept.group(2).lower() not in SAFE_TAGS:
+            kept = _AUTOLINK.match(text, j)
+        if kept is not None:
+            out.append(kept.group(0))
+            i = kept.end()
+        else:
+            out.append("&lt;")  # shown as the character, never read as markup
+            i = j + 1
+    out.append(text[i:])
+    return "".join(out)
+
+
+def _safe_prose(text: str) -> str:
+    out, i = [], 0
+    for span in _SPAN.finditer(text):  # inline code is shown literally by the renderer
+        out.append(_safe_html(text[i : span.start()]))
+        out.append(span.group(0))
+        i = span.end()
+    out.append(_safe_html(text[i:]))
+    shown = "".join(out)
+    # A remote image becomes a link to it: nothing is fetched unless the reader clicks.
+    return re.sub(r"!\[", lambda m: m.group(0) if _own_image(shown, m.start()) else "[", shown)
+
+
+def _own_image(text: str, at: int) -> bool:
+    found = _OWN_IMAGE.match(text, at)
+    return found is not None and ".." not in found.group(2) and "\\" not in found.group(2)
+
+
+def safe_markdown(text: str) -> str:
+    """Markdown that cannot be turned against its reader (model output may be steered by a
+    prompt hidden in a photo): raw HTML other than a few bare formatting tags is shown as text
+    (no forms, inputs, inline styles, media, scripts or frames), and images other than our own
+    files and data URLs become links. Code is kept as written (the renderer shows it literally)."""
+    if "<" not in text and "![" not in text:
+        return text
+    return "".join(code if is_code else _safe_prose(code) for is_code, code in _blocks(text))
+
+
+def unescape_shown(text: str) -> str:
+    """A bubble's text as :func:`safe_markdown` showed it, back as typed (for editing it)."""
+    return text.replace("&lt;", "<")

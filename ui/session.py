@@ -6,6 +6,7 @@ person's chat ever sits in module-level state another session could see.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,6 +58,29 @@ class ChatSession:
 
     def open(self, conversation_id: str | None, messages: list[Message]) -> None:
         self.conversation_id, self.messages = conversation_id, list(messages)
+
+
+def owner_of(request: gr.Request | None) -> str:
+    """Whose history a request may touch: the logged-in user, or the one local user."""
+    return (getattr(request, "username", None) if request is not None else None) or LOCAL_OWNER
+
+
+def as_owner(handler: Callable) -> Callable:
+    """``handler(tab, …)`` with the tab's owner set from the authenticated request first, on
+    every call: never from what the tab remembers (a client may skip the page's load event)."""
+    if inspect.isgeneratorfunction(handler):
+
+        def stream(request: gr.Request, tab: ChatSession, *args):
+            tab.owner = owner_of(request)
+            yield from handler(tab, *args)
+
+        return stream
+
+    def call(request: gr.Request, tab: ChatSession, *args):
+        tab.owner = owner_of(request)
+        return handler(tab, *args)
+
+    return call
 
 
 def unless_busy(outputs: int, restore: Callable[[ChatSession], tuple] | None = None):

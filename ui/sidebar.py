@@ -6,9 +6,8 @@ import logging
 
 import gradio as gr
 
-from assistant.store import LOCAL_OWNER
 from ui import render
-from ui.session import ChatSession, unless_busy
+from ui.session import ChatSession, owner_of, unless_busy
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +19,7 @@ def history_update(store, session: ChatSession):
 
 def on_load(store, session: ChatSession, request: gr.Request):
     """A new tab: whose history to list (the logged-in user, or the one local user)."""
-    session.owner = (request.username if request else None) or LOCAL_OWNER
+    session.owner = owner_of(request)
     return history_update(store, session)
 
 

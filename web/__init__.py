@@ -1,0 +1,108 @@
+"""What the one server in front of the page and the API enforces (see SECURITY.md).
+
+    problem = exposure_problem(settings)       # refuse to serve a network without logins
+    install(server, settings, store, logins)  # after gr.mount_gradio_app(server, …)
+
+Each piece is a plain ASGI middleware with its own module: :mod:`web.headers` (CSP and other
+headers), :mod:`web.body` (body caps while streaming), :mod:`web.sessions` (login rate limit,
+session lifetime, logout), :mod:`web.files` (who may fetch which photo, upload types).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+from assistant.settings import MB, Settings
+from web.body import BodyLimit
+from web.files import MediaGuard, UploadFilter, UploadOwners
+from web.headers import SecurityHeaders
+from web.logins import Logins
+from web.sessions import GradioSessions, LoginGuard
+
+PAGE_BODY_BYTES = 16 * MB  # the page's JSON calls (its files come through the upload route)
+UPLOAD_FILES = 8  # files of the largest accepted size in one upload request
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name or "": may well be reachable from elsewhere
+
+
+def exposure_problem(settings: Settings) -> str | None:
+    """Why the app must not start as configured (None: fine)."""
+    if settings.auth or settings.allow_unauthenticated:
+        return None
+    mean_it = "or pass --allow-unauthenticated if anyone who can reach it may chat and read the history"
+    if settings.share:
+        return f"--share publishes the page on a public link: set --auth USER:PASSWORD (or --auth-file), {mean_it}"
+    if not is_loopback(settings.host):
+        return (
+            f"--host {settings.host} serves the page and the API to your network without a login: "
+            f"set --auth USER:PASSWORD (or --auth-file), {mean_it}"
+        )
+    return None
+
+
+def body_limits(settings: Settings):
+    from api.routes import chat_body_limit
+
+    api = chat_body_limit(settings)
+    upload = UPLOAD_FILES * settings.max_upload_bytes + MB
+
+    def limit_for(path: str) -> int:
+        if path.startswith("/v1/"):
+            return api
+        if path.startswith("/gradio_api/upload"):
+            return upload
+        return PAGE_BODY_BYTES
+
+    return limit_for
+
+
+def find_gradio_app(server) -> Any:
+    from gradio.routes import App
+
+    for route in server.routes:
+        if isinstance(getattr(route, "app", None), App):
+            return route.app
+    return None
+
+
+def install(server, settings: Settings, store, logins: Logins) -> None:
+    """Add the middlewares to the FastAPI ``server`` on which the Gradio page is mounted."""
+    from assistant.store import LOCAL_OWNER
+
+    found: list[Any] = []
+
+    def gradio_app() -> Any:
+        if not found:
+            found.append(find_gradio_app(server))
+        return found[0]
+
+    sessions = GradioSessions(gradio_app, settings.session_hours * 3600)
+    uploads = UploadOwners() if logins else None
+    user_of = sessions.user if logins else (lambda scope: None)
+    default_user = None if logins else LOCAL_OWNER
+    # Innermost first: each add_middleware wraps everything added before it.
+    server.add_middleware(
+        MediaGuard,
+        media_dir=Path(store.media_dir),
+        owner_of=store.owner_of,
+        user_of=user_of,
+        default_user=default_user,
+        uploads=uploads,
+    )
+    server.add_middleware(UploadFilter, uploads=uploads, user_of=user_of)
+    if logins:
+        server.add_middleware(LoginGuard, logins=logins, sessions=sessions)
+    server.add_middleware(BodyLimit, limit_for=body_limits(settings))
+    server.add_middleware(SecurityHeaders)
+
+
+__all__ = ["exposure_problem", "install", "is_loopback"]

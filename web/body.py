@@ -1,0 +1,100 @@
+"""A cap on request bodies, enforced while they stream in.
+
+A ``Content-Length`` over the cap is answered 413 before a byte is read; a body sent without
+one (chunked) is counted as it arrives and cut off with a 413 the moment it passes the cap, so
+nothing behind this middleware ever holds more than the cap in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from assistant.settings import MB
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def _too_large(path: str, limit: int) -> tuple[bytes, bytes]:
+    message = f"the request body is larger than {limit / MB:.0f} MB"
+    body: dict
+    if path.startswith("/v1/"):  # the API answers in OpenAI's shape
+        body = {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "request_too_large",
+            }
+        }
+    else:
+        body = {"detail": message}
+    return json.dumps(body).encode(), b"application/json"
+
+
+class BodyLimit:
+    """``limit_for(path)`` gives each path's cap in bytes (None: no cap)."""
+
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int | None]):
+        self.app, self.limit_for = app, limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        limit = self.limit_for(path)
+        if limit is None:
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await self._refuse(send, path, limit)
+            return
+        received, over, started = 0, False, False
+
+        async def counted() -> Message:
+            nonlocal received, over
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    over = True
+                    raise BodyTooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if over:  # whatever the app says after its body was cut off, the answer is 413
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, guarded_send)
+        except Exception:
+            if not over:
+                raise
+        if over and not started:
+            await self._refuse(send, path, limit)
+
+    @staticmethod
+    async def _refuse(send: Send, path: str, limit: int) -> None:
+        body, kind = _too_large(path, limit)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", kind),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,190 @@
+"""The page's logins, around Gradio's own: wrong passwords rate-limited, sessions that expire,
+a logout that sends the browser back to this server only.
+
+Gradio checks the password and keeps each login as a random token (cookie) in memory. This
+middleware adds what it lacks:
+
+- ``POST /login`` is refused with 429 while the client has too many recent failures for that
+  user name (:class:`web.logins.Logins`); every answer Gradio gives is counted.
+- A session lasts ``session_s`` from its login: its cookies carry that ``Max-Age``, and a token
+  older than that is dropped from Gradio's table on its next use, so the user logs in again.
+  Logging out, or restarting the server, ends every session at once.
+- ``/logout`` redirects to this app's own root path, never to a host named in the request's
+  ``X-Forwarded-Host``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from http.cookies import CookieError, SimpleCookie
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from web.logins import Logins, TooManyAttempts
+
+MAX_LOGIN_BODY = 64 * 1024
+TOKEN_COOKIE = "access-token"
+
+
+def _cookies(scope: Scope) -> dict[str, str]:
+    raw = b"; ".join(v for k, v in scope.get("headers") or [] if k == b"cookie").decode("latin-1")
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(raw)
+    except CookieError:
+        return {}
+    return {name: morsel.value for name, morsel in jar.items()}
+
+
+class GradioSessions:
+    """Looks into the Gradio app mounted on this server (``gradio_app()``, found lazily)."""
+
+    def __init__(
+        self, gradio_app: Callable[[], Any], session_s: float, clock: Callable[[], float] = time.time
+    ):
+        self._gradio_app, self.session_s, self.clock = gradio_app, session_s, clock
+        self.started: dict[str, float] = {}  # token -> when its login happened
+
+    @property
+    def app(self) -> Any:
+        return self._gradio_app()
+
+    def tokens(self, scope: Scope) -> list[str]:
+        app = self.app
+        if app is None:
+            return []
+        names = (f"{TOKEN_COOKIE}-{app.cookie_id}", f"{TOKEN_COOKIE}-unsecure-{app.cookie_id}")
+        cookies = _cookies(scope)
+        return [cookies[n] for n in names if n in cookies]
+
+    def user(self, scope: Scope) -> str | None:
+        """The logged-in user of a request (None: not logged in, or the app has no logins)."""
+        app = self.app
+        for token in self.tokens(scope):
+            self.expire_if_old(token)
+            user = app.tokens.get(token) if app is not None else None
+            if user is not None:
+                return user
+        return None
+
+    def started_now(self, token: str) -> None:
+        now = self.clock()
+        self.started[token] = now
+        for old, at in list(self.started.items()):  # forget the expired ones as we go
+            if now - at > self.session_s:
+                self._end(old)
+
+    def expire_if_old(self, token: str) -> None:
+        app = self.app
+        if app is None or token not in app.tokens:
+            self.started.pop(token, None)
+            return
+        started = self.started.setdefault(token, self.clock())
+        if self.clock() - started > self.session_s:
+            self._end(token)
+
+    def _end(self, token: str) -> None:
+        self.started.pop(token, None)
+        app = self.app
+        if app is not None:
+            app.tokens.pop(token, None)
+
+
+class LoginGuard:
+    def __init__(self, app: ASGIApp, logins: Logins, sessions: GradioSessions):
+        self.app, self.logins, self.sessions = app, logins, sessions
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for token in self.sessions.tokens(scope):
+            self.sessions.expire_if_old(token)
+        path = scope.get("path", "")
+        if path in ("/login", "/login/") and scope.get("method") == "POST":
+            await self._login(scope, receive, send)
+        elif path in ("/logout", "/logout/"):
+            await self.app(scope, receive, self._local_redirect(scope, send))
+        else:
+            await self.app(scope, receive, send)
+
+    async def _login(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > MAX_LOGIN_BODY:
+                await _json(send, 413, {"detail": "the login form is too large"})
+                return
+            if not message.get("more_body", False):
+                break
+        form = parse_qs(body.decode("utf-8", "replace"))
+        user = (form.get("username") or [""])[0].strip()  # as Gradio reads it
+        client = (scope.get("client") or ("?", 0))[0]
+        wait = self.logins.retry_after(client, user)
+        if wait > 0:
+            error = TooManyAttempts(wait)
+            await _json(send, 429, {"detail": str(error)}, {"retry-after": str(error.retry_after_s)})
+            return
+
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if status == 200:
+                    self.logins.succeeded(client, user)
+                    self._limit_cookies(message)
+                elif 400 <= status < 500:
+                    self.logins.failed(client, user)
+            await send(message)
+
+        await self.app(scope, replay, watch)
+
+    def _limit_cookies(self, start: Message) -> None:
+        """The session cookies live no longer than the session; remember when it began."""
+        headers = MutableHeaders(scope=start)
+        cookies = headers.getlist("set-cookie")
+        if not cookies:
+            return
+        del headers["set-cookie"]
+        for cookie in cookies:
+            name, _, rest = cookie.partition("=")
+            if name.startswith(TOKEN_COOKIE):
+                self.sessions.started_now(rest.split(";", 1)[0])
+                cookie += f"; Max-Age={int(self.sessions.session_s)}"
+            headers.append("set-cookie", cookie)
+
+    def _local_redirect(self, scope: Scope, send: Send) -> Send:
+        home = (scope.get("root_path") or "").rstrip("/") + "/"
+
+        async def rewritten(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                if "location" in headers:
+                    headers["location"] = home
+            await send(message)
+
+        return rewritten
+
+
+async def _json(send: Send, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
+    data = json.dumps(body).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": data})

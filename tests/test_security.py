@@ -482,6 +482,21 @@ def test_uploads_are_limited_to_photos_and_recordings(tmp_path):
     assert ok.status_code == 200 and Path(ok.json()[0]).exists()
 
 
+def test_an_upload_is_readable_only_by_whoever_uploaded_it(tmp_path):
+    client, _, _ = server_client(tmp_path, auth=(("ann", "a"), ("bob", "b")))
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), (1, 2, 3)).save(buffer, "PNG")
+    client.post("/login", data={"username": "ann", "password": "a"})
+    uploaded = client.post(
+        "/gradio_api/upload", files={"files": ("mine.png", buffer.getvalue(), "image/png")}
+    )
+    url = f"/gradio_api/file={uploaded.json()[0]}"
+    assert client.get(url).status_code == 200
+    client.cookies.clear()
+    client.post("/login", data={"username": "bob", "password": "b"})
+    assert client.get(url).status_code == 404
+
+
 def test_media_types_come_from_content():
     gif = io.BytesIO()
     Image.new("RGB", (2, 2)).save(gif, "GIF")

@@ -193,3 +193,30 @@ def test_tiling_processor_does_not_enlarge_images_past_the_cap(tmp_path_factory)
     small = LocalChatModel.load(str(path), image_max_side=32)
     large = LocalChatModel.load(str(path), image_max_side=64)
     assert small.image_tokens < large.image_tokens  # one tile vs 2x2 tiles + the global view
+
+
+def test_a_reply_that_ends_by_itself_is_not_reported_as_stopped(tiny):
+    """The job is still finishing just after the streamer ends; that must not count as Stop."""
+    _, model = tiny
+    messages = [Message("user", "hi")]
+    first = model.tokenizer(
+        "".join(
+            i
+            for i in model.stream(ChatRequest(messages, GenerationParams(max_new_tokens=1, temperature=0)))
+            if isinstance(i, str)
+        ),
+        add_special_tokens=False,
+    )["input_ids"]
+    saved = model.model.generation_config.eos_token_id
+    try:
+        # The model's first greedy token is made its end-of-sequence: the reply ends by itself at once.
+        model.model.generation_config.eos_token_id = first[0] if first else saved
+        finishes = {
+            list(model.stream(ChatRequest(messages, GenerationParams(max_new_tokens=50, temperature=0))))[
+                -1
+            ].finish_reason
+            for _ in range(10)
+        }
+    finally:
+        model.model.generation_config.eos_token_id = saved
+    assert finishes == {"stop"}

@@ -193,3 +193,28 @@ def test_gemma_reuse_across_its_sliding_window(tmp_path_factory):
     assert len(reuse.prepare_inputs(history)["input_ids"][0]) > window
     answer(reuse, [*history[:1]])
     assert same_answer(("gemma3", reuse, fresh), [*history, user("Summarise.")]) > window
+
+
+@pytest.mark.slow
+def test_out_of_memory_with_a_cache_clears_it_and_retries_once_without(pair, monkeypatch):
+    arch, reuse, fresh = pair
+    photo = noise(6, (96, 64))
+    first = [user("What is this?", photo)]
+    reply, _ = answer(reuse, first)
+    follow_up = [*first, Message("assistant", reply), user("More?")]
+    real_generate = reuse.model.generate
+    calls = []
+
+    class OutOfMemoryError(RuntimeError):  # what torch raises on CUDA, by name
+        pass
+
+    def generate(*args, **kwargs):
+        calls.append(kwargs["past_key_values"].get_seq_length())
+        if len(calls) == 1:
+            raise OutOfMemoryError("CUDA out of memory")
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(reuse.model, "generate", generate)
+    text, usage = answer(reuse, follow_up)
+    assert calls[0] > 0 and calls[1] == 0  # first with the cache, then afresh
+    assert usage.cached_tokens == 0 and text == answer(fresh, follow_up)[0]

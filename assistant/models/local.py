@@ -307,12 +307,17 @@ class LocalChatModel:
         report: dict[str, Any] = {}
         with self._lock:
             job = self.worker.submit(self._generate, request, streamer, report)
+            drained = False
             try:
                 for chunk in streamer:
                     if chunk:
                         yield chunk
+                drained = True
             finally:
-                if not job.done():  # the consumer stopped early: stop generating within one token
+                # The consumer stopped early: stop generating within one token. (Not merely "the
+                # job is still running": just after the streamer ends it still is, and a reply
+                # that ended by itself would then be reported as cancelled.)
+                if not drained:
                     request.cancel.set()
                 failure = job.exception()  # waits: the model is free once this returns
         if failure is not None:
@@ -355,6 +360,7 @@ class LocalChatModel:
                 # The cache took the memory the prompt needed: free it, and try once without.
                 self.prefix_cache.clear()
                 _free_device_memory(self.info.device)
+                streamer.next_tokens_are_prompt = True  # the retry's generate puts the prompt again
                 self._generate_with_cache(inputs, images, request, streamer, report, reuse=False)
         finally:
             streamer.end()  # the consumer never waits forever

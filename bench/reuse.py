@@ -314,7 +314,7 @@ def run(ctx: Context) -> SectionResult:
         f"{memory['qwen3b_per_1k'] / 2**20:.1f} MiB and Qwen2.5-VL-7B (28 × 4 × 128) {memory['qwen7b_per_1k'] / 2**20:.1f} MiB. "
         "The default budget is an eighth of RAM (at most 4 GiB) on CPU and a quarter of the free GPU memory after loading.",
         f"**dtype and threads** (fresh process per run, {len(probes) // 4} runs each, interleaved; 32-token replies, TTFT with "
-        f"the photo, peak RSS). This CPU {'has' if cpu_bf16 else 'lacks'} bf16 instructions, so auto picks {resolved}. "
+        f"the photo, peak RSS with loading included). This CPU {'has' if cpu_bf16 else 'lacks'} bf16 instructions, so auto picks {resolved}. "
         f"The former thread-per-reply design (weights and processor touched by the caller's thread, `generate` in a new thread) "
         f"decodes at {1 / thread_gain:.2f}× the speed of the one inference thread.",
         table(["design", "dtype", "TTFT s", "decode tokens/s", "peak RSS MiB"], dtype_rows),
@@ -329,7 +329,7 @@ def run(ctx: Context) -> SectionResult:
     ])  # fmt: skip
     return SectionResult(
         key="reuse",
-        title="Follow-up questions: prefix cache, dtype, one inference thread",
+        title="2b. Follow-up questions: prefix cache, dtype, one inference thread",
         body=body,
         goals=goals,
         data={"turns": by_turn, "long_chat": long_rows, "memory": memory, "probes": probes, "bf16_agreement": agreement,

@@ -105,6 +105,12 @@ class Settings:
     remote_timeout_s: float = setting(
         120.0, "seconds to wait for the remote server's next chunk", "chat model", name="--remote-timeout"
     )
+    remote_context_length: int | None = setting(
+        None,
+        "the remote model's context in tokens (default: what the server says: vLLM's max_model_len,"
+        " llama.cpp's n_ctx, LM Studio's and Ollama's context length)",
+        "chat model",
+    )
     system_prompt: str = setting(
         "default",
         "default persona name (from prompts/) or free text",

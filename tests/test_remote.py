@@ -424,3 +424,122 @@ def test_engine_down_is_explained_and_the_front_recovers(apps):
     apps["engine"] = start_app(apps["engine_args"], apps["port"])
     assert ask(front, model).usage.completion_tokens == 10
     assert page.predict({"text": "hello again", "files": []}, [], api_name="/chat")
+
+
+# --------------------------------------------------------------------------- other servers' ways
+
+
+def test_each_servers_way_of_saying_its_context_is_read():
+    from assistant.models.remote import served_context
+
+    assert served_context({"id": "m", "max_model_len": 8192}) == 8192  # vLLM, this app
+    assert (
+        served_context({"id": "m", "owned_by": "llamacpp", "meta": {"n_ctx": 4096, "n_ctx_train": 8192}})
+        == 4096
+    )
+    assert served_context({"default_generation_settings": {"n_ctx": 2048}}) == 2048  # llama.cpp /props
+    assert (
+        served_context({"id": "m", "loaded_context_length": 16384, "max_context_length": 32768}) == 16384
+    )  # LM Studio
+    ollama = {"model_info": {"llama.context_length": 131072}, "parameters": "num_ctx 8192\nstop <|eot|>"}
+    assert served_context(ollama) == 8192  # the runtime setting, not the model's maximum
+    assert served_context({"id": "m"}) is None
+
+
+def llama_cpp_like(n_ctx=4096, props=False, overflow_until=0):
+    """A scripted llama-server: /models with meta.n_ctx (or only /props), and a context check."""
+    seen = {"bodies": [], "overflows": 0}
+
+    def handler(request):
+        if request.url.path.endswith("/models"):
+            card = {"id": "/models/smolvlm-Q8_0.gguf", "object": "model", "owned_by": "llamacpp"}
+            if not props:
+                card["meta"] = {"n_ctx": n_ctx}
+            return httpx.Response(200, json={"object": "list", "data": [card]})
+        if request.url.path.endswith("/props"):
+            return httpx.Response(200, json={"default_generation_settings": {"n_ctx": n_ctx}})
+        body = json.loads(request.content)
+        seen["bodies"].append(body)
+        if seen["overflows"] < overflow_until:
+            seen["overflows"] += 1
+            return httpx.Response(400, json={"error": {"code": 400, "type": "exceed_context_size_error",
+                                  "message": f"request (7078 tokens) exceeds the available context size ({n_ctx} tokens)"}})  # fmt: skip
+        return httpx.Response(200, content=sse(delta("ok"), delta(finish="stop"), b"[DONE]"))
+
+    return handler, seen
+
+
+def test_llama_cpp_context_and_model_name_are_understood():
+    handler, _ = llama_cpp_like(n_ctx=4096)
+    chat_model = RemoteChatModel(
+        URL, client=httpx.Client(base_url=URL + "/", transport=httpx.MockTransport(handler))
+    )
+    chat_model.discover()
+    assert chat_model.info.context_length == 4096  # not the 32768 fallback
+    assert chat_model.info.name == "smolvlm-Q8_0.gguf"  # shown by file name, sent by its id
+    handler, _ = llama_cpp_like(n_ctx=2048, props=True)
+    chat_model = RemoteChatModel(
+        URL, client=httpx.Client(base_url=URL + "/", transport=httpx.MockTransport(handler))
+    )
+    chat_model.discover()
+    assert chat_model.info.context_length == 2048  # from /props
+    handler, _ = llama_cpp_like(n_ctx=4096)
+    given = RemoteChatModel(
+        URL,
+        context_length=1000,
+        client=httpx.Client(base_url=URL + "/", transport=httpx.MockTransport(handler)),
+    )
+    given.discover()
+    assert given.info.context_length == 1000  # --remote-context-length wins
+
+
+def test_a_prompt_the_server_finds_too_long_is_trimmed_and_retried_once():
+    handler, seen = llama_cpp_like(n_ctx=4096, overflow_until=1)
+    chat_model = RemoteChatModel(
+        URL, client=httpx.Client(base_url=URL + "/", transport=httpx.MockTransport(handler))
+    )
+    chat_model.discover()
+    history = [Message("system", "be brief")]
+    for i in range(30):
+        history += [Message("user", f"question {i} " + "word " * 300), Message("assistant", "answer " * 200)]
+    request = ChatRequest(
+        [*history, Message("user", "the newest question")], GenerationParams(max_new_tokens=64)
+    )
+    items = list(chat_model.stream(request))
+    assert "".join(i for i in items if isinstance(i, str)) == "ok"
+    first, retry = seen["bodies"]
+    assert len(retry["messages"]) < len(first["messages"])
+    assert (
+        retry["messages"][0]["content"] == "be brief"
+        and retry["messages"][-1]["content"] == "the newest question"
+    )
+
+    handler, seen = llama_cpp_like(n_ctx=4096, overflow_until=5)
+    stubborn = RemoteChatModel(
+        URL, client=httpx.Client(base_url=URL + "/", transport=httpx.MockTransport(handler))
+    )
+    stubborn.discover()
+    with pytest.raises(InvalidParams, match="context size"):
+        list(stubborn.stream(request))
+    assert len(seen["bodies"]) == 2  # retried once, then the server's reason is reported
+
+
+def test_fixed_length_replies_on_llama_cpp_use_ignore_eos(caplog):
+    handler, seen = llama_cpp_like()
+    chat_model = RemoteChatModel(
+        URL, client=httpx.Client(base_url=URL + "/", transport=httpx.MockTransport(handler))
+    )
+    chat_model.discover()
+    list(
+        chat_model.stream(
+            ChatRequest([Message("user", "hi")], GenerationParams(max_new_tokens=8, min_new_tokens=8))
+        )
+    )
+    assert seen["bodies"][-1]["ignore_eos"] is True and seen["bodies"][-1]["min_tokens"] == 8
+    with caplog.at_level("WARNING"):
+        list(
+            chat_model.stream(
+                ChatRequest([Message("user", "hi")], GenerationParams(max_new_tokens=8, min_new_tokens=4))
+            )
+        )
+    assert "ignores min_tokens" in caplog.text  # the scripted server stopped after one token

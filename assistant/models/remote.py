@@ -12,17 +12,19 @@ import base64
 import io
 import json
 import logging
+import re
 import threading
 import time
 import wave
 from collections.abc import Generator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from assistant.conversation import Message
+from assistant.conversation import Message, fit_to_context
 from assistant.errors import AssistantError, GenerationFailed, InvalidParams, MediaError, ModelUnavailable
 from assistant.models.base import ChatRequest, ModelInfo, Segment, Transcript, Usage
 from assistant.settings import MAX_AUDIO_BYTES
@@ -105,11 +107,66 @@ def _raise_for_status(response: httpx.Response, what: str, url: str) -> None:
         raise ModelUnavailable(
             f"the {what} at {url} does not serve this (HTTP 404): {detail}; check --base-url and --remote-model"
         )
+    if status == 400 and _CONTEXT_FULL.search(detail):
+        raise ContextOverflow(f"the {what} at {url} rejected the request: {detail}", detail)
     if status in (400, 413, 422):  # the request itself: too long a prompt, an image it refuses…
         raise InvalidParams(f"the {what} at {url} rejected the request: {detail}")
     if status in (429, 503):
         raise ModelUnavailable(f"the {what} at {url} is busy or not ready (HTTP {status}): {detail}")
     raise GenerationFailed(f"the {what} at {url} failed (HTTP {status}): {detail}")
+
+
+# How servers say the prompt is too long. llama.cpp: "request (7078 tokens) exceeds the available
+# context size (4096 tokens)"; vLLM/OpenAI: "This model's maximum context length is 4096 tokens.
+# However, you requested 7078 tokens…"; Ollama and LM Studio say "context length".
+_CONTEXT_FULL = re.compile(
+    r"context (size|length|window)|maximum context|exceeds the available context", re.I
+)
+_NUMBERS = re.compile(r"(\d+)\s*tokens", re.I)
+
+
+class ContextOverflow(InvalidParams):
+    """The server refused the prompt for its length; carries the sizes it named, when it did."""
+
+    def __init__(self, message: str, detail: str):
+        super().__init__(message)
+        numbers = [int(n) for n in _NUMBERS.findall(detail)]
+        mentions = re.search(r"context (?:size|length)[^\d]*(\d+)", detail, re.I)
+        self.context = int(mentions.group(1)) if mentions else (min(numbers) if len(numbers) >= 2 else None)
+        requested = [n for n in numbers if self.context is None or n != self.context]
+        self.prompt_tokens = max(requested) if requested else None
+
+
+def served_context(card: dict) -> int | None:
+    """A server's context length from its model card or props, in each server's own words."""
+    candidates = [
+        card.get("max_model_len"),  # vLLM (and this app)
+        (card.get("meta") or {}).get("n_ctx")
+        if isinstance(card.get("meta"), dict)
+        else None,  # llama.cpp /models
+        ((card.get("default_generation_settings") or {}).get("n_ctx")),  # llama.cpp /props
+        card.get("loaded_context_length"),  # LM Studio
+        card.get("max_context_length"),
+        card.get("context_length"),
+    ]
+    info = card.get("model_info")
+    if isinstance(info, dict):  # Ollama /api/show: "<arch>.context_length"
+        candidates += [v for k, v in info.items() if k.endswith(".context_length")]
+    parameters = card.get("parameters")
+    if isinstance(parameters, str):  # Ollama: "num_ctx 8192" lines win over the model's maximum
+        found = re.search(r"num_ctx\s+(\d+)", parameters)
+        candidates.insert(0, int(found.group(1)) if found else None)
+    for value in candidates:
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def display_name(model_id: str) -> str:
+    """What the page shows for a served model: a GGUF path's file name, not the whole path."""
+    if "/" in model_id and model_id.lower().endswith(".gguf"):
+        return model_id.rsplit("/", 1)[-1]
+    return model_id
 
 
 def image_data_url(image) -> str:
@@ -144,10 +201,12 @@ class RemoteChatModel:
         self.timeout_s = timeout_s
         self._client = client or _client(self.base_url, api_key, timeout_s)
         self._model = model
-        self._context_length = context_length
+        self._context_length = context_length  # given by the user: wins over what the server says
         self._discovered = False
         self._closed = False
         self._send_usage_option = True  # cleared once if the server refuses stream_options
+        self._server = "openai"  # or "llama.cpp", learned from /models: some options differ
+        self._warned_min_tokens = False
         self.info = ModelInfo(
             model or "(remote model)",
             "openai",
@@ -165,6 +224,7 @@ class RemoteChatModel:
             model=settings.remote_model,
             api_key=settings.remote_api_key,
             timeout_s=settings.remote_timeout_s,
+            context_length=settings.remote_context_length,
         )
         try:
             model.discover()
@@ -203,9 +263,28 @@ class RemoteChatModel:
             card = {"id": self._model}
         card = card or cards[0]
         self._model = card["id"]
-        context = self._context_length or card.get("max_model_len") or DEFAULT_CONTEXT_LENGTH
-        self.info = ModelInfo(self._model, "openai", self.base_url, "remote", int(context))
+        if card.get("owned_by") == "llamacpp" or isinstance(card.get("meta"), dict):
+            self._server = "llama.cpp"
+        context = (
+            self._context_length or served_context(card) or self._probe_context() or DEFAULT_CONTEXT_LENGTH
+        )
+        self.info = ModelInfo(display_name(self._model), "openai", self.base_url, "remote", int(context))
         self._discovered = True
+
+    def _probe_context(self) -> int | None:
+        """Servers that do not put the context in /models: llama.cpp's /props, Ollama's /api/show."""
+        root = self.base_url.removesuffix("/v1")
+        probes = [("GET", f"{root}/props", None), ("POST", f"{root}/api/show", {"model": self._model})]
+        for method, url, body in probes:
+            try:
+                response = self._client.request(method, url, json=body, timeout=min(5.0, self.timeout_s))
+                if response.status_code == 200:
+                    found = served_context(response.json())
+                    if found:
+                        return found
+            except (httpx.HTTPError, ValueError):
+                continue
+        return None
 
     def count_tokens(self, message: Message) -> int:
         # An estimate from above: the exact tokenizer lives on the server.
@@ -231,11 +310,43 @@ class RemoteChatModel:
             body["stop"] = list(p.stop)
         if p.min_new_tokens:
             body["min_tokens"] = p.min_new_tokens  # vLLM's extension (this app accepts it too)
+            if self._server == "llama.cpp" and p.min_new_tokens >= p.max_new_tokens:
+                body["ignore_eos"] = True  # llama.cpp ignores min_tokens; a fixed length it can do
         if self._send_usage_option:
             body["stream_options"] = {"include_usage": True}
         return body
 
     def stream(self, request: ChatRequest) -> Generator[str | Usage, None, None]:
+        try:
+            yield from self._stream_once(request)
+        except ContextOverflow as overflow:
+            # The server counts the prompt's tokens itself: learn its context (and how far off our
+            # estimate was), drop the oldest turns to fit, and try once more.
+            if overflow.context:
+                self.info = replace(self.info, context_length=overflow.context)
+            fitted = self._refit(request, overflow)
+            if fitted is None:
+                raise InvalidParams(str(overflow)) from None
+            log.info(
+                "the chat server's context is full: retrying with %d of %d messages",
+                len(fitted.messages),
+                len(request.messages),
+            )
+            yield from self._stream_once(fitted)
+
+    def _refit(self, request: ChatRequest, overflow: ContextOverflow) -> ChatRequest | None:
+        messages = list(request.messages)
+        estimate = sum(self.count_tokens(m) for m in messages)
+        scale = max(1.0, overflow.prompt_tokens / estimate) if overflow.prompt_tokens and estimate else 1.0
+        system = messages[0] if messages and messages[0].role == "system" else None
+        history = messages[1:] if system else messages
+        budget = self.info.context_length - request.params.max_new_tokens
+        fitted = fit_to_context(system, history, lambda m: int(self.count_tokens(m) * scale) + 1, budget)
+        if len(fitted) >= len(messages):
+            return None  # nothing left to drop: the newest message alone is too long
+        return replace(request, messages=fitted)
+
+    def _stream_once(self, request: ChatRequest) -> Generator[str | Usage, None, None]:
         with _translated("chat server", self.base_url, self.timeout_s):
             if self._model is None:
                 self.discover()
@@ -248,7 +359,7 @@ class RemoteChatModel:
                 ):
                     self._send_usage_option = False  # an older server: count chunks instead
                     response.close()
-                    yield from self.stream(request)
+                    yield from self._stream_once(request)
                     return
                 _raise_for_status(response, "chat server", self.base_url)
                 yield from self._read_events(response, request)
@@ -294,6 +405,20 @@ class RemoteChatModel:
             else:
                 raise GenerationFailed(
                     f"the chat server at {self.base_url} closed the stream before it finished"
+                )
+            minimum = request.params.min_new_tokens
+            if (
+                minimum
+                and usage.finish_reason == "stop"
+                and usage.completion_tokens < minimum
+                and not self._warned_min_tokens
+            ):
+                self._warned_min_tokens = True
+                log.warning(
+                    "the chat server at %s ignores min_tokens (asked %d, got %d)",
+                    self.base_url,
+                    minimum,
+                    usage.completion_tokens,
                 )
             yield usage
         except (ValueError, KeyError, TypeError, AttributeError) as exc:

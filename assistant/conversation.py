@@ -108,6 +108,17 @@ def undo_last_turn(messages: Sequence[Message]) -> tuple[list[Message], Message 
     return history, (history.pop() if history else None)
 
 
+def answered(messages: Sequence[Message]) -> list[Message]:
+    """The history without user messages that never got a reply (a turn another tab is still
+    answering, or one cut off mid-way): what a model may see, turns strictly alternating."""
+    kept = list(messages)
+    return [
+        m
+        for i, m in enumerate(kept)
+        if m.role != "user" or (i + 1 < len(kept) and kept[i + 1].role != "user")
+    ]
+
+
 def for_regenerate(messages: Sequence[Message]) -> tuple[list[Message], Message]:
     """History without the last exchange, plus the user message to answer again."""
     history, user = undo_last_turn(messages)

@@ -1,7 +1,10 @@
 """Chat history kept in SQLite under the data dir, with copies of the files people sent.
 
 One row per conversation, one row per message. Saving replaces a conversation's messages as a
-whole: regenerate, edit and undo rewrite the tail, and conversations are small. Attachments
+whole: regenerate, edit and undo rewrite the tail, and conversations are small. Each save bumps
+the conversation's ``version``; a writer that says which version it read (``write(...,
+base_version=…)``) is refused with :class:`StaleConversation` when another writer (a second tab)
+saved in between, so nobody's turns are overwritten by a stale copy. Attachments
 are copied into ``media/<conversation id>/`` (named by content hash) because the upload cache
 of the web server is temporary; the copies are what saved messages point at.
 
@@ -49,6 +52,15 @@ CREATE TABLE IF NOT EXISTS messages (
 """
 # Added since the first schema; a database from before gets them on open.
 NEW_MESSAGE_COLUMNS = {"attachments": "TEXT", "message_id": "TEXT", "created_at": "REAL"}
+NEW_CONVERSATION_COLUMNS = {"version": "INTEGER NOT NULL DEFAULT 0"}
+
+
+class StaleConversation(Exception):
+    """The conversation changed since the writer read it; ``current`` is what is stored now."""
+
+    def __init__(self, current: StoredConversation):
+        super().__init__("the conversation was changed elsewhere")
+        self.current = current
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,7 @@ class StoredConversation:
     id: str
     title: str
     messages: list[Message] = field(default_factory=list)
+    version: int = 0
 
 
 def title_from(messages: list[Message]) -> str:
@@ -104,6 +117,10 @@ class HistoryStore:
             for column, kind in NEW_MESSAGE_COLUMNS.items():
                 if column not in have:
                     db.execute(f"ALTER TABLE messages ADD COLUMN {column} {kind}")
+            have = {row[1] for row in db.execute("PRAGMA table_info(conversations)")}
+            for column, kind in NEW_CONVERSATION_COLUMNS.items():
+                if column not in have:
+                    db.execute(f"ALTER TABLE conversations ADD COLUMN {column} {kind}")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=10)
@@ -123,16 +140,27 @@ class HistoryStore:
 
     def load(self, conversation_id: str, owner: str = LOCAL_OWNER) -> StoredConversation | None:
         with closing(self._connect()) as db:
-            head = db.execute(
-                "SELECT title FROM conversations WHERE id = ? AND owner = ?", (conversation_id, owner)
+            return self._load(db, conversation_id, owner)
+
+    def version(self, conversation_id: str, owner: str = LOCAL_OWNER) -> int | None:
+        """How many times this conversation was saved (None: not this owner's, or gone)."""
+        with closing(self._connect()) as db:
+            row = db.execute(
+                "SELECT version FROM conversations WHERE id = ? AND owner = ?", (conversation_id, owner)
             ).fetchone()
-            if head is None:
-                return None
-            rows = db.execute(
-                "SELECT role, text, images, attachments, transcript, message_id, created_at FROM messages"
-                " WHERE conversation_id = ? ORDER BY position",
-                (conversation_id,),
-            ).fetchall()
+        return row[0] if row else None
+
+    def _load(self, db: sqlite3.Connection, conversation_id: str, owner: str) -> StoredConversation | None:
+        head = db.execute(
+            "SELECT title, version FROM conversations WHERE id = ? AND owner = ?", (conversation_id, owner)
+        ).fetchone()
+        if head is None:
+            return None
+        rows = db.execute(
+            "SELECT role, text, images, attachments, transcript, message_id, created_at FROM messages"
+            " WHERE conversation_id = ? ORDER BY position",
+            (conversation_id,),
+        ).fetchall()
         messages = []
         for role, text, images, attachments, transcript, message_id, created in rows:
             identity = {"id": message_id} if message_id else {}
@@ -141,13 +169,25 @@ class HistoryStore:
             messages.append(
                 Message(role, text, _attachments_from(attachments, images), transcript, **identity)
             )
-        return StoredConversation(conversation_id, head[0], messages)
+        return StoredConversation(conversation_id, head[0], messages, head[1])
 
     def save(
         self, conversation_id: str | None, messages: list[Message], owner: str = LOCAL_OWNER
     ) -> tuple[str, list[Message]]:
         """Create or overwrite a conversation. Attached files are copied into the media dir
         first; returns the id and the messages as stored (their paths point at the copies)."""
+        saved = self.write(conversation_id, messages, owner)
+        return saved.id, saved.messages
+
+    def write(
+        self,
+        conversation_id: str | None,
+        messages: list[Message],
+        owner: str = LOCAL_OWNER,
+        base_version: int | None = None,
+    ) -> StoredConversation:
+        """:meth:`save`, refused with :class:`StaleConversation` when ``base_version`` is given
+        and the stored conversation is no longer that version (someone else saved since)."""
         conversation_id = conversation_id or uuid.uuid4().hex
         stored = [
             replace(
@@ -160,16 +200,28 @@ class HistoryStore:
         ]
         now = time.time()
         with closing(self._connect()) as db, db:
-            row = db.execute("SELECT owner FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+            db.execute("BEGIN IMMEDIATE")  # read the version and write under one lock
+            row = db.execute(
+                "SELECT owner, version FROM conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
             if row is not None and row[0] != owner:
                 raise PermissionError("conversation belongs to somebody else")
+            if base_version is not None and row is not None and row[1] != base_version:
+                current = self._load(db, conversation_id, owner)
+                assert current is not None
+                raise StaleConversation(current)
+            version = 1 if row is None else row[1] + 1
             if row is None:
                 db.execute(
-                    "INSERT INTO conversations (id, owner, title, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-                    (conversation_id, owner, title_from(stored), now, now),
+                    "INSERT INTO conversations (id, owner, title, created_at, updated_at, version)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (conversation_id, owner, title_from(stored), now, now, version),
                 )
             else:
-                db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
+                db.execute(
+                    "UPDATE conversations SET updated_at = ?, version = ? WHERE id = ?",
+                    (now, version, conversation_id),
+                )
             db.execute("DELETE FROM messages WHERE conversation_id = ?", (conversation_id,))
             db.executemany(
                 "INSERT INTO messages (conversation_id, position, role, text, transcript, images, attachments, message_id,"
@@ -190,7 +242,13 @@ class HistoryStore:
                 ],
             )
         self._drop_unused_files(conversation_id, stored)
-        return conversation_id, stored
+        title = self._title(conversation_id)
+        return StoredConversation(conversation_id, title, stored, version)
+
+    def _title(self, conversation_id: str) -> str:
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT title FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        return row[0] if row else ""
 
     def owner_of(self, conversation_id: str) -> str | None:
         """Whose conversation this is (None: no such conversation)."""

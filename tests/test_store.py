@@ -140,3 +140,36 @@ def test_a_history_from_before_typed_attachments_still_opens(tmp_path):
     _, saved = store.save("abc", [*old.messages, *exchange("and now?")])
     reopened = store.load("abc").messages
     assert [m.id for m in reopened] == [m.id for m in saved] and reopened[0].images == saved[0].images
+
+
+def test_a_stale_writer_is_refused_and_told_what_is_stored(tmp_path):
+    from assistant.store import StaleConversation
+
+    store = HistoryStore(tmp_path)
+    first = store.write(None, exchange("From TAB ONE"))
+    assert first.version == 1 and store.version(first.id) == 1
+    # Tab two read version 1 too; tab one saves a turn first.
+    tab_one = store.write(first.id, first.messages + exchange("one again"), base_version=1)
+    assert tab_one.version == 2
+    with pytest.raises(StaleConversation) as refused:
+        store.write(first.id, first.messages + exchange("From TAB TWO"), base_version=1)
+    assert [m.text for m in refused.value.current.messages][-2:] == ["one again", "ok"]
+    assert refused.value.current.version == 2
+    assert [m.text for m in store.load(first.id).messages] == ["From TAB ONE", "ok", "one again", "ok"]
+    assert store.version(first.id, owner="mallory") is None
+
+
+def test_an_old_database_gains_versions(tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "history.sqlite3")
+    db.executescript(
+        "CREATE TABLE conversations (id TEXT PRIMARY KEY, owner TEXT NOT NULL, title TEXT NOT NULL,"
+        " created_at REAL NOT NULL, updated_at REAL NOT NULL);"
+        "INSERT INTO conversations VALUES ('abc', 'local', 'old', 1, 1);"
+    )
+    db.commit()
+    db.close()
+    store = HistoryStore(tmp_path)
+    assert store.load("abc").version == 0
+    assert store.write("abc", exchange("new"), base_version=0).version == 1

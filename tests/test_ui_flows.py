@@ -4,6 +4,7 @@ send, stream, stop, regenerate, edit, undo, errors, history, and the /chat helpe
 from __future__ import annotations
 
 import threading
+import time
 from types import SimpleNamespace
 
 import gradio as gr
@@ -297,3 +298,86 @@ def test_editing_a_voice_message_keeps_or_replaces_the_transcript(env):
         None,
     )  # now typed, no 🎤
     assert "🎤" not in env.model.requests[-1].messages[-1].text
+
+
+def test_undo_of_the_only_turn_gives_the_photo_back_with_the_text(env):
+    send(env, "What plant?", [photo(env.tmp / "leaf.png")])
+    assert env.store.conversations()
+    chat, _, box, _ = actions.undo(env.store, env.session)
+    assert chat == [] and env.store.conversations() == []  # the chat and its saved photo are gone
+    assert box.value["text"] == "What plant?" and len(box.value["files"]) == 1
+    kept = box.value["files"][0]
+    kept = kept["path"] if isinstance(kept, dict) else kept
+    assert Image.open(kept).size == (40, 30)
+
+
+def two_tabs(env):
+    """A second tab open on the first tab's chat."""
+    send(env, "From TAB ONE")
+    other = ChatSession()
+    sidebar.open_conversation(env.store, other, env.session.conversation_id)
+    return other
+
+
+def test_two_tabs_on_one_chat_keep_both_turns(env):
+    other = two_tabs(env)
+    send(env, "one again")
+    actions.send(other, {"text": "From TAB TWO", "files": []})
+    updates = list(respond(env.assistant, env.store, other, *PANEL))
+    stored = [m.text for m in env.store.load(env.session.conversation_id).messages]
+    assert stored == [
+        "From TAB ONE",
+        "Hello, world!",
+        "one again",
+        "Hello, world!",
+        "From TAB TWO",
+        "Hello, world!",
+    ]
+    assert "one again" in str(updates[0][0])  # tab two shows tab one's turn as soon as it acts
+    # The model answering tab two saw tab one's turn too.
+    assert [m.text for m in env.model.requests[-1].messages if m.role == "user"][-2:] == [
+        "one again",
+        "From TAB TWO",
+    ]
+
+
+def test_a_tab_answering_slowly_and_a_second_tab_both_keep_their_turns(env):
+    other = two_tabs(env)
+    env.model.chunks, env.model.delay_s = ["word "] * 30, 0.02
+    actions.send(env.session, {"text": "slow one", "files": []})
+    slow = threading.Thread(target=lambda: list(respond(env.assistant, env.store, env.session, *PANEL)))
+    slow.start()
+    cid = env.session.conversation_id
+    deadline = time.monotonic() + 5
+    while [m.text for m in env.store.load(cid).messages][-1] != "slow one" and time.monotonic() < deadline:
+        time.sleep(0.01)  # tab one's question is saved and its reply is on its way
+    actions.send(other, {"text": "From TAB TWO", "files": []})
+    list(respond(env.assistant, env.store, other, *PANEL))  # waits for the model, then answers
+    slow.join(10)
+    stored = [m.text for m in env.store.load(cid).messages]
+    assert stored[:2] == ["From TAB ONE", "Hello, world!"]
+    assert stored[2] == "slow one" and stored[3].count("word") == 30
+    assert stored[4] == "From TAB TWO" and stored[5].count("word") == 30 and len(stored) == 6
+
+
+def test_undo_in_a_stale_tab_is_refused_and_shows_the_chat_as_saved(env):
+    other = two_tabs(env)
+    send(env, "one again")
+    chat, *_ = actions.undo(env.store, other)
+    assert len(chat) == 4  # tab one's turn appeared in tab two; nothing was undone
+    assert len(env.store.load(env.session.conversation_id).messages) == 4
+
+
+def test_the_question_is_saved_when_sent_and_the_reply_as_it_streams(env):
+    env.model.chunks, env.model.delay_s = ["word "] * 200, 0.01
+    actions.send(env.session, {"text": "Tell me a long story", "files": []})
+    stream = respond(env.assistant, env.store, env.session, *PANEL)
+    next(stream)
+    saved = env.store.load(env.session.conversation_id).messages
+    assert [m.text for m in saved] == ["Tell me a long story"]
+    for chat, *_ in stream:
+        if isinstance(chat, list) and chat[-1]["content"].count("word") > 20:
+            break
+    stream.close()  # the tab went away mid-reply
+    saved = env.store.load(env.session.conversation_id).messages
+    assert saved[0].text == "Tell me a long story" and saved[1].text.count("word") > 20

@@ -3,9 +3,13 @@ tab's history and marks a user message as pending; ``respond`` then answers it."
 
 from __future__ import annotations
 
-import gradio as gr
+import shutil
+from pathlib import Path
 
-from assistant.conversation import for_regenerate, undo_last_turn
+import gradio as gr
+from gradio.utils import get_upload_folder
+
+from assistant.conversation import for_regenerate, new_id, undo_last_turn
 from assistant.errors import AssistantError
 from ui import inputs, render, sidebar
 from ui.respond import busy_box
@@ -21,7 +25,7 @@ def send(session: ChatSession, value):
         return gr.skip(), gr.skip()
     if user.is_empty():
         return gr.skip(), gr.skip()
-    session.begin(Pending(user, previous=list(session.messages), restore=value))
+    session.begin(Pending(user, previous=list(session.messages), restore=value, appends=True))
     return render.chat(session.messages, user, ""), busy_box(clear=True)
 
 
@@ -50,13 +54,31 @@ def edit(session: ChatSession, data: gr.EditData):
 
 @unless_busy(4)
 def undo(store, session: ChatSession):
-    """Take back the last exchange; its words return to the input box for another try."""
+    """Take back the last exchange; its words and photos return to the input box for another try."""
     if len(session.messages) < 2:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     session.messages, user = undo_last_turn(session.messages)
-    sidebar.save(store, session)
-    box = gr.MultimodalTextbox(value={"text": user.words if user else "", "files": []})
+    # The photos are copied out first: undoing a chat's only turn deletes the chat and its files.
+    photos = _keep_for_box(user.images) if user else []
+    if not sidebar.save(store, session):  # another tab changed this chat: shown as it is now
+        return render.chat(session.messages), "", gr.skip(), sidebar.history_update(store, session)
+    box = gr.MultimodalTextbox(value={"text": user.words if user else "", "files": photos})
     return render.chat(session.messages), "", box, sidebar.history_update(store, session)
+
+
+def _keep_for_box(images) -> list[str]:
+    """Copies of saved photos in the upload folder, where the input box may hold them."""
+    folder = Path(get_upload_folder()) / ("undo-" + new_id())
+    kept = []
+    for image in images:
+        source = Path(str(image))
+        if not source.is_file():
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / source.name
+        shutil.copyfile(source, target)
+        kept.append(str(target))
+    return kept
 
 
 def stop(session: ChatSession) -> None:

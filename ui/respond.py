@@ -3,6 +3,10 @@
 The one place the page talks to the model (through ``assistant.reply`` / ``assistant.transcribe``).
 Every problem the engine reports becomes a toast; the failed turn is taken back and the typed
 words return to the input box, so nothing is lost and the session goes on.
+
+The history is written as the turn goes: the user's message as soon as it is sent (a voice
+message once transcribed), the reply every :data:`SAVE_EVERY_S` while it streams, and when it
+ends, is stopped, or the tab goes away mid-reply. A reload therefore finds the turn.
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ import time
 
 import gradio as gr
 
-from assistant.conversation import Message
-from assistant.core import Done, Queued, Token
+from assistant.conversation import Message, answered, new_id
+from assistant.core import Done, Queued, Token, Transcribed
 from assistant.errors import AssistantError, ModelUnavailable
 from ui import inputs, render, settings_panel, sidebar
 from ui.session import ChatSession, Pending
@@ -21,6 +25,7 @@ from ui.session import ChatSession, Pending
 log = logging.getLogger(__name__)
 
 FRAME_S = 1 / 25  # at most this often a streamed reply is re-sent to the browser
+SAVE_EVERY_S = 1.0  # at most this often a streaming reply is written to the history
 
 
 def idle_box():
@@ -41,17 +46,62 @@ def respond(assistant, store, session: ChatSession, *panel_values):
     if pending is None:  # nothing to answer (e.g. a send refused while busy)
         yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
         return
+    turn = _Turn(store, session, pending)
     try:
-        yield from _answer(assistant, store, session, pending, panel_values)
+        yield from _answer(assistant, turn, panel_values)
     except AssistantError as exc:
         session.error = str(exc)
-        yield _take_back(session, pending, session.error)
+        yield _take_back(turn, session.error)
     except Exception:
         log.exception("answering failed")
         session.error = render.UNEXPECTED
-        yield _take_back(session, pending, render.UNEXPECTED)
+        yield _take_back(turn, render.UNEXPECTED)
     finally:
         session.busy = False
+
+
+class _Turn:
+    """The turn being answered, as far as it got, and its saving to the history."""
+
+    def __init__(self, store, session: ChatSession, pending: Pending):
+        self.store, self.session, self.pending = store, session, pending
+        self.user = pending.user
+        self.answer_id = new_id()
+        self.saved = False  # something of this turn is in the store
+        self.last_save = 0.0
+
+    def refresh(self) -> None:
+        """A new turn after the history: first take in what another tab saved to this chat."""
+        session = self.session
+        if not self.pending.appends or session.conversation_id is None:
+            return
+        version = self.store.version(session.conversation_id, session.owner)
+        if version is None:  # deleted elsewhere: this turn starts it again
+            session.version = None
+        elif version != session.version:
+            found = self.store.load(session.conversation_id, session.owner)
+            if found is not None:
+                session.open(found.id, found.messages, found.version)
+                self.pending.previous = list(found.messages)
+
+    def save(self, user: Message, reply: str | None, force: bool = True) -> list[Message] | None:
+        if not force and time.monotonic() - self.last_save < SAVE_EVERY_S:
+            return None
+        self.user = user = user.without_audio()  # recordings are not kept yet: the transcript is
+        turn = [user] if reply is None else [user, Message("assistant", reply, id=self.answer_id)]
+        stored = sidebar.save_turn(self.store, self.session, turn, drop=(self.answer_id,))
+        self.saved, self.last_save = self.saved or stored is not None, time.monotonic()
+        return stored
+
+    def take_back(self) -> None:
+        """The attempt failed or was stopped before a word: the history as it was before."""
+        session = self.session
+        if self.saved:
+            session.messages = [
+                m for m in self.pending.previous if m.id not in (self.user.id, self.answer_id)
+            ]
+            sidebar.save_turn(self.store, session, [], drop=(self.user.id, self.answer_id))
+        session.messages = list(self.pending.previous)
 
 
 def report_error(session: ChatSession) -> None:
@@ -65,8 +115,9 @@ def report_error(session: ChatSession) -> None:
         raise gr.Error(message, print_exception=False)
 
 
-def _take_back(session: ChatSession, pending: Pending, error: str):
-    session.messages = list(pending.previous)
+def _take_back(turn: _Turn, error: str):
+    session, pending = turn.session, turn.pending
+    turn.take_back()
     box = (
         idle_box()
         if pending.restore is None
@@ -77,14 +128,18 @@ def _take_back(session: ChatSession, pending: Pending, error: str):
     return render.chat(session.messages), gr.skip(), box, gr.skip()
 
 
-def _answer(assistant, store, session: ChatSession, pending: Pending, panel_values):
+def _answer(assistant, turn: _Turn, panel_values):
+    store, session, pending = turn.store, turn.session, turn.pending
     params, system_prompt = settings_panel.choices(assistant, *panel_values)
     user = pending.user
     skip = gr.skip()
+    turn.refresh()
+    if assistant.chat_model is not None and not user.needs_transcript:
+        turn.save(user, None)  # the question is kept from the moment it is sent
     yield render.chat(session.messages, user, ""), "", skip, skip
 
     reply = assistant.reply(
-        session.messages,
+        answered(session.messages),
         user,
         params,
         system_prompt=system_prompt,
@@ -103,12 +158,20 @@ def _answer(assistant, store, session: ChatSession, pending: Pending, panel_valu
                         skip,
                     )
                     continue
-                if isinstance(event, Token) and time.monotonic() - last_frame < FRAME_S:
-                    continue
+                if isinstance(event, Transcribed) and assistant.chat_model is not None:
+                    turn.save(reply.message, None)
+                if isinstance(event, Token):
+                    turn.save(reply.message, reply.text, force=False)
+                    if time.monotonic() - last_frame < FRAME_S:
+                        continue
                 if isinstance(event, Done):
                     continue
                 last_frame = time.monotonic()
                 yield render.chat(session.messages, reply.message, reply.text), skip, skip, skip
+        except GeneratorExit:  # the tab went away mid-reply (a reload, a closed tab): keep what came
+            if reply.text.strip():
+                turn.save(reply.message, reply.text)
+            raise
         except ModelUnavailable as exc:
             if assistant.chat_model is not None:
                 raise
@@ -123,7 +186,7 @@ def _answer(assistant, store, session: ChatSession, pending: Pending, panel_valu
             return
 
     if session.stopped and not reply.text.strip():  # stopped before the answer started: give the turn back
-        session.messages = list(pending.previous)
+        turn.take_back()
         box = (
             idle_box()
             if pending.restore is None
@@ -133,7 +196,8 @@ def _answer(assistant, store, session: ChatSession, pending: Pending, panel_valu
         return
 
     # Recordings are not kept in the history yet: the transcript is what was said.
-    session.messages = [*session.messages, reply.message.without_audio(), Message.assistant(reply.text)]
-    sidebar.save(store, session)
+    final = [reply.message.without_audio(), Message("assistant", reply.text, id=turn.answer_id)]
+    stored = turn.save(reply.message, reply.text)
+    session.messages = stored if stored is not None else [*session.messages, *final]
     line = render.stats_line(reply.stats) if reply.stats else "Stopped."
     yield render.chat(session.messages), line, idle_box(), sidebar.history_update(store, session)

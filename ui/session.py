@@ -28,6 +28,9 @@ class Pending:
     user: Message
     previous: list[Message] = field(default_factory=list)  # the history before the attempt
     restore: dict | None = None  # the textbox value to give back on failure (typed turns only)
+    # A new turn after the history (not a regenerate or edit): what another tab saved to this
+    # chat meanwhile is loaded first, and the turn follows it.
+    appends: bool = False
 
 
 class ChatSession:
@@ -36,6 +39,7 @@ class ChatSession:
         self.owner = LOCAL_OWNER
         self.conversation_id: str | None = None
         self.messages: list[Message] = []  # answered exchanges only
+        self.version: int | None = None  # the stored version these messages were read as
         self.pending: Pending | None = None
         self.cancel = threading.Event()
         self.busy = False
@@ -56,8 +60,8 @@ class ChatSession:
             self.stopped = True
             self.cancel.set()
 
-    def open(self, conversation_id: str | None, messages: list[Message]) -> None:
-        self.conversation_id, self.messages = conversation_id, list(messages)
+    def open(self, conversation_id: str | None, messages: list[Message], version: int | None = None) -> None:
+        self.conversation_id, self.messages, self.version = conversation_id, list(messages), version
 
 
 def owner_of(request: gr.Request | None) -> str:

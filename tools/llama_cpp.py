@@ -88,7 +88,7 @@ def source_dir() -> Path:
         with tempfile.TemporaryDirectory() as tmp:
             log = root / "fetch.log"
             # pip prepares the sdist's metadata too (installs its build requirements), but builds nothing.
-            _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--quiet",
+            _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", SDIST, "--quiet",
                   "-d", tmp, f"{SDIST}=={VERSION}"], log)  # fmt: skip
             archive = next(Path(tmp).glob("*.tar.gz"))
             with tarfile.open(archive) as tar:

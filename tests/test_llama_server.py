@@ -167,6 +167,13 @@ def test_our_app_in_front_of_llama_server(llama, tmp_path):
         chunks = list(client.chat.completions.create(model=model, stream=True, max_tokens=5, temperature=0,
                                                      messages=[{"role": "user", "content": "hello"}]))  # fmt: skip
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+        from gradio_client import Client  # the page's own /chat endpoint, answered by llama-server
+
+        page = Client(app.url, verbose=False)
+        assert page.predict(
+            {"text": "hi", "files": []}, [], {"max_new_tokens": 4, "temperature": 0}, api_name="/chat"
+        )
     finally:
         app.stop()
 

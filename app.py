@@ -51,6 +51,17 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return settings.replace(auth=settings.auth + read_auth_file(settings.auth_file))
 
 
+PAGE_SCRIPT = Path(__file__).parent / "ui" / "static" / "page.js"
+PAGE_HEAD = '<script src="/page.js" defer></script>'
+
+
+def page_script():
+    """The page's own script (address bar, keys, narrow screens): see ui/static/page.js."""
+    from fastapi.responses import FileResponse
+
+    return FileResponse(PAGE_SCRIPT, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+
+
 def build_server(assistant, settings: Settings):
     """One FastAPI app: the OpenAI-compatible routes under /v1 and the page at /."""
     import gradio as gr
@@ -72,6 +83,7 @@ def build_server(assistant, settings: Settings):
     # Saved photos are served from where they lie (not copied to Gradio's cache), so that
     # web.files can tell whose they are.
     gr.set_static_paths([str(store.media_dir)])
+    server.add_api_route("/page.js", page_script, include_in_schema=False)
     server = gr.mount_gradio_app(
         server,
         blocks,
@@ -81,6 +93,7 @@ def build_server(assistant, settings: Settings):
         allowed_paths=[str(store.media_dir)],
         show_error=True,
         css=CSS,
+        head=PAGE_HEAD,
     )
     web.install(server, settings, store, logins)
     return server, blocks

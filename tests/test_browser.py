@@ -214,3 +214,113 @@ def test_bad_file_shows_the_error_and_keeps_the_typed_text(page, media):
     assert page.locator("#input textarea").input_value() == "Please read my holiday notes"
     assert page.locator("#chat [data-testid=user]").count() == 0  # the failed turn was taken back
     assert "Traceback" not in page.content()
+
+
+def open_chat(page, url: str) -> None:
+    page.goto(url)
+    page.locator("#input textarea").wait_for()
+
+
+def send_and_wait(page, text: str) -> None:
+    answered = page.locator("#chat [data-testid=bot]").count()
+    page.locator("#input textarea").fill(text)
+    page.locator("#input textarea").press("Enter")
+    page.wait_for_function(f"() => document.querySelectorAll('#chat [data-testid=bot]').length > {answered}")
+    wait_for_submit(page)
+
+
+def wait_for_submit(page) -> None:
+    page.locator("#input").get_by_role("button", name="Submit").wait_for()
+
+
+def chat_url(page) -> str:
+    page.wait_for_function("() => new URL(location.href).searchParams.get('chat')")
+    return page.url
+
+
+def test_two_tabs_on_one_chat_keep_both_turns_and_see_each_other(page, browser, app):
+    send_and_wait(page, "From TAB ONE")
+    url = chat_url(page)
+    other = page.context.new_page()  # the same login, a second tab on the chat's address
+    open_chat(other, url)
+    other.locator("#chat [data-testid=user]").filter(has_text="From TAB ONE").wait_for()
+    send_and_wait(other, "From TAB TWO")
+    send_and_wait(page, "Back in tab one")
+    # Tab one shows tab two's turn once it acts again, and the saved chat holds all three.
+    page.locator("#chat [data-testid=user]").filter(has_text="From TAB TWO").wait_for()
+    shot(page, "08-two-tabs")
+    open_chat(other, url)
+    users = other.locator("#chat [data-testid=user]")
+    users.filter(has_text="Back in tab one").wait_for()
+    assert [u.inner_text().strip() for u in users.all()] == [
+        "From TAB ONE",
+        "From TAB TWO",
+        "Back in tab one",
+    ]
+    other.close()
+
+
+def test_reload_mid_reply_keeps_the_question_and_the_partial_answer(page):
+    set_options(page, Max_new_tokens=1500)
+    page.locator("#input textarea").fill("A question asked just before a reload")
+    page.locator("#input textarea").press("Enter")
+    page.wait_for_function(
+        "() => { const r = document.querySelectorAll('#chat [data-testid=bot]'); return r.length && r[r.length - 1].innerText.length > 40; }"
+    )
+    page.reload()  # no ?chat in the address yet: the browser remembers the open chat
+    page.locator("#chat [data-testid=user]").filter(has_text="just before a reload").wait_for()
+    page.wait_for_function(
+        "() => { const r = document.querySelectorAll('#chat [data-testid=bot]'); return r.length && r[r.length - 1].innerText.length > 20; }"
+    )
+    assert "chat=" in chat_url(page)
+    shot(page, "09-reloaded-mid-reply")
+
+
+def test_reopen_after_reload_with_the_draft_and_settings_kept(page):
+    send_and_wait(page, "Remember this chat")
+    set_options(page, Max_new_tokens=300, Temperature=0.3)
+    page.locator("#input textarea").press_sequentially("an unsent draft")
+    time.sleep(1.0)  # the browser stores it
+    page.reload()
+    page.locator("#chat [data-testid=user]").filter(has_text="Remember this chat").wait_for()
+    page.wait_for_function("() => document.querySelector('#input textarea').value === 'an unsent draft'")
+    page.locator("#settings button.toggle-button").click()
+    assert page.get_by_label("number input for Max new tokens").input_value() == "300"
+    assert page.get_by_label("number input for Temperature").input_value() == "0.3"
+    shot(page, "10-reopened-with-settings")
+
+
+def test_esc_stops_a_reply_and_enter_while_answering_says_so(page):
+    set_options(page, Max_new_tokens=1500)
+    page.locator("#input textarea").fill("Tell me a very long story")
+    page.locator("#input textarea").press("Enter")
+    page.locator("#input").get_by_role("button", name="Stop").wait_for()
+    page.locator("#input textarea").fill("impatient follow-up")
+    page.locator("#input textarea").press("Enter")
+    page.locator("#page-notice.shown").filter(has_text="still being written").wait_for()
+    assert page.locator("#input textarea").input_value() == "impatient follow-up"
+    page.keyboard.press("Escape")
+    assert "stopped" in wait_for_stats(page, "stopped")
+    assert page.locator("#chat [data-testid=user]").filter(has_text="impatient").count() == 0
+
+
+def test_phone_layout_starts_with_the_chat_and_closes_the_history_after_a_choice(browser, app):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    open_chat(page, app.url)
+    send_and_wait(page, "Hello from a phone")
+    page.reload()
+    page.locator("#input textarea").wait_for()
+    page.wait_for_function("() => !document.querySelector('#history-sidebar').classList.contains('open')")
+    time.sleep(0.5)
+    shot(page, "11-phone")
+    chat, box = page.locator("#chat").bounding_box(), page.locator("#input").bounding_box()
+    assert chat["width"] >= 300 and chat["x"] >= 0 and chat["x"] + chat["width"] <= 391
+    assert box["y"] + box["height"] <= 844 and box["width"] >= 300
+    bar = page.locator("#history-sidebar").bounding_box()
+    assert bar is None or bar["x"] + bar["width"] <= 60  # only its toggle peeks in
+    page.locator("#history-sidebar button.toggle-button").click()
+    page.locator("#history label").first.click()
+    page.wait_for_function("() => !document.querySelector('#history-sidebar').classList.contains('open')")
+    context.close()

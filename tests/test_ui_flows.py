@@ -381,3 +381,38 @@ def test_the_question_is_saved_when_sent_and_the_reply_as_it_streams(env):
     stream.close()  # the tab went away mid-reply
     saved = env.store.load(env.session.conversation_id).messages
     assert saved[0].text == "Tell me a long story" and saved[1].text.count("word") > 20
+
+
+def test_a_reload_reopens_the_chat_the_address_or_the_browser_names_for_its_owner_only(env):
+    from ui import prefs
+
+    send(env, "kept chat")
+    cid = env.session.conversation_id
+    slider = gr.Slider(1, 2048, value=512)
+    restore = prefs.restorer(env.store, {"max_new_tokens": slider})
+    local = SimpleNamespace(username=None, query_params={"chat": cid})
+    chat, _, title, history, box, tokens = restore(
+        local, ChatSession(), {}, {"local": "draft"}, {"local": {"max_new_tokens": 300}}
+    )
+    assert chat[0]["content"] == ["kept chat"] and title == "kept chat" and history.value == cid
+    assert box.value["text"] == "draft" and tokens == 300
+    # The browser's memory works without the address; a value the control refuses is skipped.
+    chat, *_, tokens = restore(
+        SimpleNamespace(username=None, query_params={}),
+        ChatSession(),
+        {"local": cid},
+        {},
+        {"local": {"max_new_tokens": 9999}},
+    )
+    assert chat[0]["content"] == ["kept chat"] and tokens == gr.skip()
+    # Another login asking for this chat by its address gets nothing of it.
+    mallory = ChatSession()
+    with pytest.warns(UserWarning, match="not in your history"):
+        chat, *_ = restore(
+            SimpleNamespace(username="mallory", query_params={"chat": cid}),
+            mallory,
+            {"local": cid},
+            {"local": "draft"},
+            {},
+        )
+    assert chat == gr.skip() and mallory.conversation_id is None and mallory.messages == []

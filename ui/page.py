@@ -6,7 +6,7 @@ from functools import partial
 
 import gradio as gr
 
-from ui import actions, endpoint, render, settings_panel, sidebar
+from ui import actions, endpoint, prefs, render, settings_panel, sidebar
 from ui.respond import report_error, respond
 from ui.session import ChatSession, as_owner
 
@@ -23,9 +23,12 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
     # delete_cache: uploads older than a day are swept every hour (saved chats keep their own copies).
     with gr.Blocks(title="Multimodal assistant", fill_height=True, delete_cache=UPLOAD_SWEEP) as demo:
         session = gr.State(ChatSession())
+        chat_kept, draft_kept, settings_kept = prefs.states(store.data_dir)
+        # The open chat's id, for page.js to put in the address bar (?chat=ID).
+        chat_id = gr.Textbox(visible="hidden", elem_id="chat-id", show_label=False)
 
         with gr.Sidebar(label="History", position="left", elem_id="history-sidebar"):
-            new_btn = gr.Button("➕ New chat", variant="primary", size="sm")
+            new_btn = gr.Button("➕ New chat", variant="primary", size="sm", elem_id="new-chat")
             history = gr.Radio(
                 choices=[], label="Past conversations", elem_classes="history", elem_id="history"
             )
@@ -33,7 +36,11 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
                 title = gr.Textbox(label="Name", placeholder="A name for this chat", max_lines=1)
                 with gr.Row():
                     rename_btn = gr.Button("Rename", size="sm")
-                    delete_btn = gr.Button("Delete", size="sm", variant="stop")
+                    delete_btn = gr.Button("Delete…", size="sm", variant="stop", elem_id="delete")
+                with gr.Row(visible=False, elem_id="confirm-delete") as confirm_row:
+                    gr.Markdown("Delete this chat for good?")
+                    confirm_btn = gr.Button("Delete", size="sm", variant="stop", elem_id="delete-confirmed")
+                    cancel_btn = gr.Button("Keep it", size="sm", elem_id="delete-cancelled")
 
         with gr.Sidebar(label="Settings", position="right", open=False, elem_id="settings"):
             gr.Markdown("### Settings")
@@ -116,11 +123,28 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
         )
         for trigger in (rename_btn.click, title.submit):
             trigger(as_owner(partial(sidebar.rename, store)), [session, title], [history], **quick)
-        delete_btn.click(
+        # Delete asks first: a second button does it, next to one that keeps the chat.
+        delete_btn.click(lambda: gr.Row(visible=True), None, [confirm_row], **quick)
+        cancel_btn.click(lambda: gr.Row(visible=False), None, [confirm_row], **quick)
+        confirm_btn.click(
             as_owner(partial(sidebar.delete, store)), [session], [chatbot, stats, title, history], **quick
-        )
+        ).then(lambda: gr.Row(visible=False), None, [confirm_row], **quick)
+
+        # What the browser keeps for next time: the open chat, the draft, the settings.
+        history.change(prefs.remember_chat, [chat_kept, history], [chat_kept, chat_id], **quick)
+        # Any change, a send's clearing included (a sent message is no draft any more).
+        box.change(prefs.remember_draft, [draft_kept, box], [draft_kept], trigger_mode="always_last", **quick)
+        controls = {"persona": panel.persona, "custom_prompt": panel.custom_prompt, **panel.options}
+        remember = prefs.settings_remembering(list(controls))
+        for control in controls.values():
+            control.input(remember, [settings_kept, *controls.values()], [settings_kept], **quick)
 
         # Every handler that reads or writes the history takes its owner from the request
         # (as_owner), so a client that never fires this load event is no one else.
-        demo.load(as_owner(partial(sidebar.history_update, store)), [session], [history], **quick)
+        demo.load(
+            prefs.restorer(store, controls),
+            [session, chat_kept, draft_kept, settings_kept],
+            [chatbot, stats, title, history, box, *controls.values()],
+            **quick,
+        )
     return demo

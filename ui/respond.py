@@ -136,7 +136,9 @@ def _answer(assistant, turn: _Turn, panel_values):
     turn.refresh()
     if assistant.chat_model is not None and not user.needs_transcript:
         turn.save(user, None)  # the question is kept from the moment it is sent
-    yield render.chat(session.messages, user, ""), "", skip, skip
+    # A chat saved for the first time shows in the history now (and the address gets its id).
+    listed = sidebar.history_update(store, session) if turn.saved else skip
+    yield render.chat(session.messages, user, ""), "", skip, listed
 
     reply = assistant.reply(
         answered(session.messages),

@@ -1,5 +1,12 @@
 """A little CSS on top of Gradio's default theme (``app.build_server`` hands it to
-``gr.mount_gradio_app``, which sets the page's CSS)."""
+``gr.mount_gradio_app``, which sets the page's CSS)./* page.js's short notices (Enter while a reply is written, Esc) */
+#page-notice { position: fixed; left: 50%; bottom: 96px; transform: translateX(-50%); z-index: 1000;
+  max-width: min(90vw, 560px); padding: 8px 14px; border-radius: 8px; font-size: 0.9rem;
+  background: var(--background-fill-primary); color: var(--body-text-color);
+  border: 1px solid var(--border-color-primary); box-shadow: var(--shadow-drop-lg);
+  opacity: 0; pointer-events: none; transition: opacity 0.2s; }
+#page-notice.shown { opacity: 1; }
+"""
 
 CSS = """
 .stats { font-size: 0.78rem; opacity: 0.65; min-height: 1.2em; margin-top: -6px; }
@@ -14,4 +21,11 @@ CSS = """
 /* photos in a bubble as thumbnails (the fullscreen button shows them large) */
 #chat [data-testid=user] .image-container { max-width: 280px; }
 #chat [data-testid=user] .image-frame img { max-height: 220px; width: auto; object-fit: contain; }
+/* page.js's short notices (Enter while a reply is written, Esc) */
+#page-notice { position: fixed; left: 50%; bottom: 96px; transform: translateX(-50%); z-index: 1000;
+  max-width: min(90vw, 560px); padding: 8px 14px; border-radius: 8px; font-size: 0.9rem;
+  background: var(--background-fill-primary); color: var(--body-text-color);
+  border: 1px solid var(--border-color-primary); box-shadow: var(--shadow-drop-lg);
+  opacity: 0; pointer-events: none; transition: opacity 0.2s; }
+#page-notice.shown { opacity: 1; }
 """

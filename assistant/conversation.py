@@ -154,6 +154,10 @@ def limit_images(messages: Sequence[Message], max_images: int) -> list[Message]:
 
 
 TRIM_BLOCK = 0.25  # history is cut in steps of this share of the budget
+# Token counts are estimated message by message; the chat template adds a few tokens of its
+# own (measured: 5-7 on a 1540-token prompt). Trimming keeps this much room, so a chat at the
+# limit drops one more old turn instead of failing.
+PROMPT_MARGIN_TOKENS = 32
 
 
 def fit_to_context(
@@ -169,8 +173,10 @@ def fit_to_context(
     question. How much goes is rounded up to whole blocks of ``block × budget`` tokens: the
     prompt's start then stays the same for the next several turns (and the model's prefix cache
     keeps serving them) instead of moving, and missing the cache, on every turn. The newest
-    message is always kept (the model then reports what does not fit).
+    message is always kept (the model then reports what does not fit). The estimate is not
+    trusted to the last token: :data:`PROMPT_MARGIN_TOKENS` of the budget stay free.
     """
+    budget -= min(PROMPT_MARGIN_TOKENS, budget // 10)
     fixed = count_tokens(system) if system else 0
     costs = [count_tokens(m) for m in history]
     excess = fixed + sum(costs) - budget

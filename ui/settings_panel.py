@@ -16,6 +16,7 @@ from assistant.models.base import GenerationParams, knobs, value_type
 from ui import render
 
 CUSTOM_HINT = "Leave empty to use the persona above."
+PROMPT_ROOM_TOKENS = 512  # of the model's context, kept for the prompt when capping replies
 
 
 @dataclass
@@ -30,8 +31,41 @@ class SettingsPanel:
         return [self.persona, self.custom_prompt, *self.options.values()]
 
 
-def _control(name: str, field, knob, settings) -> gr.components.Component:
+DESCRIPTION_CHARS = 70
+
+
+def persona_label(name: str, prompts_dir) -> str:
+    """A persona's name and what it does: the first sentence of its prompt, shortened."""
+    try:
+        text = " ".join(prompts.load(name, prompts_dir).split())
+    except Exception:
+        return name
+    first = text.split(". ")[0].rstrip(".")
+    for lead in ("You are a ", "You are an ", "You are ", "You "):
+        if first.startswith(lead):
+            first = first[len(lead) :]
+            break
+    first = first[:1].upper() + first[1:]
+    if len(first) > DESCRIPTION_CHARS:
+        first = first[: DESCRIPTION_CHARS - 1].rstrip() + "…"
+    return f"{name} — {first}" if first else name
+
+
+def reply_length_cap(assistant, settings) -> int:
+    """The longest reply the slider offers: the configured cap, and room left for a prompt in
+    the loaded model's context (a 4096-token reply cannot start on a 2048-token model)."""
+    cap = settings.max_new_tokens_cap
+    info = assistant.chat_model.info if assistant.chat_model is not None else None
+    context = getattr(info, "context_length", None)
+    if isinstance(context, int) and context > 0:
+        cap = min(cap, max(context // 2, context - PROMPT_ROOM_TOKENS))
+    return max(1, cap)
+
+
+def _control(name: str, field, knob, settings, cap: int) -> gr.components.Component:
     default = settings.default_max_new_tokens if name == "max_new_tokens" else field.default
+    if name == "max_new_tokens":
+        default = min(default, cap)
     if knob.control == "text":
         # A textbox, not gr.Number: a Number field shows (and sends) 0 when empty.
         return gr.Textbox(
@@ -41,7 +75,7 @@ def _control(name: str, field, knob, settings) -> gr.components.Component:
             max_lines=1,
             info=knob.help[:1].upper() + knob.help[1:],
         )
-    high = settings.max_new_tokens_cap if name == "max_new_tokens" else knob.high
+    high = cap if name == "max_new_tokens" else knob.high
     return gr.Slider(knob.low, high, value=default, step=knob.step, label=knob.label, info=knob.help)
 
 
@@ -52,7 +86,10 @@ def build(assistant, settings) -> SettingsPanel:
     )
     panel = SettingsPanel(
         persona=gr.Dropdown(
-            personas, value=default_persona, label="Persona", info="System prompts from prompts/"
+            [(persona_label(name, settings.prompts_dir), name) for name in personas],
+            value=default_persona,
+            label="Persona",
+            info="How the assistant answers (system prompts from prompts/)",
         ),
         custom_prompt=gr.Textbox(
             value="" if settings.system_prompt in personas else settings.system_prompt,
@@ -60,7 +97,11 @@ def build(assistant, settings) -> SettingsPanel:
             placeholder=CUSTOM_HINT,
             lines=3,
         ),
-        options={name: _control(name, field, knob, settings) for name, field, knob in knobs() if knob.label},
+        options={
+            name: _control(name, field, knob, settings, reply_length_cap(assistant, settings))
+            for name, field, knob in knobs()
+            if knob.label
+        },
     )
     gr.Markdown(render.model_info(assistant.describe()), elem_classes="model-info")
     return panel

@@ -94,6 +94,7 @@ def build_server(assistant, settings: Settings):
         show_error=True,
         css=CSS,
         head=PAGE_HEAD,
+        footer_links=["api", "gradio"],  # the page's own Settings is the only one
     )
     web.install(server, settings, store, logins)
     return server, blocks

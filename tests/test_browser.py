@@ -324,3 +324,55 @@ def test_phone_layout_starts_with_the_chat_and_closes_the_history_after_a_choice
     page.locator("#history label").first.click()
     page.wait_for_function("() => !document.querySelector('#history-sidebar').classList.contains('open')")
     context.close()
+
+
+def contrast(page, selector: str) -> float:
+    """WCAG contrast ratio of an element's text against the first opaque background behind it."""
+    return page.evaluate(
+        """sel => {
+        const el = document.querySelector(sel);
+        const rgb = s => (s.match(/[\\d.]+/g) || []).map(Number);
+        let bg = null;
+        for (let n = el; n; n = n.parentElement) {
+            const c = rgb(getComputedStyle(n).backgroundColor);
+            if (c.length === 3 || (c.length === 4 && c[3] > 0.9)) { bg = c; break; }
+        }
+        bg = bg || [255, 255, 255];
+        const lum = c => { const [r, g, b] = c.slice(0, 3).map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; }); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+        const a = lum(rgb(getComputedStyle(el).color)), b = lum(bg);
+        return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    }""",
+        selector,
+    )
+
+
+@pytest.fixture(scope="module")
+def app_without_model(tmp_path_factory):
+    running = start_app(["--model", "missing/model", "--data-dir", str(tmp_path_factory.mktemp("nomodel"))])
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_no_model_banner_is_readable_and_the_page_has_one_settings(browser, app_without_model, scheme):
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, color_scheme=scheme)
+    page = context.new_page()
+    page.goto(app_without_model.url + f"?__theme={scheme}")
+    page.locator("#banner").get_by_text("make tiny-model").wait_for()
+    for part in ("#banner p", "#banner li"):
+        assert contrast(page, part) >= 4.5, f"{part} contrast too low in {scheme} mode"
+    shot(page, f"12-banner-{scheme}")
+    # One "Settings" (the page's, labelled), no emoji on buttons, each button named.
+    assert page.locator("footer").get_by_text("Settings").count() == 0
+    page.get_by_role("button", name="Settings").wait_for()
+    page.get_by_role("button", name="Chat history").wait_for()
+    names = page.evaluate(
+        "[...document.querySelectorAll('button')].filter(b => b.offsetParent !== null).map(b => b.getAttribute('aria-label') || b.innerText.trim())"
+    )
+    emoji = [
+        n for n in names if any(ord(c) >= 0x1F000 or 0x2600 <= ord(c) < 0x27C0 or c == "\ufe0f" for c in n)
+    ]
+    assert all(names) and not emoji, names
+    assert page.get_by_role("button", name="Regenerate").count() == 1
+    assert page.locator("#chat button[aria-label='Clear']").is_hidden()
+    context.close()

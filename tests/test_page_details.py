@@ -45,3 +45,13 @@ def test_personas_say_what_they_do():
     assert labels["concise"] == "concise — Terse assistant"
     assert labels["describer"].startswith("describer — Describe images for people who cannot see")
     assert persona.value in labels
+
+
+def test_the_no_model_banner_gives_the_exact_commands():
+    from ui import render
+
+    text = render.banner("chat model 'org/vlm' is not downloaded here", "org/vlm")
+    assert '`make run ARGS="--model org/vlm"`' in text
+    assert "`.venv/bin/hf download org/vlm`" in text and "`make tiny-model`" in text
+    assert render.hf_cache() in text
+    assert "⚠" not in text  # no emoji: a machine without an emoji font shows a box

@@ -14,9 +14,7 @@ from ui.session import ChatSession, as_owner
 # position shown to whoever waits). Gradio's own queue only caps how many wait there.
 CONCURRENCY = 32
 UPLOAD_SWEEP = (3600, 24 * 3600)  # (every, older than) seconds
-PLACEHOLDER = (
-    "### Ask anything\nType, attach photos (drag & drop or paste), or record your voice with the 🎤."
-)
+PLACEHOLDER = "### Ask anything\nType, attach photos (drag & drop or paste), or record your voice with the microphone button."
 
 
 def build_ui(assistant, settings, store) -> gr.Blocks:
@@ -28,7 +26,7 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
         chat_id = gr.Textbox(visible="hidden", elem_id="chat-id", show_label=False)
 
         with gr.Sidebar(label="History", position="left", elem_id="history-sidebar"):
-            new_btn = gr.Button("➕ New chat", variant="primary", size="sm", elem_id="new-chat")
+            new_btn = gr.Button("New chat", variant="primary", size="sm", elem_id="new-chat")
             history = gr.Radio(
                 choices=[], label="Past conversations", elem_classes="history", elem_id="history"
             )
@@ -43,11 +41,11 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
                     cancel_btn = gr.Button("Keep it", size="sm", elem_id="delete-cancelled")
 
         with gr.Sidebar(label="Settings", position="right", open=False, elem_id="settings"):
-            gr.Markdown("### Settings")
+            gr.Markdown("### Settings")  # the page's only "Settings" (Gradio's footer panel is off)
             panel = settings_panel.build(assistant, settings)
 
         gr.Markdown(
-            render.banner(assistant.chat_error),
+            render.banner(assistant.chat_error, settings.model),
             visible=assistant.chat_model is None,
             elem_classes="banner",
             elem_id="banner",
@@ -82,9 +80,10 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
             elem_id="input",
         )
         with gr.Row(elem_classes="turn-actions"):
-            regen_btn = gr.Button("🔄 Regenerate", size="sm")
-            undo_btn = gr.Button("↩️ Undo last turn", size="sm")
-            clear_btn = gr.Button("🧹 Clear", size="sm")
+            # Labelled words, not emoji (a machine without an emoji font shows boxes); one of
+            # each: the chat's own retry / undo / clear icons are not used.
+            regen_btn = gr.Button("Regenerate", size="sm", elem_id="regenerate")
+            undo_btn = gr.Button("Undo last turn", size="sm", elem_id="undo")
 
         endpoint.install(assistant, CONCURRENCY, store.media_dir)
 
@@ -103,17 +102,15 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
         for start in (
             box.submit(actions.send, [session, box], [chatbot, box], **quick),
             regen_btn.click(actions.regenerate, [session], [chatbot, box], **quick),
-            chatbot.retry(actions.regenerate, [session], [chatbot, box], **quick),
             chatbot.edit(actions.edit, [session], [chatbot, box], **quick),
         ):
             start.success(**answer).then(report_error, [session], None, **quick)
         box.stop(actions.stop, [session], None, queue=False, api_visibility="private")  # at once
 
         undo = as_owner(partial(actions.undo, store))
-        for trigger in (undo_btn.click, chatbot.undo):
-            trigger(undo, [session], [chatbot, stats, box, history], **quick)
+        undo_btn.click(undo, [session], [chatbot, stats, box, history], **quick)
         fresh = as_owner(partial(sidebar.new_chat, store))
-        for trigger in (new_btn.click, clear_btn.click, chatbot.clear):
+        for trigger in (new_btn.click, chatbot.clear):  # the chat's clear icon is hidden (style.py)
             trigger(fresh, [session], [chatbot, stats, title, history], **quick)
         history.input(
             as_owner(partial(sidebar.open_conversation, store)),

@@ -68,7 +68,7 @@ def chat(messages: list[Message], user: Message | None = None, reply: str | None
 
 def queued(position: int) -> str:
     ahead = "1 request" if position == 1 else f"{position} requests"
-    return f"⏳ *Waiting for the model… {ahead} ahead of you.*"
+    return f"*Waiting for the model… {ahead} ahead of you.*"
 
 
 def stats_line(stats: ReplyStats) -> str:
@@ -92,12 +92,35 @@ def stats_line(stats: ReplyStats) -> str:
 
 
 def no_model(error: str | None) -> str:
-    return f"⚠️ **No chat model is loaded**, so I cannot answer yet.\n\n{error or ''}".strip()
+    return f"**No chat model is loaded**, so I cannot answer yet.\n\n{error or ''}".strip()
 
 
-def banner(error: str | None) -> str:
+EXAMPLE_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
+
+
+def hf_cache() -> str:
+    """Where downloaded models are kept (HF_HUB_CACHE / HF_HOME, else ~/.cache/huggingface/hub)."""
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except Exception:
+        return "~/.cache/huggingface/hub"
+
+
+def banner(error: str | None, model: str | None = None) -> str:
+    """The first-run help: what is wrong, and the exact commands that fix it."""
+    wanted = model if model and "/" in model and not model.startswith((".", "/", "~")) else EXAMPLE_MODEL
     return (
-        f"### ⚠️ The chat model is not available\n{error or 'No chat model is loaded.'}\n\n"
+        f"### The chat model is not available\n{error or 'No chat model is loaded.'}\n\n"
+        "**To fix it**, in the project folder:\n\n"
+        f"- download a model on a machine with internet: `.venv/bin/hf download {wanted}` "
+        f"(models are kept in `{hf_cache()}`; copy that folder to a machine without internet)\n"
+        f'- then start with it: `make run ARGS="--model {wanted}"` '
+        f"(or `.venv/bin/python app.py --model {wanted}`), or give a local folder: "
+        '`make run ARGS="--model /path/to/model"`\n'
+        '- only to try the page: `make tiny-model`, then `make run ARGS="--model .cache/tiny-smolvlm"` '
+        "(a tiny random model: it answers gibberish)\n\n"
         "Voice transcription still works: recordings are transcribed and shown."
     )
 

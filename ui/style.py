@@ -11,7 +11,13 @@
 CSS = """
 .stats { font-size: 0.78rem; opacity: 0.65; min-height: 1.2em; margin-top: -6px; }
 .stats p { margin: 0; }
-.banner { border: 1px solid #f59e0b; background: #fffbeb; color: #78350f; border-radius: 8px; padding: 4px 14px; }
+/* the theme's own colours, so it reads in light and dark mode alike (one frame: not the inner block too) */
+.banner .banner { border: none; background: none; padding: 0; }
+.banner { border: 1px solid var(--border-color-accent); border-left: 6px solid var(--color-accent);
+  background: var(--background-fill-secondary); color: var(--body-text-color); border-radius: 8px;
+  padding: 4px 14px; }
+.banner .prose, .banner p, .banner li, .banner h3 { color: var(--body-text-color); }
+.banner code { color: var(--body-text-color); background: var(--background-fill-primary); }
 .banner h3 { margin-top: 6px; }
 .model-info { font-size: 0.8rem; opacity: 0.8; }
 .history .wrap { flex-direction: column; align-items: stretch; gap: 4px; }
@@ -28,4 +34,6 @@ CSS = """
   border: 1px solid var(--border-color-primary); box-shadow: var(--shadow-drop-lg);
   opacity: 0; pointer-events: none; transition: opacity 0.2s; }
 #page-notice.shown { opacity: 1; }
+/* one of each: the chat's own clear icon duplicates "New chat" */
+#chat button[aria-label="Clear"] { display: none; }
 """

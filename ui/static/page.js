@@ -64,9 +64,21 @@
     if (event.target.closest("#history label, #new-chat")) setTimeout(() => closeSidebar("history-sidebar"), 50);
   }, true);
 
+  // Gradio names both sidebar arrows "Toggle Sidebar": say which is which.
+  function labelButtons() {
+    for (const [id, name] of [["history-sidebar", "Chat history"], ["settings", "Settings"]]) {
+      const toggle = document.querySelector(`#${id} button.toggle-button`);
+      if (toggle && toggle.getAttribute("aria-label") !== name) {
+        toggle.setAttribute("aria-label", name);
+        toggle.title = name;
+      }
+    }
+  }
+
   let sidebarsChecked = false;
   setInterval(() => {
     showChatInAddress();
+    labelButtons();
     if (!sidebarsChecked && $("#history-sidebar")) {
       sidebarsChecked = true;
       if (narrow()) { closeSidebar("history-sidebar"); closeSidebar("settings"); }

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import sqlite3
 import time
@@ -53,6 +54,8 @@ CREATE TABLE IF NOT EXISTS messages (
 # Added since the first schema; a database from before gets them on open.
 NEW_MESSAGE_COLUMNS = {"attachments": "TEXT", "message_id": "TEXT", "created_at": "REAL"}
 NEW_CONVERSATION_COLUMNS = {"version": "INTEGER NOT NULL DEFAULT 0"}
+# Full-text search over each conversation's title and words (SQLite FTS5), one row per chat.
+SEARCH_SCHEMA = "CREATE VIRTUAL TABLE search_index USING fts5(conversation_id UNINDEXED, title, body)"
 
 
 class StaleConversation(Exception):
@@ -78,12 +81,25 @@ class StoredConversation:
     version: int = 0
 
 
+_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+_MARKS = re.compile(r"(\*\*|__|~~|`+|(?<!\w)[*_](?=\S)|(?<=\S)[*_](?!\w))")
+_LINE_MARK = re.compile(r"^\s{0,3}(#{1,6}\s+|>\s?|[-*+]\s+|\d+[.)]\s+)", re.MULTILINE)
+
+
+def plain_text(text: str) -> str:
+    """Markdown read as plain words (for titles): no **, `, #, link targets or HTML tags."""
+    text = _LINK.sub(r"\1", text)
+    text = _LINE_MARK.sub("", text)
+    text = re.sub(r"</?[A-Za-z][^>]*>", "", text)
+    return " ".join(_MARKS.sub("", text).split())
+
+
 def title_from(messages: list[Message]) -> str:
-    """The first user words, shortened; 'Photo' for a picture-only start."""
+    """The first user words as plain text, shortened; 'Photo' for a picture-only start."""
     for m in messages:
         if m.role != "user":
             continue
-        words = " ".join(m.words.split())
+        words = plain_text(m.words)
         if words:
             return words if len(words) <= TITLE_CHARS else words[: TITLE_CHARS - 1].rstrip() + "…"
         if m.images:
@@ -121,6 +137,68 @@ class HistoryStore:
             for column, kind in NEW_CONVERSATION_COLUMNS.items():
                 if column not in have:
                     db.execute(f"ALTER TABLE conversations ADD COLUMN {column} {kind}")
+            self.searchable = self._ensure_search(db)
+
+    def _ensure_search(self, db: sqlite3.Connection) -> bool:
+        """The search index (built from what is stored when first made); False: this SQLite
+        has no FTS5, and search falls back to a plain scan."""
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'search_index'").fetchone():
+            return True
+        try:
+            db.execute(SEARCH_SCHEMA)
+        except sqlite3.OperationalError:
+            return False
+        for (cid,) in db.execute("SELECT id FROM conversations").fetchall():
+            self._index(db, cid)
+        return True
+
+    def _index(self, db: sqlite3.Connection, conversation_id: str) -> None:
+        db.execute("DELETE FROM search_index WHERE conversation_id = ?", (conversation_id,))
+        head = db.execute("SELECT title FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        if head is None:
+            return
+        rows = db.execute(
+            "SELECT text, transcript FROM messages WHERE conversation_id = ? ORDER BY position",
+            (conversation_id,),
+        ).fetchall()
+        body = "\n".join(t for row in rows for t in row if t)
+        db.execute(
+            "INSERT INTO search_index (conversation_id, title, body) VALUES (?, ?, ?)",
+            (conversation_id, head[0], body),
+        )
+
+    def search(self, query: str, owner: str = LOCAL_OWNER, limit: int = 50) -> list[Summary]:
+        """This owner's conversations whose title or messages hold every word of ``query``
+        (prefixes count: 'lis' finds Lisbon), most recently changed first."""
+        words = query.split()
+        if not words:
+            return self.conversations(owner)
+        with closing(self._connect()) as db:
+            if self.searchable:
+                match = " ".join('"' + w.replace('"', '""') + '"*' for w in words)
+                rows = db.execute(
+                    "SELECT c.id, c.title, c.updated_at FROM search_index s JOIN conversations c"
+                    " ON c.id = s.conversation_id WHERE search_index MATCH ? AND c.owner = ?"
+                    " ORDER BY c.updated_at DESC LIMIT ?",
+                    (match, owner, limit),
+                ).fetchall()
+            else:
+                rows = [
+                    row
+                    for row in db.execute(
+                        "SELECT id, title, updated_at FROM conversations WHERE owner = ? ORDER BY updated_at DESC",
+                        (owner,),
+                    ).fetchall()
+                    if all(w.lower() in (row[1] + self._words(db, row[0])).lower() for w in words)
+                ][:limit]
+        return [Summary(*row) for row in rows]
+
+    @staticmethod
+    def _words(db: sqlite3.Connection, conversation_id: str) -> str:
+        rows = db.execute(
+            "SELECT text, transcript FROM messages WHERE conversation_id = ?", (conversation_id,)
+        )
+        return "\n".join(t for row in rows for t in row if t)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=10)
@@ -241,6 +319,8 @@ class HistoryStore:
                     for i, m in enumerate(stored)
                 ],
             )
+            if self.searchable:
+                self._index(db, conversation_id)
         self._drop_unused_files(conversation_id, stored)
         title = self._title(conversation_id)
         return StoredConversation(conversation_id, title, stored, version)
@@ -261,13 +341,16 @@ class HistoryStore:
         if not title:
             return False
         with closing(self._connect()) as db, db:
-            return (
+            renamed = (
                 db.execute(
                     "UPDATE conversations SET title = ? WHERE id = ? AND owner = ?",
                     (title, conversation_id, owner),
                 ).rowcount
                 > 0
             )
+            if renamed and self.searchable:
+                self._index(db, conversation_id)
+            return renamed
 
     def delete(self, conversation_id: str, owner: str = LOCAL_OWNER) -> bool:
         with closing(self._connect()) as db, db:
@@ -277,6 +360,8 @@ class HistoryStore:
                 ).rowcount
                 > 0
             )
+            if gone and self.searchable:
+                db.execute("DELETE FROM search_index WHERE conversation_id = ?", (conversation_id,))
         if gone:
             shutil.rmtree(self._conversation_media(conversation_id), ignore_errors=True)
         return gone

@@ -288,6 +288,13 @@ def test_reopen_after_reload_with_the_draft_and_settings_kept(page):
     assert page.get_by_label("number input for Max new tokens").input_value() == "300"
     assert page.get_by_label("number input for Temperature").input_value() == "0.3"
     shot(page, "10-reopened-with-settings")
+    # The history's search box keeps only the chats that have the words (titles and messages).
+    page.locator("#settings button.toggle-button").click()
+    page.locator("#search textarea, #search input").first.fill("remember thi")
+    page.wait_for_function(
+        "() => { const l = [...document.querySelectorAll('#history label')]; return l.length === 1 && l[0].innerText.includes('Remember this chat'); }"
+    )
+    shot(page, "13-history-search")
 
 
 def test_esc_stops_a_reply_and_enter_while_answering_says_so(page):

@@ -173,3 +173,39 @@ def test_an_old_database_gains_versions(tmp_path):
     store = HistoryStore(tmp_path)
     assert store.load("abc").version == 0
     assert store.write("abc", exchange("new"), base_version=0).version == 1
+
+
+def test_titles_are_plain_text():
+    assert title_from([Message("user", "**Bold** idea: `code` and [a link](http://x.y) # not")]) == (
+        "Bold idea: code and a link # not"
+    )
+    assert title_from([Message("user", "## Heading\n- item *one*")]) == "Heading item one"
+    assert title_from([Message("user", "snake_case_name stays")]) == "snake_case_name stays"
+
+
+def test_search_finds_words_in_titles_and_messages_of_this_owner_only(tmp_path):
+    store = HistoryStore(tmp_path)
+    trip, _ = store.save(None, exchange("Plan a trip to Lisbon", reply="Visit the Alfama district"))
+    llama, _ = store.save(None, exchange("What is a llama?"))
+    store.save(None, exchange("Lisbon for alice"), owner="alice")
+    assert [c.id for c in store.search("lisb")] == [trip]  # a prefix, any case
+    assert [c.id for c in store.search("alfama")] == [trip]  # the reply's words too
+    assert [c.id for c in store.search("trip alfama")] == [trip] and store.search("trip llama") == []
+    assert {c.id for c in store.search("  ")} == {trip, llama}
+    assert store.search('"quoted" OR *') == []  # FTS syntax is taken as words, never an error
+    store.rename(llama, "Camelids")
+    assert [c.id for c in store.search("camel")] == [llama]
+    store.save(trip, exchange("Now about Porto"))
+    assert store.search("alfama") == [] and [c.id for c in store.search("porto")] == [trip]  # re-indexed
+    store.delete(trip)
+    assert store.search("porto") == []
+
+
+def test_an_existing_history_is_indexed_when_first_opened(tmp_path):
+    import sqlite3
+
+    store = HistoryStore(tmp_path)
+    cid, _ = store.save(None, exchange("An old chat about volcanoes"))
+    with sqlite3.connect(tmp_path / "history.sqlite3") as db:
+        db.execute("DROP TABLE search_index")
+    assert [c.id for c in HistoryStore(tmp_path).search("volcano")] == [cid]

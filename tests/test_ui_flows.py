@@ -85,7 +85,8 @@ def test_send_streams_and_saves(env):
     assert final_chat[-1] == {"role": "assistant", "content": "Hello, world!"}
     assert "tokens/s" in stats and final_box.submit_btn is True
     assert [c.title for c in env.store.conversations()] == ["Hi there"]
-    assert history.choices == [("Hi there", env.session.conversation_id)]
+    # The history shows plain-text titles with when each chat was used (issue 13: dates added).
+    assert history.choices == [(f"Hi there · {render.when(time.time())}", env.session.conversation_id)]
     assert not env.session.busy
 
 
@@ -416,3 +417,20 @@ def test_a_reload_reopens_the_chat_the_address_or_the_browser_names_for_its_owne
             {},
         )
     assert chat == gr.skip() and mallory.conversation_id is None and mallory.messages == []
+
+
+def test_the_history_shows_dates_and_plain_titles_and_can_be_searched(env):
+    import time as clock
+
+    send(env, "**Plan** a trip to `Lisbon`")
+    trip = env.session.conversation_id
+    sidebar.new_chat(env.store, env.session)
+    send(env, "What is a llama?")
+    labels = dict((cid, label) for label, cid in sidebar.history_update(env.store, env.session).choices)
+    assert labels[trip].startswith("Plan a trip to Lisbon · ")
+    now = clock.mktime((2026, 12, 1, 12, 0, 0, 0, 0, -1))
+    assert render.when(now - 3600, now) == "11:00" and render.when(now - 86400, now) == "yesterday"
+    assert render.when(now - 3 * 86400, now) == "Saturday" and render.when(now - 40 * 86400, now) == "22 Oct"
+    found = sidebar.search(env.store, env.session, "lisb")
+    assert [cid for _, cid in found.choices] == [trip]
+    assert len(sidebar.search(env.store, env.session, "").choices) == 2

@@ -27,6 +27,9 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
 
         with gr.Sidebar(label="History", position="left", elem_id="history-sidebar"):
             new_btn = gr.Button("New chat", variant="primary", size="sm", elem_id="new-chat")
+            find = gr.Textbox(
+                placeholder="Search chats", show_label=False, max_lines=1, elem_id="search", container=False
+            )
             history = gr.Radio(
                 choices=[], label="Past conversations", elem_classes="history", elem_id="history"
             )
@@ -112,6 +115,13 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
         fresh = as_owner(partial(sidebar.new_chat, store))
         for trigger in (new_btn.click, chatbot.clear):  # the chat's clear icon is hidden (style.py)
             trigger(fresh, [session], [chatbot, stats, title, history], **quick)
+        find.input(
+            as_owner(partial(sidebar.search, store)),
+            [session, find],
+            [history],
+            trigger_mode="always_last",
+            **quick,
+        )
         history.input(
             as_owner(partial(sidebar.open_conversation, store)),
             [session, history],

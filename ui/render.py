@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 from assistant.conversation import Message, edit_user_message
 from assistant.core import Description, ReplyStats
@@ -64,6 +65,23 @@ def chat(messages: list[Message], user: Message | None = None, reply: str | None
     if reply is not None:
         shown.append({"role": "assistant", "content": safe_markdown(reply) or THINKING})
     return shown
+
+
+def when(timestamp: float, now: float | None = None) -> str:
+    """A chat's last use as a person says it: the time today, 'yesterday', the weekday this
+    week, else the date (server's local time)."""
+    import datetime as dt
+
+    then = dt.datetime.fromtimestamp(timestamp)
+    today = dt.datetime.fromtimestamp(now if now is not None else time.time()).date()
+    days = (today - then.date()).days
+    if days <= 0:
+        return then.strftime("%H:%M")
+    if days == 1:
+        return "yesterday"
+    if days < 7:
+        return then.strftime("%A")
+    return then.strftime("%-d %b" if then.year == today.year else "%-d %b %Y")
 
 
 def queued(position: int) -> str:

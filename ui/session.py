@@ -40,6 +40,7 @@ class ChatSession:
         self.conversation_id: str | None = None
         self.messages: list[Message] = []  # answered exchanges only
         self.version: int | None = None  # the stored version these messages were read as
+        self.query = ""  # what the history list is filtered by (the search box)
         self.pending: Pending | None = None
         self.cancel = threading.Event()
         self.busy = False

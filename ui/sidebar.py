@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Collection
 
 import gradio as gr
 
 from assistant.conversation import Message
-from assistant.store import StaleConversation
+from assistant.store import StaleConversation, plain_text
 from ui import render
 from ui.session import ChatSession, owner_of, unless_busy
 
@@ -18,8 +19,21 @@ CHANGED_ELSEWHERE = "This chat was changed in another tab: it is shown as saved 
 
 
 def history_update(store, session: ChatSession):
-    choices = [(c.title, c.id) for c in store.conversations(session.owner)]
+    """The history list: plain-text titles with when each chat was last used, newest first
+    (only the chats matching the search box, when something is typed there)."""
+    found = (
+        store.search(session.query, session.owner)
+        if session.query.strip()
+        else store.conversations(session.owner)
+    )
+    now = time.time()
+    choices = [(f"{plain_text(c.title)} · {render.when(c.updated_at, now)}", c.id) for c in found]
     return gr.Radio(choices=choices, value=session.conversation_id)
+
+
+def search(store, session: ChatSession, query: str):
+    session.query = (query or "")[:200]
+    return history_update(store, session)
 
 
 def on_load(store, session: ChatSession, request: gr.Request):

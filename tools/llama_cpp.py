@@ -135,7 +135,7 @@ convert_hf_to_gguf.main()
 """
 
 
-def prepare_for_gguf(model_dir: Path, out_dir: Path) -> Path:
+def prepare_for_gguf(model_dir: Path, out_dir: Path, image_max_side: int = 1024) -> Path:
     """A copy of a random SmolVLM/Idefics3 that the converter and llama.cpp accept: the text
     model's architecture named, and a ``"\\n\\n"`` token (llama.cpp's Idefics3 image prompt needs one)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -143,7 +143,12 @@ def prepare_for_gguf(model_dir: Path, out_dir: Path) -> Path:
     ready = out_dir / "hf"
     if (ready / "config.json").is_file():
         return ready
+    from assistant.models.local import cap_processor_upscaling
+
     processor = AutoProcessor.from_pretrained(model_dir)
+    # The same tiling as our engine's (it caps SmolVLM's 2048-px upscaling at the image side, 1024):
+    # the converter writes this size into the projector, so both sides read the same prompt.
+    cap_processor_upscaling(processor, image_max_side)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype="auto")
     if "\n\n" not in processor.tokenizer.get_vocab() and processor.tokenizer.add_tokens(["\n\n"]):
         model.resize_token_embeddings(

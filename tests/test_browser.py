@@ -277,7 +277,7 @@ def test_reload_mid_reply_keeps_the_question_and_the_partial_answer(page):
 
 
 def test_reopen_after_reload_with_the_draft_and_settings_kept(page):
-    send_and_wait(page, "Remember this chat")
+    send_and_wait(page, "Remember this chat about quokkas")
     set_options(page, Max_new_tokens=300, Temperature=0.3)
     page.locator("#input textarea").press_sequentially("an unsent draft")
     time.sleep(1.0)  # the browser stores it
@@ -290,7 +290,7 @@ def test_reopen_after_reload_with_the_draft_and_settings_kept(page):
     shot(page, "10-reopened-with-settings")
     # The history's search box keeps only the chats that have the words (titles and messages).
     page.locator("#settings button.toggle-button").click()
-    page.locator("#search textarea, #search input").first.fill("remember thi")
+    page.locator("#search textarea, #search input").first.fill("quokk")  # (replies are random words)
     page.wait_for_function(
         "() => { const l = [...document.querySelectorAll('#history label')]; return l.length === 1 && l[0].innerText.includes('Remember this chat'); }"
     )
@@ -383,3 +383,29 @@ def test_the_no_model_banner_is_readable_and_the_page_has_one_settings(browser, 
     assert page.get_by_role("button", name="Regenerate").count() == 1
     assert page.locator("#chat button[aria-label='Clear']").is_hidden()
     context.close()
+
+
+def test_export_then_import_round_trip_keeps_the_photo(page, media, tmp_path):
+    page.locator("#input textarea").fill("Round trip with a photo")
+    attach(page, media["photo"])
+    page.locator("#input textarea").press("Enter")
+    wait_for_stats(page)
+    page.get_by_text("This chat: rename, export, delete").click()
+    page.locator("#export").click()
+    link = page.locator("#exports a[download$='.json']")
+    link.wait_for()
+    with page.expect_download() as download:
+        link.click()
+    exported = tmp_path / "chat.json"
+    download.value.save_as(exported)
+    assert "Round trip with a photo" in exported.read_text()
+    before = page.locator("#history label").count()
+    with page.expect_file_chooser() as chooser:
+        page.locator("#import").click()
+    chooser.value.set_files(str(exported))
+    page.wait_for_function(f"() => document.querySelectorAll('#history label').length > {before}")
+    image = page.locator("#chat [data-testid=user] img").first
+    image.wait_for()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    assert "Round trip with a photo" in page.locator("#chat").inner_text()
+    shot(page, "14-imported")

@@ -434,3 +434,20 @@ def test_the_history_shows_dates_and_plain_titles_and_can_be_searched(env):
     found = sidebar.search(env.store, env.session, "lisb")
     assert [cid for _, cid in found.choices] == [trip]
     assert len(sidebar.search(env.store, env.session, "").choices) == 2
+
+
+def test_export_then_import_gives_the_same_chat_with_its_photo(env):
+    send(env, "What plant?", [photo(env.tmp / "leaf.png")])
+    files = sidebar.export_chat(env.store, env.session).value
+    paths = [f["path"] if isinstance(f, dict) else f for f in files]
+    markdown, exported = sorted(paths, key=lambda p: p.endswith(".json"))
+    assert "data:image/png;base64," in open(markdown).read()
+    bob = ChatSession()
+    bob.owner = "bob"
+    chat, _, title, history = sidebar.import_chat(env.store, bob, exported)
+    assert title == "What plant?" and bob.conversation_id != env.session.conversation_id
+    assert chat[0]["content"][-1] == "What plant?" and chat[1]["content"] == "Hello, world!"
+    assert Image.open(bob.messages[0].images[0]).size == (40, 30)
+    assert [c.id for c in env.store.conversations("bob")] == [bob.conversation_id]
+    with pytest.warns(UserWarning, match="Could not import"):
+        assert sidebar.import_chat(env.store, bob, markdown)[0] == gr.skip()

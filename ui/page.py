@@ -33,11 +33,23 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
             history = gr.Radio(
                 choices=[], label="Past conversations", elem_classes="history", elem_id="history"
             )
-            with gr.Accordion("Rename or delete this chat", open=False):
+            with gr.Accordion("This chat: rename, export, delete", open=False):
                 title = gr.Textbox(label="Name", placeholder="A name for this chat", max_lines=1)
                 with gr.Row():
                     rename_btn = gr.Button("Rename", size="sm")
                     delete_btn = gr.Button("Delete…", size="sm", variant="stop", elem_id="delete")
+                with gr.Row():
+                    export_btn = gr.Button("Export", size="sm", elem_id="export")
+                    import_btn = gr.UploadButton(
+                        "Import…", file_types=[".json"], file_count="single", size="sm", elem_id="import"
+                    )
+                exports = gr.File(
+                    label="Markdown and JSON (photos included)",
+                    file_count="multiple",
+                    interactive=False,
+                    visible=False,
+                    elem_id="exports",
+                )
                 with gr.Row(visible=False, elem_id="confirm-delete") as confirm_row:
                     gr.Markdown("Delete this chat for good?")
                     confirm_btn = gr.Button("Delete", size="sm", variant="stop", elem_id="delete-confirmed")
@@ -115,7 +127,7 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
         fresh = as_owner(partial(sidebar.new_chat, store))
         for trigger in (new_btn.click, chatbot.clear):  # the chat's clear icon is hidden (style.py)
             trigger(fresh, [session], [chatbot, stats, title, history], **quick)
-        find.input(
+        find.change(  # (typing, pasting or clearing alike)
             as_owner(partial(sidebar.search, store)),
             [session, find],
             [history],
@@ -136,6 +148,14 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
         confirm_btn.click(
             as_owner(partial(sidebar.delete, store)), [session], [chatbot, stats, title, history], **quick
         ).then(lambda: gr.Row(visible=False), None, [confirm_row], **quick)
+
+        export_btn.click(as_owner(partial(sidebar.export_chat, store)), [session], [exports], **quick)
+        import_btn.upload(
+            as_owner(partial(sidebar.import_chat, store)),
+            [session, import_btn],
+            [chatbot, stats, title, history],
+            **quick,
+        )
 
         # What the browser keeps for next time: the open chat, the draft, the settings.
         history.change(prefs.remember_chat, [chat_kept, history], [chat_kept, chat_id], **quick)

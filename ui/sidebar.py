@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import tempfile
 import time
 from collections.abc import Collection
+from pathlib import Path
 
 import gradio as gr
 
+from assistant import transfer
 from assistant.conversation import Message
+from assistant.errors import AssistantError
 from assistant.store import StaleConversation, plain_text
-from ui import render
+from ui import inputs, render
 from ui.session import ChatSession, owner_of, unless_busy
 
 log = logging.getLogger(__name__)
@@ -150,3 +156,42 @@ def save_turn(
         log.error("could not save the conversation: %s", exc)
     gr.Warning("This conversation could not be saved to the history.")
     return None
+
+
+def export_chat(store, session: ChatSession):
+    """The open chat as Markdown and JSON files (photos inside), for the download list. They
+    lie in the chat's own media folder, so only its owner can fetch them."""
+    found = store.load(session.conversation_id, session.owner) if session.conversation_id else None
+    if found is None:
+        gr.Info("Send a message first: there is nothing to export yet.")
+        return gr.File(value=None, visible=False)
+    folder = store.media_dir / found.id
+    folder.mkdir(parents=True, exist_ok=True)
+    name = re.sub(r"[^A-Za-z0-9]+", "-", plain_text(found.title)).strip("-")[:40] or "chat"
+    markdown, exported = folder / f"{name}.md", folder / f"{name}.json"
+    markdown.write_text(transfer.to_markdown(found.title, found.messages), encoding="utf-8")
+    exported.write_text(
+        json.dumps(transfer.to_json(found.title, found.messages), ensure_ascii=False), encoding="utf-8"
+    )
+    return gr.File(value=[str(markdown), str(exported)], visible=True)
+
+
+@unless_busy(4)
+def import_chat(store, session: ChatSession, upload):
+    """A JSON export becomes a new chat in this user's history, and is opened."""
+    path = inputs.file_path(upload) if upload else None
+    try:
+        raw = Path(path).read_bytes() if path else b""
+        with tempfile.TemporaryDirectory() as folder:
+            title, messages = transfer.from_json(raw, Path(folder))
+            saved = store.write(None, messages, session.owner)
+        if title:
+            store.rename(saved.id, title, session.owner)
+    except (AssistantError, OSError) as exc:
+        gr.Warning(f"Could not import that file: {exc}")
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    found = store.load(saved.id, session.owner)
+    assert found is not None
+    session.open(found.id, found.messages, found.version)
+    gr.Info(f"Imported “{plain_text(found.title)}”.")
+    return render.chat(session.messages), "", found.title, history_update(store, session)

@@ -3,8 +3,8 @@
 - :class:`MediaGuard`: a saved chat's photos (``--data-dir``/media/<conversation>/…) are served
   only to the user who owns that conversation (404 to anyone else, as if absent), with the
   type read from the file's content, never from its name: a GIF named ``.svg`` is a GIF.
-- :class:`UploadFilter`: ``/gradio_api/upload`` keeps only files named as the photos and
-  recordings the page accepts; anything else is deleted again and answered 415. (What they
+- :class:`UploadFilter`: ``/gradio_api/upload`` keeps only files named as the photos,
+  recordings and chat exports (``.json``, to import) the page accepts; anything else is deleted again and answered 415. (What they
   contain is checked when they are used.) Gradio's ``delete_cache`` sweeps old uploads.
 """
 
@@ -51,7 +51,8 @@ AUDIO_SUFFIXES = (
     ".aac",
     ".flac",
 )
-UPLOAD_SUFFIXES = frozenset(IMAGE_SUFFIXES + AUDIO_SUFFIXES)
+IMPORT_SUFFIXES = (".json",)  # a chat export to import (checked field by field: assistant.transfer)
+UPLOAD_SUFFIXES = frozenset(IMAGE_SUFFIXES + AUDIO_SUFFIXES + IMPORT_SUFFIXES)
 MAX_UPLOAD_RESPONSE = 1024 * 1024
 
 

@@ -1,0 +1,126 @@
+"""A chat taken out of the history and brought back: Markdown to read, JSON to import.
+
+Both carry the photos (as ``data:`` URLs in Markdown, base64 in JSON), so an export stands on
+its own instead of pointing at this server's file URLs. Importing trusts nothing: the format
+and every field are checked, and a photo is kept only if its content is a supported image.
+Recordings are not kept in the history, so neither format carries them (the transcript is).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from assistant import media
+from assistant.conversation import ImageAttachment, Message
+from assistant.errors import InvalidParams
+
+FORMAT = "multimodal-assistant/chat"
+VERSION = 1
+MAX_IMPORT_BYTES = 64 * 1024 * 1024
+MAX_MESSAGES = 10_000
+ROLES = ("user", "assistant")
+
+
+def _photo(source) -> tuple[str, bytes] | None:
+    try:
+        data = Path(str(source)).read_bytes()
+    except OSError:
+        return None  # a photo that is gone is left out, not an error
+    return media.content_type(data), data
+
+
+def to_markdown(title: str, messages: Sequence[Message]) -> str:
+    out = [f"# {title}", ""]
+    for m in messages:
+        who = "You" if m.role == "user" else "Assistant"
+        out += [f"**{who}** · {time.strftime('%Y-%m-%d %H:%M', time.localtime(m.created))}", ""]
+        for source in m.images:
+            photo = _photo(source)
+            if photo is not None:
+                out += [f"![photo](data:{photo[0]};base64,{base64.b64encode(photo[1]).decode()})", ""]
+        if m.text.strip():
+            out += [m.text.strip(), ""]
+        if m.transcript:
+            out += [f"> (spoken) {m.transcript.strip()}", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def to_json(title: str, messages: Sequence[Message]) -> dict:
+    rows = []
+    for m in messages:
+        photos = [p for p in (_photo(s) for s in m.images) if p is not None]
+        rows.append(
+            {
+                "role": m.role,
+                "text": m.text,
+                "transcript": m.transcript,
+                "created": m.created,
+                "attachments": [
+                    {"kind": "image", "media_type": kind, "data": base64.b64encode(data).decode()}
+                    for kind, data in photos
+                ],
+            }
+        )
+    return {"format": FORMAT, "version": VERSION, "title": title, "exported": time.time(), "messages": rows}
+
+
+def _bad(why: str) -> InvalidParams:
+    return InvalidParams(f"this is not a chat export: {why}")
+
+
+def from_json(raw: bytes | str, folder: Path) -> tuple[str, list[Message]]:
+    """(title, messages) from an export made by :func:`to_json`; photos are written into
+    ``folder`` (the store then keeps its own copies). InvalidParams says what is wrong."""
+    if len(raw) > MAX_IMPORT_BYTES:
+        raise InvalidParams(f"the file is {media.TOO_LARGE}")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise _bad("it is not JSON") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise _bad(f'no "format": "{FORMAT}"')
+    if data.get("version") != VERSION:
+        raise _bad(f"version {data.get('version')!r} is not {VERSION}")
+    rows = data.get("messages")
+    if not isinstance(rows, list) or not rows or len(rows) > MAX_MESSAGES:
+        raise _bad("no messages")
+    title: str = data["title"] if isinstance(data.get("title"), str) else ""
+    messages = []
+    for i, row in enumerate(rows):
+        if (
+            not isinstance(row, dict)
+            or row.get("role") not in ROLES
+            or not isinstance(row.get("text", ""), str)
+        ):
+            raise _bad(f"message {i + 1} has no user/assistant role or text")
+        transcript = row.get("transcript")
+        transcript = transcript if isinstance(transcript, str) else None
+        created = row.get("created")
+        stamp = float(created) if isinstance(created, (int, float)) and created > 0 else time.time()
+        photos = []
+        for item in row.get("attachments") or []:
+            if (
+                not isinstance(item, dict)
+                or item.get("kind") != "image"
+                or not isinstance(item.get("data"), str)
+            ):
+                continue
+            try:
+                content = base64.b64decode(item["data"], validate=True)
+            except (binascii.Error, ValueError):
+                raise _bad(f"a photo in message {i + 1} is not base64") from None
+            if media.kind_of(content) != "image" or media.content_type(content) == "application/octet-stream":
+                raise InvalidParams(f"a photo in message {i + 1} is not a supported image")
+            path = Path(folder) / (hashlib.sha256(content).hexdigest()[:32] + media.suffix_for(content))
+            path.write_bytes(content)
+            photos.append(ImageAttachment(str(path)))
+        if row["role"] == "assistant":
+            photos = []
+        messages.append(Message(row["role"], row.get("text", ""), tuple(photos), transcript, created=stamp))
+    return title, messages

@@ -85,7 +85,7 @@ def _stream(client, url: str, model: str, n: int, image: str, direct: bool) -> d
 def _not_measured(reason: str) -> SectionResult:
     return SectionResult(
         key="llama",
-        title="6. Side by side with llama.cpp (llama-server)",
+        title="4b. Side by side with llama.cpp (llama-server)",
         body=f"**Not measured on this machine:** {reason}",
         goals=[Goal("decode tokens/s vs llama.cpp Q8_0", f"≥ {DECODE_GOAL}×", "not measured", None, reason)],
         data={"reason": reason},
@@ -224,5 +224,5 @@ def run(ctx: Context) -> SectionResult:
         f"{overhead['median'] * 1000:+.0f} ms to TTFT and decodes at {speed['median']:.3f}× the direct speed. llama.cpp's portable "
         "build here lacks AVX-512; a native build would be faster, so treat its figures as a floor.",
     ])  # fmt: skip
-    return SectionResult(key="llama", title="6. Side by side with llama.cpp (llama-server)", body=body, goals=goals,
+    return SectionResult(key="llama", title="4b. Side by side with llama.cpp (llama-server)", body=body, goals=goals,
                          data={"engine": engine, "llama": rows, "server_mib": server_mib, "ratio": ratio})  # fmt: skip

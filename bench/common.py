@@ -150,6 +150,15 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def peak_rss_mib(pid: int | str = "self") -> float:
+    """A process's peak resident memory (VmHWM). Not getrusage's ru_maxrss: on Linux that survives
+    exec, so a child started by a big parent would report the parent's peak."""
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def load_average() -> float:
     try:
         return os.getloadavg()[0]

@@ -19,17 +19,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import ROOT, Context, Goal, SectionResult, chat_model_dir, pyplot, spread, summary, table
+from bench.common import (
+    ROOT,
+    Context,
+    Goal,
+    SectionResult,
+    chat_model_dir,
+    peak_rss_mib,
+    pyplot,
+    spread,
+    summary,
+    table,
+)
 
 DECODE_GOAL = 0.5  # issue 11: our decode ≥ 0.5× llama.cpp Q8_0's
 QUESTION = "Describe this picture in detail."
-
-
-def _peak_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _image_url(variant: int) -> str:
@@ -151,7 +155,7 @@ def run(ctx: Context) -> SectionResult:
                     ctx.log(
                         f"llama: {name}: TTFT {rows[name][-1]['ttft_s']:.2f} s, {rows[name][-1]['tokens_per_s']:.1f} tok/s"
                     )
-        server_mib = _peak_mib(server.pid)
+        server_mib = peak_rss_mib(server.pid)
     finally:
         if front is not None:
             front.stop()

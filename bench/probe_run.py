@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import threading
 import time
@@ -68,17 +67,8 @@ def thread_per_reply(model_dir: str, dtype: str, n: int, image) -> dict:
     return {**runs[-1], "dtype": str(torch_dtype).removeprefix("torch.")}
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident memory. VmHWM, not getrusage's ru_maxrss: that one survives
-    exec on Linux, so a child of a big parent reports the parent's peak."""
-    for line in open("/proc/self/status", encoding="ascii"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def main(argv: list[str] | None = None) -> int:
-    from bench.common import quiet_environment, quiet_transformers
+    from bench.common import peak_rss_mib, quiet_environment, quiet_transformers
     from bench.gpu import photo_1024
 
     p = argparse.ArgumentParser()
@@ -91,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_transformers()
     run = engine if args.mode == "engine" else thread_per_reply
     result = run(args.model_dir, args.dtype, args.tokens, photo_1024())
-    result.update(
-        mode=args.mode, asked=args.dtype, rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    )
+    result.update(mode=args.mode, asked=args.dtype, rss_mib=peak_rss_mib())
     print(json.dumps(result))
     return 0
 

@@ -52,12 +52,11 @@ class Unavailable(RuntimeError):
 
 
 def cache_root() -> Path:
-    env = os.environ.get("ASSISTANT_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_cache_dir
+    from assistant.speech import (
+        default_cache_dir,  # the app's own cache (ASSISTANT_CACHE_DIR or the user cache)
+    )
 
-    return Path(user_cache_dir("multimodal-assistant", appauthor=False))
+    return default_cache_dir()
 
 
 def _run(cmd: list[str], log: Path, **kwargs) -> None:

@@ -138,6 +138,38 @@ class Settings:
         "chat model",
     )
 
+    # Voice (text to speech)
+    tts: str = setting(
+        "on",
+        "read replies aloud on request (page, /v1/audio/speech, CLI); off = no voice is loaded",
+        "voice",
+        choices=("on", "off"),
+    )
+    tts_voice: tuple[str, ...] = setting(
+        (),
+        "'embedded' (Piper en_US-joe-medium shipped with the app), a Piper voice PATH.onnx, or a Piper voice"
+        " NAME (downloaded when the hub is reachable); repeat for other languages, the first is the default",
+        "voice",
+        repeat=True,
+        metavar="VOICE",
+        cli=True,
+        shown_default="embedded",
+    )
+    tts_speed: float = setting(
+        1.0, "speaking rate: 1 = the voice's own, 1.25 = a quarter faster", "voice", cli=True
+    )
+    tts_backend: str = setting(
+        "local",
+        "'openai' asks an OpenAI-compatible server's /v1/audio/speech (e.g. a GPU box with a bigger voice)",
+        "voice",
+        choices=("local", "openai"),
+    )
+    tts_base_url: str | None = setting(None, "the speech server (default: --base-url)", "voice")
+    tts_model: str = setting("tts-1", "model name on the speech server (with --tts-backend openai)", "voice")
+    tts_api_key: str | None = setting(
+        None, "API key for the speech server (default: --remote-api-key)", "voice"
+    )
+
     # Speech
     asr_model: str = setting(
         EMBEDDED_ASR_MODEL,

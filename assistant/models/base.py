@@ -7,7 +7,7 @@ everything above them (the Assistant, the page, the API, the CLI) knows only the
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import UnionType
@@ -267,3 +267,47 @@ class Transcriber(Protocol):
     device: str
 
     def transcribe(self, audio: AudioInput, language: str | None = None) -> Transcript: ...
+
+
+@dataclass(frozen=True)
+class VoiceInfo:
+    name: str  # what the API's ``voice`` and --tts-voice call it
+    language: str  # ISO 639-1 code of what it reads, e.g. en
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class SpeechChunk:
+    """Some synthesized speech: float32 mono samples in [-1, 1], and the text they say."""
+
+    samples: Any  # numpy float32 array
+    sample_rate: int
+    text: str = ""
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+class Synthesizer(Protocol):
+    name: str  # what /v1/models and the page show
+    device: str
+    voices: tuple[VoiceInfo, ...]  # the first is the default
+
+    def voice_for(self, language: str | None) -> VoiceInfo | None:
+        """The voice that reads ``language`` (None: the default voice), or None if none does."""
+        ...
+
+    def resolve(self, voice: str | None) -> VoiceInfo:
+        """A voice by the name a request gives (None: the default); ``InvalidParams`` if unknown."""
+        ...
+
+    def speak_piece(self, piece: str, voice: VoiceInfo, rate: float = 1.0) -> SpeechChunk:
+        """One piece of text, already cut and cleaned, as one chunk of speech."""
+        ...
+
+    def speak(self, text: str, voice: str | None = None, speed: float | None = None) -> Iterator[SpeechChunk]:
+        """Yield speech for ``text`` piece by piece (see :mod:`assistant.speakable`) as each is
+        synthesized; stop when the consumer closes the iterator. Raises ``InvalidParams`` for
+        an unknown voice or a speed out of range."""
+        ...

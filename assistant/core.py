@@ -15,7 +15,7 @@ import time
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from assistant import limits, media, prompts
 from assistant.conversation import ImageAttachment, Message, fit_to_context, limit_images
@@ -26,12 +26,18 @@ from assistant.models.base import (
     ChatRequest,
     GenerationParams,
     ModelInfo,
+    SpeechChunk,
+    Synthesizer,
     Transcriber,
     Transcript,
     Usage,
+    VoiceInfo,
 )
 from assistant.queueing import TurnQueue
 from assistant.settings import MB, Settings, resolve_defaults
+
+if TYPE_CHECKING:
+    from assistant.synthesis import SpokenReply
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +91,8 @@ class Description:
     chat_error: str | None
     speech_model: str | None  # None: speech recognition is not loaded
     speech_device: str | None
+    voice_model: str | None = None  # None: speech synthesis is not loaded (--tts off)
+    voices: tuple[VoiceInfo, ...] = ()
 
 
 class Reply:
@@ -169,8 +177,10 @@ class Assistant:
         chat_model: ChatModel | None = None,
         transcriber: Transcriber | None = None,
         chat_error: str | None = None,
+        synthesizer: Synthesizer | None = None,
     ):
         self.settings = settings
+        self.synthesizer = synthesizer  # None: nothing is read aloud (--tts off)
         self.chat_model = chat_model
         self.transcriber = transcriber
         # Why the chat model is missing (shown as a banner; voice transcription still works).
@@ -184,7 +194,13 @@ class Assistant:
 
     @classmethod
     def load(
-        cls, settings: Settings, *, load_chat: bool = True, load_asr: bool = True, require_chat: bool = False
+        cls,
+        settings: Settings,
+        *,
+        load_chat: bool = True,
+        load_asr: bool = True,
+        require_chat: bool = False,
+        load_tts: bool = True,
     ) -> Assistant:
         """Load the models once. A chat model that cannot be loaded is remembered as
         ``chat_error`` (unless ``require_chat``), so the app can still start and transcribe."""
@@ -199,7 +215,8 @@ class Assistant:
                 chat_error = str(exc)
                 log.error("%s", exc)
         transcriber = load_transcriber(settings) if load_asr else None
-        return cls(settings, chat_model, transcriber, chat_error)
+        synthesizer = load_synthesizer(settings) if load_tts and settings.tts == "on" else None
+        return cls(settings, chat_model, transcriber, chat_error, synthesizer)
 
     def describe(self) -> Description:
         return Description(
@@ -208,6 +225,8 @@ class Assistant:
             chat_error=self.chat_error,
             speech_model=self.transcriber.name if self.transcriber is not None else None,
             speech_device=self.transcriber.device if self.transcriber is not None else None,
+            voice_model=self.synthesizer.name if self.synthesizer is not None else None,
+            voices=self.synthesizer.voices if self.synthesizer is not None else (),
         )
 
     # -- speech ----------------------------------------------------------------------------
@@ -216,6 +235,26 @@ class Assistant:
         if self.transcriber is None:
             raise ModelUnavailable("speech recognition is not loaded on this server")
         return self.transcriber.transcribe(audio, language=language or self.settings.language)
+
+    def require_voice(self) -> Synthesizer:
+        if self.synthesizer is None:
+            raise ModelUnavailable("speech synthesis is off on this server (started with --tts off)")
+        return self.synthesizer
+
+    def speak(self, text: str, voice: str | None = None, speed: float | None = None) -> Iterator[SpeechChunk]:
+        """``text`` (Markdown welcome) as speech, piece by piece as each is synthesized."""
+        return self.require_voice().speak(text, voice=voice, speed=speed)
+
+    def speak_stream(
+        self, voice: str | None = None, speed: float | None = None, language: str | None = None
+    ) -> SpokenReply:
+        """Speech for a reply still streaming: ``feed`` it the reply's text as it comes (from
+        any thread but the model's: the cutting is cheap, synthesis runs in the SpokenReply's
+        own worker), ``finish()`` at the end, ``cancel()`` to stop; iterate it for audio.
+        ``language`` (as Whisper heard the user) picks the voice; None guesses it from the reply."""
+        from assistant.synthesis import SpokenReply
+
+        return SpokenReply(self.require_voice(), voice=voice, speed=speed, language=language)
 
     # -- chat ------------------------------------------------------------------------------
 
@@ -456,6 +495,12 @@ def load_transcriber(settings: Settings) -> Transcriber:
         max_audio_seconds=settings.max_audio_seconds,
         max_audio_bytes=settings.max_audio_bytes,
     )
+
+
+def load_synthesizer(settings: Settings) -> Synthesizer:
+    from assistant import synthesis
+
+    return synthesis.load(settings)
 
 
 __all__ = [

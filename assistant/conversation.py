@@ -34,8 +34,28 @@ class AudioAttachment:
     kind: ClassVar[str] = "audio"
 
 
-Attachment = Union[ImageAttachment, AudioAttachment]
-ATTACHMENT_KINDS: dict[str, type] = {cls.kind: cls for cls in (ImageAttachment, AudioAttachment)}
+@dataclass(frozen=True)
+class VideoAttachment:
+    """A video clip (MP4, WebM, MOV, MKV): a path or bytes, or (once the engine has read it) an
+    ``assistant.video.Clip`` of sampled frames and what is said in it."""
+
+    source: Any
+    kind: ClassVar[str] = "video"
+
+
+@dataclass(frozen=True)
+class DocumentAttachment:
+    """A PDF, plain-text or Markdown file: a path or bytes; the engine gives a model its text
+    and pictures of its pages."""
+
+    source: Any
+    kind: ClassVar[str] = "document"
+
+
+Attachment = Union[ImageAttachment, AudioAttachment, VideoAttachment, DocumentAttachment]
+ATTACHMENT_KINDS: dict[str, type] = {
+    cls.kind: cls for cls in (ImageAttachment, AudioAttachment, VideoAttachment, DocumentAttachment)
+}
 
 
 def new_id() -> str:
@@ -51,14 +71,25 @@ class Message:
     # Identity, not content: two messages that say the same thing compare equal.
     id: str = field(default_factory=new_id, compare=False)
     created: float = field(default_factory=time.time, compare=False)
+    # The message this one follows in the conversation's tree of versions (None: it opens the
+    # chat). Kept for the versions not shown; a shown history's order says it for the rest.
+    parent: str | None = field(default=None, compare=False)
 
     @classmethod
     def user(
-        cls, text: str = "", images: Sequence[ImageSource] = (), audio: AudioSource | None = None
+        cls,
+        text: str = "",
+        images: Sequence[ImageSource] = (),
+        audio: AudioSource | None = None,
+        *,
+        videos: Sequence[Any] = (),
+        documents: Sequence[Any] = (),
     ) -> Message:
         attachments: list[Attachment] = [ImageAttachment(source) for source in images]
         if audio is not None:
             attachments.append(AudioAttachment(audio))
+        attachments += [VideoAttachment(source) for source in videos]
+        attachments += [DocumentAttachment(source) for source in documents]
         return cls("user", text, tuple(attachments))
 
     @classmethod
@@ -73,6 +104,14 @@ class Message:
     def audio(self) -> AudioSource | None:
         """The voice recording of this message, if it has one."""
         return next((a.source for a in self.attachments if isinstance(a, AudioAttachment)), None)
+
+    @property
+    def videos(self) -> tuple[Any, ...]:
+        return tuple(a.source for a in self.attachments if isinstance(a, VideoAttachment))
+
+    @property
+    def documents(self) -> tuple[Any, ...]:
+        return tuple(a.source for a in self.attachments if isinstance(a, DocumentAttachment))
 
     @property
     def words(self) -> str:
@@ -98,6 +137,67 @@ class Message:
 
 
 # -- history operations (a history is a list of user/assistant messages) ------------------
+#
+# Versions: regenerating a reply or editing a message keeps what it replaces. A conversation is
+# then a tree; the history shown (and read by the model) is one branch of it, ``messages``, and
+# the rest are ``others``: messages that know their ``parent``.
+
+
+def branch_off(messages: Sequence[Message], start: int) -> list[Message]:
+    """``messages[start:]`` with their parents set: the branch an edit or a regenerate at
+    ``start`` leaves behind (kept as a version)."""
+    return [
+        replace(m, parent=messages[i - 1].id if i else None) for i, m in enumerate(messages) if i >= start
+    ]
+
+
+def versions_of(messages: Sequence[Message], others: Sequence[Message], index: int) -> list[Message]:
+    """The versions of ``messages[index]`` (itself included), oldest first."""
+    parent = messages[index - 1].id if index else None
+    shown = messages[index]
+    siblings = [m for m in others if m.parent == parent and m.role == shown.role and m.id != shown.id]
+    return sorted([shown, *siblings], key=lambda m: m.created)
+
+
+def version_counts(messages: Sequence[Message], others: Sequence[Message]) -> dict[int, tuple[int, int]]:
+    """For each shown message that has versions: (which one it is, counting from 1; how many)."""
+    counts = {}
+    for index, message in enumerate(messages):
+        versions = versions_of(messages, others, index)
+        if len(versions) > 1:
+            counts[index] = (versions.index(message) + 1, len(versions))
+    return counts
+
+
+def switch_version(
+    messages: Sequence[Message], others: Sequence[Message], index: int, step: int
+) -> tuple[list[Message], list[Message]]:
+    """Show another version of ``messages[index]`` (``step`` = -1 the one before, +1 the one
+    after) and what followed it then (each time its newest follow-up); the branch shown until
+    now joins the others. Unchanged at either end."""
+    versions = versions_of(messages, others, index)
+    at = versions.index(messages[index]) + step
+    if not 0 <= at < len(versions) or step == 0:
+        return list(messages), list(others)
+    pool = {m.id: m for m in [*others, *branch_off(messages, index)]}
+    shown = [*messages[:index], pool.pop(versions[at].id)]
+    while True:
+        follow = [m for m in pool.values() if m.parent == shown[-1].id]
+        if not follow:
+            return shown, list(pool.values())
+        shown.append(pool.pop(max(follow, key=lambda m: m.created).id))
+
+
+def reachable(messages: Sequence[Message], others: Sequence[Message]) -> list[Message]:
+    """The others that still hang off the conversation (an undone turn's versions do not)."""
+    known = {None, *(m.id for m in messages)}
+    rest = [m for m in others if m.id not in known]
+    kept: list[Message] = []
+    while joined := [m for m in rest if m.parent in known]:
+        kept += joined
+        known |= {m.id for m in joined}
+        rest = [m for m in rest if m.id not in known]
+    return kept
 
 
 def undo_last_turn(messages: Sequence[Message]) -> tuple[list[Message], Message | None]:

@@ -309,15 +309,23 @@ class Assistant:
         return Message(message.role, message.words, images, id=message.id, created=message.created)
 
     def build_messages(
-        self, history: Sequence[Message], user: Message, system_prompt: str | None, max_new_tokens: int
+        self,
+        history: Sequence[Message],
+        user: Message,
+        system_prompt: str | None,
+        max_new_tokens: int,
+        prefix: str = "",
     ) -> list[Message]:
-        """System + as much history as fits the context, newest images kept up to the cap."""
+        """System + as much history as fits the context, newest images kept up to the cap;
+        then, to be continued, the reply's ``prefix`` when there is one."""
         model = self.require_chat()
         trimmed = limit_images([*history, user], self.settings.max_images_in_context)
         chat = [self._for_model(m) for m in trimmed]
         system = Message("system", system_prompt) if system_prompt else None
-        budget = model.info.context_length - max_new_tokens
-        return fit_to_context(system, chat, model.count_tokens, budget)
+        started = Message.assistant(prefix) if prefix else None
+        budget = model.info.context_length - max_new_tokens - (model.count_tokens(started) if started else 0)
+        fitted = fit_to_context(system, chat, model.count_tokens, budget)
+        return [*fitted, started] if started else fitted
 
     def reply(
         self,
@@ -329,11 +337,14 @@ class Assistant:
         cancel: threading.Event | None = None,
         language: str | None = None,
         literal_system: bool = False,
+        prefix: str = "",
     ) -> Reply:
         """The answer to ``message`` given ``history``. ``system_prompt`` is a persona name or
         free text (None = the configured default, "" = none); with ``literal_system`` it is
         always taken as text, even when it is one word that names a persona. A recording
-        attached to ``message`` is transcribed first (voice works without a chat model)."""
+        attached to ``message`` is transcribed first (voice works without a chat model).
+        ``prefix``: the start of the reply, already written (Continue): the model carries on
+        from its last word, and the Reply's text is what comes after it."""
         steps = self._answer(
             history,
             message,
@@ -342,6 +353,7 @@ class Assistant:
             literal_system,
             cancel or threading.Event(),
             language,
+            prefix,
         )
         return Reply(message, steps)
 
@@ -356,6 +368,7 @@ class Assistant:
         literal_system: bool,
         cancel: threading.Event,
         language: str | None,
+        prefix: str = "",
     ) -> Generator[Event, None, None]:
         started = time.perf_counter()
         if message.is_empty():
@@ -379,7 +392,7 @@ class Assistant:
                 )
         model = self.require_chat()  # after transcription: voice works without a chat model
         request = ChatRequest(
-            self.build_messages(history, message, system_text, params.max_new_tokens), params, cancel
+            self.build_messages(history, message, system_text, params.max_new_tokens, prefix), params, cancel
         )
         ticket = self.queue.enter() if self.queue is not None else None
         try:

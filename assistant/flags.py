@@ -19,7 +19,7 @@ from assistant.settings import Flag, Settings, flags
 
 ENV_PREFIX = "ASSISTANT_"
 TRUE = {"1", "true", "yes", "on"}
-GROUPS = ("server", "chat model", "speech", "voice")
+GROUPS = ("server", "chat model", "speech", "video and documents", "voice")
 
 
 def env_name(flag: str) -> str:

@@ -480,6 +480,8 @@ _SERVED = {
     "AAC audio": ("audio/aac", ".aac"),
     "M4A audio": ("audio/mp4", ".m4a"),
     "WebM/Matroska media": ("audio/webm", ".webm"),
+    "MP4 media": ("video/mp4", ".mp4"),
+    "PDF": ("application/pdf", ".pdf"),
 }
 UNKNOWN_TYPE = ("application/octet-stream", ".bin")
 
@@ -510,8 +512,18 @@ def suffix_for(source) -> str:
 # --------------------------------------------------------------------------- routing
 
 
+def _cover_art(stream) -> bool:
+    """A still picture stored with a song (an MP4's or Matroska's cover), not a video."""
+    try:
+        return bool(stream.disposition & av.stream.Disposition.attached_pic)
+    except Exception:
+        return False
+
+
 def kind_of(path_or_bytes, name: str | None = None) -> str:
-    """ "image", "audio" or "unknown", judged by content (magic bytes, Pillow, PyAV probe).
+    """ "image", "audio", "video", "document" or "unknown", judged by content (magic bytes,
+    Pillow, PyAV probe). A PDF or a UTF-8 text file is a "document"; a container with a picture
+    stream (not only cover art) is a "video", with sound only "audio".
 
     Recognisable but unsupported or damaged images (SVG, HEIC, a truncated PNG) count as
     "image", and recognisable but undecodable audio as "audio", so that routing them to
@@ -538,6 +550,8 @@ def kind_of(path_or_bytes, name: str | None = None) -> str:
         return "image"
     if seen.endswith(" audio"):
         return "audio"
+    if seen in ("PDF", "text") or b"%PDF-" in head[:1024]:
+        return "document"
     try:
         with Image.open(opener(), formats=_OPEN_FORMATS):
             return "image"
@@ -547,6 +561,8 @@ def kind_of(path_or_bytes, name: str | None = None) -> str:
         pass
     try:
         with av.open(opener(), metadata_errors="ignore") as c:
+            if any(not _cover_art(s) for s in c.streams.video):
+                return "video"
             return "audio" if c.streams.audio else "unknown"
     except Exception:
         return "unknown"

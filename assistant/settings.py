@@ -38,6 +38,20 @@ IMAGE_MAX_SIDE = 1024  # longest side handed to the processor
 MAX_AUDIO_BYTES = 50 * MB
 MAX_AUDIO_SECONDS = 600.0
 SESSION_HOURS = 7 * 24.0  # a page login's lifetime
+# Video clips and documents (assistant/video.py, assistant/documents.py).
+MAX_VIDEO_BYTES = 200 * MB
+MAX_VIDEO_SECONDS = 600.0
+MAX_VIDEO_PIXELS = 3840 * 2160  # per frame: 4K UHD
+VIDEO_FRAMES = 16  # frames sampled from a clip for a video-capable model
+VIDEO_FRAMES_CAP = 64  # the most frames anyone may ask for
+VIDEO_FPS = 1.0  # sampling rate; fewer frames than this in a long clip (the count caps it)
+VIDEO_FRAMES_AS_IMAGES = 4  # frames shown to an image-only model, as photos with their times
+VIDEO_MAX_SIDE = 448  # longest side of a sampled frame
+MAX_DOCUMENT_BYTES = 50 * MB
+MAX_DOCUMENT_PAGES = 500  # longer PDFs are refused
+MAX_PAGE_INCHES = 100.0  # a PDF may declare a 200-inch page; rendering one is refused
+DOCUMENT_PAGE_IMAGES = 4  # pages rendered for the model: the first ones and the ones asked about
+DOCUMENT_MAX_CHARS = 100_000  # text of a document given to the model, at most
 
 
 @dataclass(frozen=True)
@@ -195,6 +209,48 @@ class Settings:
         MAX_AUDIO_BYTES, "largest audio file accepted", "speech", name="--max-audio-mb", unit=MB
     )
 
+    # Video clips and documents
+    video_frames: int = setting(
+        VIDEO_FRAMES,
+        f"frames sampled uniformly from a clip for a video-capable model (at most {VIDEO_FRAMES_CAP})",
+        "video and documents",
+    )
+    video_fps: float = setting(
+        VIDEO_FPS, "frames sampled per second of a clip, up to --video-frames", "video and documents"
+    )
+    video_frames_as_images: int = setting(
+        VIDEO_FRAMES_AS_IMAGES,
+        "frames an image-only model gets from a clip, as photos with their times",
+        "video and documents",
+    )
+    video_max_side: int = setting(
+        VIDEO_MAX_SIDE, "sampled frames are downscaled to this longest side", "video and documents"
+    )
+    max_video_seconds: float = setting(MAX_VIDEO_SECONDS, "longer clips are refused", "video and documents")
+    max_video_bytes: int = setting(
+        MAX_VIDEO_BYTES, "largest video file accepted", "video and documents", name="--max-video-mb", unit=MB
+    )
+    max_video_pixels: int = MAX_VIDEO_PIXELS
+    max_document_pages: int = setting(MAX_DOCUMENT_PAGES, "longer PDFs are refused", "video and documents")
+    max_document_bytes: int = setting(
+        MAX_DOCUMENT_BYTES,
+        "largest PDF, text or Markdown file accepted",
+        "video and documents",
+        name="--max-document-mb",
+        unit=MB,
+    )
+    document_page_images: int = setting(
+        DOCUMENT_PAGE_IMAGES,
+        "PDF pages the model sees as images: the first ones and those the question names ('page 7')",
+        "video and documents",
+    )
+    document_max_chars: int = setting(
+        DOCUMENT_MAX_CHARS,
+        "characters of a document's text given to the model, at most (less when the context is smaller)",
+        "video and documents",
+    )
+    max_page_inches: float = MAX_PAGE_INCHES
+
     # Serving
     host: str = setting(
         "127.0.0.1", "address to bind; use 0.0.0.0 to serve your network (needs --auth)", "server"
@@ -240,7 +296,7 @@ class Settings:
     @property
     def max_upload_bytes(self) -> int:
         """What the page's upload limit must allow: the largest file of any accepted kind."""
-        return max(self.max_image_bytes, self.max_audio_bytes)
+        return max(self.max_image_bytes, self.max_audio_bytes, self.max_video_bytes, self.max_document_bytes)
 
 
 def flags() -> list[tuple[dataclasses.Field, Flag]]:

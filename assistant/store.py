@@ -21,12 +21,13 @@ import shutil
 import sqlite3
 import time
 import uuid
+from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from assistant import media
-from assistant.conversation import ATTACHMENT_KINDS, Attachment, Message
+from assistant.conversation import ATTACHMENT_KINDS, Attachment, Message, reachable
 
 DB_NAME = "history.sqlite3"
 TITLE_CHARS = 60
@@ -52,7 +53,14 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 """
 # Added since the first schema; a database from before gets them on open.
-NEW_MESSAGE_COLUMNS = {"attachments": "TEXT", "message_id": "TEXT", "created_at": "REAL"}
+# ``shown`` 0: a version not on the branch shown (its ``parent_id`` says where it hangs).
+NEW_MESSAGE_COLUMNS = {
+    "attachments": "TEXT",
+    "message_id": "TEXT",
+    "created_at": "REAL",
+    "parent_id": "TEXT",
+    "shown": "INTEGER NOT NULL DEFAULT 1",
+}
 NEW_CONVERSATION_COLUMNS = {"version": "INTEGER NOT NULL DEFAULT 0"}
 # Full-text search over each conversation's title and words (SQLite FTS5), one row per chat.
 SEARCH_SCHEMA = "CREATE VIRTUAL TABLE search_index USING fts5(conversation_id UNINDEXED, title, body)"
@@ -79,6 +87,7 @@ class StoredConversation:
     title: str
     messages: list[Message] = field(default_factory=list)
     version: int = 0
+    others: list[Message] = field(default_factory=list)  # versions not shown (see conversation.py)
 
 
 _LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
@@ -235,19 +244,21 @@ class HistoryStore:
         if head is None:
             return None
         rows = db.execute(
-            "SELECT role, text, images, attachments, transcript, message_id, created_at FROM messages"
-            " WHERE conversation_id = ? ORDER BY position",
+            "SELECT role, text, images, attachments, transcript, message_id, created_at, parent_id, shown"
+            " FROM messages WHERE conversation_id = ? ORDER BY position",
             (conversation_id,),
         ).fetchall()
-        messages = []
-        for role, text, images, attachments, transcript, message_id, created in rows:
+        messages: list[Message] = []
+        others: list[Message] = []
+        for role, text, images, attachments, transcript, message_id, created, parent, shown in rows:
             identity = {"id": message_id} if message_id else {}
             if created is not None:
                 identity["created"] = created
-            messages.append(
-                Message(role, text, _attachments_from(attachments, images), transcript, **identity)
+            message = Message(
+                role, text, _attachments_from(attachments, images), transcript, parent=parent, **identity
             )
-        return StoredConversation(conversation_id, head[0], messages, head[1])
+            (messages if shown else others).append(message)
+        return StoredConversation(conversation_id, head[0], messages, head[1], others)
 
     def save(
         self, conversation_id: str | None, messages: list[Message], owner: str = LOCAL_OWNER
@@ -263,19 +274,26 @@ class HistoryStore:
         messages: list[Message],
         owner: str = LOCAL_OWNER,
         base_version: int | None = None,
+        others: Sequence[Message] = (),
     ) -> StoredConversation:
         """:meth:`save`, refused with :class:`StaleConversation` when ``base_version`` is given
-        and the stored conversation is no longer that version (someone else saved since)."""
+        and the stored conversation is no longer that version (someone else saved since).
+        ``others`` are the versions not shown; those that no longer hang off the conversation
+        (an undone message's) are dropped."""
         conversation_id = conversation_id or uuid.uuid4().hex
-        stored = [
-            replace(
-                m,
-                attachments=tuple(
-                    type(a)(self._keep_file(conversation_id, str(a.source))) for a in m.attachments
-                ),
-            )
-            for m in messages
-        ]
+        shown = [replace(m, parent=messages[i - 1].id if i else None) for i, m in enumerate(messages)]
+        stored, kept = (
+            [
+                replace(
+                    m,
+                    attachments=tuple(
+                        type(a)(self._keep_file(conversation_id, str(a.source))) for a in m.attachments
+                    ),
+                )
+                for m in group
+            ]
+            for group in (shown, reachable(shown, others))
+        )
         now = time.time()
         with closing(self._connect()) as db, db:
             db.execute("BEGIN IMMEDIATE")  # read the version and write under one lock
@@ -303,7 +321,7 @@ class HistoryStore:
             db.execute("DELETE FROM messages WHERE conversation_id = ?", (conversation_id,))
             db.executemany(
                 "INSERT INTO messages (conversation_id, position, role, text, transcript, images, attachments, message_id,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, parent_id, shown) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         conversation_id,
@@ -315,15 +333,17 @@ class HistoryStore:
                         _attachments_json(m.attachments),
                         m.id,
                         m.created,
+                        m.parent,
+                        int(i < len(stored)),
                     )
-                    for i, m in enumerate(stored)
+                    for i, m in enumerate([*stored, *kept])
                 ],
             )
             if self.searchable:
                 self._index(db, conversation_id)
-        self._drop_unused_files(conversation_id, stored)
+        self._drop_unused_files(conversation_id, [*stored, *kept])
         title = self._title(conversation_id)
-        return StoredConversation(conversation_id, title, stored, version)
+        return StoredConversation(conversation_id, title, stored, version, kept)
 
     def _title(self, conversation_id: str) -> str:
         with closing(self._connect()) as db:

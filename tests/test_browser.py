@@ -409,3 +409,34 @@ def test_export_then_import_round_trip_keeps_the_photo(page, media, tmp_path):
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
     assert "Round trip with a photo" in page.locator("#chat").inner_text()
     shot(page, "14-imported")
+
+
+def test_regenerate_keeps_versions_that_the_arrows_switch_between_and_continue_extends(page):
+    set_options(page, Max_new_tokens=8)  # short replies; sampling makes each version differ
+    send_and_wait(page, "Versions, please")
+    first = last_reply(page)
+    page.locator("#regenerate").click()
+    nav = page.locator("#chat .version-nav")
+    nav.filter(has_text="2/2").wait_for()
+    assert last_reply(page)
+    shot(page, "15-versions")
+    nav.get_by_role("button", name="Previous version").click()
+    nav.filter(has_text="1/2").wait_for()
+    page.wait_for_function("t => { const r = document.querySelectorAll('#chat [data-testid=bot]');"
+                           " return r.length && r[r.length - 1].innerText === t; }", arg=first)  # fmt: skip
+    assert nav.get_by_role("button", name="Previous version").is_disabled()
+    # A reload finds the version chosen, with its arrows.
+    open_chat(page, chat_url(page))
+    page.locator("#chat .version-nav").filter(has_text="1/2").wait_for()
+    assert last_reply(page) == first
+    # Continue makes the shown reply longer, in the same bubble: still two versions.
+    before = page.locator("#chat [data-testid=bot]").count()
+    page.locator("#continue").click()
+    page.wait_for_function(
+        "([n, length]) => { const r = document.querySelectorAll('#chat [data-testid=bot]');"
+        " return r.length === n && r[n - 1].innerText.length > length; }",
+        arg=[before, len(first)],
+    )
+    wait_for_submit(page)
+    assert last_reply(page).startswith(first.strip()[:10])
+    page.locator("#chat .version-nav").filter(has_text="1/2").wait_for()

@@ -218,3 +218,19 @@ def test_out_of_memory_with_a_cache_clears_it_and_retries_once_without(pair, mon
     text, usage = answer(reuse, follow_up)
     assert calls[0] > 0 and calls[1] == 0  # first with the cache, then afresh
     assert usage.cached_tokens == 0 and text == answer(fresh, follow_up)[0]
+
+
+@pytest.mark.slow
+def test_continue_carries_on_the_unfinished_reply_and_reuses_what_was_read(pair):
+    """Continue: the prompt is the question's, then the reply so far with no end of turn after
+    it; what the model read for the reply is not read again, and the answer is a fresh model's."""
+    arch, reuse, _ = pair
+    first = [user("Describe it.", noise(4, (96, 64)))]
+    part, _ = answer(reuse, first, n=4)
+    unfinished = [*first, Message("assistant", part)]
+    question = reuse.prepare_inputs(first)["input_ids"][0].tolist()  # ends with the reply's header
+    ids = reuse.prepare_inputs(unfinished)["input_ids"][0].tolist()
+    closed = reuse.prepare_inputs([*unfinished, user("x")])["input_ids"][0].tolist()
+    assert ids[: len(question)] == question and len(ids) > len(question), arch
+    assert closed[: len(ids)] == ids and len(closed) > len(ids) + 2, arch  # no end of turn yet
+    assert same_answer(pair, unfinished) >= len(question), arch

@@ -543,3 +543,30 @@ def test_fixed_length_replies_on_llama_cpp_use_ignore_eos(caplog):
             )
         )
     assert "ignores min_tokens" in caplog.text  # the scripted server stopped after one token
+
+
+@pytest.mark.parametrize("owned_by, told", [("vllm", True), ("llamacpp", False)])
+def test_continue_asks_vllm_to_carry_on_the_last_reply(owned_by, told):
+    """Continue sends the unfinished reply last; vLLM is told to carry it on (llama.cpp does so
+    by itself when the last message is the assistant's), a new reply is never told so."""
+    bodies = []
+
+    def handler(request):
+        if request.url.path.endswith("/models"):
+            card = {"id": "m", "object": "model", "owned_by": owned_by, "max_model_len": 4096}
+            return httpx.Response(200, json={"object": "list", "data": [card]})
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, content=sse(delta(" more"), delta(finish="stop"), b"[DONE]"))
+
+    chat_model = RemoteChatModel(
+        URL, client=httpx.Client(base_url=URL + "/", transport=httpx.MockTransport(handler))
+    )
+    chat_model.discover()
+    question = Message("user", "Tell me a story")
+    list(chat_model.stream(ChatRequest([question, Message("assistant", "Once upon")])))
+    list(chat_model.stream(ChatRequest([question])))
+    carry_on, fresh = bodies
+    assert carry_on["messages"][-1] == {"role": "assistant", "content": "Once upon"}
+    assert carry_on.get("continue_final_message", False) is told
+    assert carry_on.get("add_generation_prompt", True) is not told
+    assert "continue_final_message" not in fresh and "add_generation_prompt" not in fresh

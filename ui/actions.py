@@ -9,7 +9,8 @@ from pathlib import Path
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from assistant.conversation import for_regenerate, new_id, undo_last_turn
+from assistant.conversation import branch_off, for_regenerate, new_id, undo_last_turn
+from assistant.conversation import switch_version as switch_version_of
 from assistant.errors import AssistantError
 from ui import inputs, render, sidebar
 from ui.respond import busy_box
@@ -36,8 +37,37 @@ def regenerate(session: ChatSession):
         return gr.skip(), gr.skip()
     previous = list(session.messages)
     session.messages, user = for_regenerate(session.messages)
-    session.begin(Pending(user, previous=previous))
+    # The old reply stays as a version: "‹ 1/2 ›" brings it back.
+    session.begin(Pending(user, previous=previous, replaced=branch_off(previous, len(session.messages) + 1)))
     return render.chat(session.messages, user, ""), busy_box()
+
+
+@unless_busy(2)
+def continue_reply(session: ChatSession):
+    """Carry on the last reply from where it stopped (it hit the length limit, or was stopped)."""
+    if len(session.messages) < 2 or session.messages[-1].role != "assistant":
+        gr.Info("There is no reply to continue yet.")
+        return gr.skip(), gr.skip()
+    previous = list(session.messages)
+    reply = previous[-1]
+    session.messages, user = for_regenerate(session.messages)
+    session.begin(Pending(user, previous=previous, continues=reply))
+    return render.chat(session.messages, user, reply.text), busy_box()
+
+
+@unless_busy(1)
+def switch_version(store, session: ChatSession, pick: str):
+    """Show another version of a message: ``pick`` is "INDEX:STEP[:NONCE]" (from the page's
+    ‹ › arrows; the nonce makes pressing the same arrow twice a change)."""
+    try:
+        index, step = (int(part) for part in (pick or "").split(":")[:2])
+    except ValueError:
+        return gr.skip()
+    if not 0 <= index < len(session.messages) or step not in (-1, 1):
+        return gr.skip()
+    session.messages, session.others = switch_version_of(session.messages, session.others, index, step)
+    sidebar.save(store, session)
+    return render.chat(session.messages)
 
 
 @unless_busy(2, restore=lambda session: (render.chat(session.messages), gr.skip()))  # the bubble as it was
@@ -48,7 +78,8 @@ def edit(session: ChatSession, data: gr.EditData):
         return render.chat(session.messages), gr.skip()
     previous = list(session.messages)
     session.messages, user = render.edited(session.messages, index, _edited_text(data.value))
-    session.begin(Pending(user, previous=previous))
+    # What the edit replaces (the old message and what followed) stays as a version.
+    session.begin(Pending(user, previous=previous, replaced=branch_off(previous, index)))
     return render.chat(session.messages, user, ""), busy_box()
 
 

@@ -24,6 +24,10 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
         chat_kept, draft_kept, settings_kept = prefs.states(store.data_dir)
         # The open chat's id, for page.js to put in the address bar (?chat=ID).
         chat_id = gr.Textbox(visible="hidden", elem_id="chat-id", show_label=False)
+        # Answer versions: which messages have them (for page.js's "‹ 2/3 ›" arrows), and the
+        # arrow pressed ("INDEX:STEP", written by page.js).
+        versions = gr.Textbox(visible="hidden", elem_id="versions", show_label=False)
+        version_pick = gr.Textbox(visible="hidden", elem_id="version-pick", show_label=False)
 
         with gr.Sidebar(label="History", position="left", elem_id="history-sidebar"):
             new_btn = gr.Button("New chat", variant="primary", size="sm", elem_id="new-chat")
@@ -98,6 +102,7 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
             # Labelled words, not emoji (a machine without an emoji font shows boxes); one of
             # each: the chat's own retry / undo / clear icons are not used.
             regen_btn = gr.Button("Regenerate", size="sm", elem_id="regenerate")
+            continue_btn = gr.Button("Continue", size="sm", elem_id="continue")
             undo_btn = gr.Button("Undo last turn", size="sm", elem_id="undo")
 
         endpoint.install(assistant, CONCURRENCY, store.media_dir)
@@ -114,19 +119,31 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
         # Quick handlers still go through the queue (toasts from queue=False events are
         # dropped), but nothing limits how many run at once.
         quick = dict(concurrency_limit=None, show_progress="hidden", api_visibility="private")
+        # After anything that changes which messages are shown: their versions, for the arrows.
+        show_versions = dict(
+            fn=lambda tab: render.versions(tab.messages, tab.others),
+            inputs=[session],
+            outputs=[versions],
+            **quick,
+        )
         for start in (
             box.submit(actions.send, [session, box], [chatbot, box], **quick),
             regen_btn.click(actions.regenerate, [session], [chatbot, box], **quick),
+            continue_btn.click(actions.continue_reply, [session], [chatbot, box], **quick),
             chatbot.edit(actions.edit, [session], [chatbot, box], **quick),
         ):
-            start.success(**answer).then(report_error, [session], None, **quick)
+            start.success(**answer).then(report_error, [session], None, **quick).then(**show_versions)
+        # (.change: page.js writes the box, and Gradio's textbox fires .input for keys only)
+        version_pick.change(
+            as_owner(partial(actions.switch_version, store)), [session, version_pick], [chatbot], **quick
+        ).then(**show_versions)
         box.stop(actions.stop, [session], None, queue=False, api_visibility="private")  # at once
 
         undo = as_owner(partial(actions.undo, store))
-        undo_btn.click(undo, [session], [chatbot, stats, box, history], **quick)
+        undo_btn.click(undo, [session], [chatbot, stats, box, history], **quick).then(**show_versions)
         fresh = as_owner(partial(sidebar.new_chat, store))
         for trigger in (new_btn.click, chatbot.clear):  # the chat's clear icon is hidden (style.py)
-            trigger(fresh, [session], [chatbot, stats, title, history], **quick)
+            trigger(fresh, [session], [chatbot, stats, title, history], **quick).then(**show_versions)
         find.change(  # (typing, pasting or clearing alike)
             as_owner(partial(sidebar.search, store)),
             [session, find],
@@ -139,7 +156,7 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
             [session, history],
             [chatbot, stats, title, history],
             **quick,
-        )
+        ).then(**show_versions)
         for trigger in (rename_btn.click, title.submit):
             trigger(as_owner(partial(sidebar.rename, store)), [session, title], [history], **quick)
         # Delete asks first: a second button does it, next to one that keeps the chat.
@@ -147,7 +164,7 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
         cancel_btn.click(lambda: gr.Row(visible=False), None, [confirm_row], **quick)
         confirm_btn.click(
             as_owner(partial(sidebar.delete, store)), [session], [chatbot, stats, title, history], **quick
-        ).then(lambda: gr.Row(visible=False), None, [confirm_row], **quick)
+        ).then(lambda: gr.Row(visible=False), None, [confirm_row], **quick).then(**show_versions)
 
         export_btn.click(as_owner(partial(sidebar.export_chat, store)), [session], [exports], **quick)
         import_btn.upload(
@@ -155,7 +172,7 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
             [session, import_btn],
             [chatbot, stats, title, history],
             **quick,
-        )
+        ).then(**show_versions)
 
         # What the browser keeps for next time: the open chat, the draft, the settings.
         history.change(prefs.remember_chat, [chat_kept, history], [chat_kept, chat_id], **quick)
@@ -173,5 +190,5 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
             [session, chat_kept, draft_kept, settings_kept],
             [chatbot, stats, title, history, box, *controls.values()],
             **quick,
-        )
+        ).then(**show_versions)
     return demo

@@ -85,7 +85,7 @@ def restorer(store, controls: dict[str, gr.components.Component]):
         chat, stats, title = gr.skip(), gr.skip(), gr.skip()
         found = store.load(chat_id, tab.owner) if chat_id and chat_id.isalnum() else None
         if found is not None:
-            tab.open(found.id, found.messages, found.version)
+            tab.show(found)
             chat, stats, title = render.chat(tab.messages), "", found.title
         elif asked:
             gr.Warning(NOT_YOURS)

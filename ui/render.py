@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
-from assistant.conversation import Message, edit_user_message
+from assistant.conversation import Message, edit_user_message, version_counts
 from assistant.core import Description, ReplyStats
 
 MIC = "🎤"
@@ -67,6 +68,13 @@ def chat(messages: list[Message], user: Message | None = None, reply: str | None
     return shown
 
 
+def versions(messages: list[Message], others: list[Message]) -> str:
+    """For the page's "‹ 2/3 ›" arrows (ui/static/page.js): which shown messages have versions,
+    as JSON ``{"count": messages shown, "at": {index: [which, how many]}}``."""
+    counts = version_counts(messages, others)
+    return json.dumps({"count": len(messages), "at": {str(i): list(c) for i, c in counts.items()}})
+
+
 def when(timestamp: float, now: float | None = None) -> str:
     """A chat's last use as a person says it: the time today, 'yesterday', the weekday this
     week, else the date (server's local time)."""
@@ -105,7 +113,7 @@ def stats_line(stats: ReplyStats) -> str:
     if stats.finish_reason == "cancelled":
         parts.append("stopped")
     elif stats.finish_reason == "length":
-        parts.append("hit the length limit")
+        parts.append("hit the length limit (Continue carries it on)")
     return " · ".join(parts)
 
 

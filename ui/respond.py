@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 import gradio as gr
 
-from assistant.conversation import Message, answered, new_id
+from assistant.conversation import Message, answered, reachable
 from assistant.core import Done, Queued, Token, Transcribed
 from assistant.errors import AssistantError, ModelUnavailable
 from ui import inputs, render, settings_panel, sidebar
@@ -66,7 +67,9 @@ class _Turn:
     def __init__(self, store, session: ChatSession, pending: Pending):
         self.store, self.session, self.pending = store, session, pending
         self.user = pending.user
-        self.answer_id = new_id()
+        # Continue carries on an existing reply (same message, more words); else a new one.
+        self.answer = pending.continues or Message.assistant("")
+        self.answer_id, self.prefix = self.answer.id, self.answer.text
         self.saved = False  # something of this turn is in the store
         self.last_save = 0.0
 
@@ -81,27 +84,34 @@ class _Turn:
         elif version != session.version:
             found = self.store.load(session.conversation_id, session.owner)
             if found is not None:
-                session.open(found.id, found.messages, found.version)
+                session.show(found)
                 self.pending.previous = list(found.messages)
 
     def save(self, user: Message, reply: str | None, force: bool = True) -> list[Message] | None:
         if not force and time.monotonic() - self.last_save < SAVE_EVERY_S:
             return None
         self.user = user = user.without_audio()  # recordings are not kept yet: the transcript is
-        turn = [user] if reply is None else [user, Message("assistant", reply, id=self.answer_id)]
-        stored = sidebar.save_turn(self.store, self.session, turn, drop=(self.answer_id,))
+        turn = [user] if reply is None else [user, self.reply(reply)]
+        stored = sidebar.save_turn(
+            self.store, self.session, turn, drop=(self.answer_id,), replaced=self.pending.replaced
+        )
         self.saved, self.last_save = self.saved or stored is not None, time.monotonic()
         return stored
+
+    def reply(self, text: str) -> Message:
+        """The reply as far as it got: the words before a Continue, then the new ones."""
+        return replace(self.answer, text=self.prefix + text)
 
     def take_back(self) -> None:
         """The attempt failed or was stopped before a word: the history as it was before."""
         session = self.session
-        if self.saved:
-            session.messages = [
-                m for m in self.pending.previous if m.id not in (self.user.id, self.answer_id)
-            ]
-            sidebar.save_turn(self.store, session, [], drop=(self.user.id, self.answer_id))
         session.messages = list(self.pending.previous)
+        if self.saved:
+            # (Only a new turn's messages may be dropped from another tab's copy: a regenerate's
+            # question and a Continue's reply are in the history as it was.)
+            drop = (self.user.id, self.answer_id) if self.pending.appends else ()
+            sidebar.save_turn(self.store, session, [], drop=drop)
+            session.messages = list(self.pending.previous)
 
 
 def report_error(session: ChatSession) -> None:
@@ -138,7 +148,7 @@ def _answer(assistant, turn: _Turn, panel_values):
         turn.save(user, None)  # the question is kept from the moment it is sent
     # A chat saved for the first time shows in the history now (and the address gets its id).
     listed = sidebar.history_update(store, session) if turn.saved else skip
-    yield render.chat(session.messages, user, ""), "", skip, listed
+    yield render.chat(session.messages, user, turn.prefix), "", skip, listed
 
     reply = assistant.reply(
         answered(session.messages),
@@ -147,6 +157,7 @@ def _answer(assistant, turn: _Turn, panel_values):
         system_prompt=system_prompt,
         literal_system=True,
         cancel=session.cancel,
+        prefix=turn.prefix,
     )
     last_frame = 0.0
     with reply:  # leaving early (a closed tab, an error) frees the model at once
@@ -154,7 +165,9 @@ def _answer(assistant, turn: _Turn, panel_values):
             for event in reply:
                 if isinstance(event, Queued):
                     yield (
-                        render.chat(session.messages, reply.message, render.queued(event.position)),
+                        render.chat(
+                            session.messages, reply.message, turn.prefix + render.queued(event.position)
+                        ),
                         skip,
                         skip,
                         skip,
@@ -169,7 +182,7 @@ def _answer(assistant, turn: _Turn, panel_values):
                 if isinstance(event, Done):
                     continue
                 last_frame = time.monotonic()
-                yield render.chat(session.messages, reply.message, reply.text), skip, skip, skip
+                yield render.chat(session.messages, reply.message, turn.prefix + reply.text), skip, skip, skip
         except GeneratorExit:  # the tab went away mid-reply (a reload, a closed tab): keep what came
             if reply.text.strip():
                 turn.save(reply.message, reply.text)
@@ -198,8 +211,9 @@ def _answer(assistant, turn: _Turn, panel_values):
         return
 
     # Recordings are not kept in the history yet: the transcript is what was said.
-    final = [reply.message.without_audio(), Message("assistant", reply.text, id=turn.answer_id)]
+    final = [reply.message.without_audio(), turn.reply(reply.text)]
     stored = turn.save(reply.message, reply.text)
     session.messages = stored if stored is not None else [*session.messages, *final]
+    session.others = reachable(session.messages, [*session.others, *pending.replaced])
     line = render.stats_line(reply.stats) if reply.stats else "Stopped."
     yield render.chat(session.messages), line, idle_box(), sidebar.history_update(store, session)

@@ -15,7 +15,7 @@ from functools import wraps
 import gradio as gr
 
 from assistant.conversation import Message
-from assistant.store import LOCAL_OWNER
+from assistant.store import LOCAL_OWNER, StoredConversation
 
 BUSY = "Wait for the answer to finish (or press Stop) first."
 
@@ -31,6 +31,10 @@ class Pending:
     # A new turn after the history (not a regenerate or edit): what another tab saved to this
     # chat meanwhile is loaded first, and the turn follows it.
     appends: bool = False
+    # What a regenerate or an edit sets aside; kept as versions once the new answer is saved.
+    replaced: list[Message] = field(default_factory=list)
+    # Continue: the reply that stopped at the length limit, to be carried on.
+    continues: Message | None = None
 
 
 class ChatSession:
@@ -38,7 +42,8 @@ class ChatSession:
     def __init__(self) -> None:
         self.owner = LOCAL_OWNER
         self.conversation_id: str | None = None
-        self.messages: list[Message] = []  # answered exchanges only
+        self.messages: list[Message] = []  # answered exchanges only: the branch shown
+        self.others: list[Message] = []  # the versions not shown (see assistant.conversation)
         self.version: int | None = None  # the stored version these messages were read as
         self.query = ""  # what the history list is filtered by (the search box)
         self.pending: Pending | None = None
@@ -61,8 +66,19 @@ class ChatSession:
             self.stopped = True
             self.cancel.set()
 
-    def open(self, conversation_id: str | None, messages: list[Message], version: int | None = None) -> None:
+    def open(
+        self,
+        conversation_id: str | None,
+        messages: list[Message],
+        version: int | None = None,
+        others: list[Message] | None = None,
+    ) -> None:
         self.conversation_id, self.messages, self.version = conversation_id, list(messages), version
+        self.others = list(others or [])
+
+    def show(self, stored: StoredConversation) -> None:
+        """The conversation as the store has it."""
+        self.open(stored.id, stored.messages, stored.version, stored.others)
 
 
 def owner_of(request: gr.Request | None) -> str:

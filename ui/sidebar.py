@@ -7,7 +7,7 @@ import logging
 import re
 import tempfile
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import gradio as gr
@@ -56,7 +56,7 @@ def open_conversation(store, session: ChatSession, conversation_id):
     if found is None:
         gr.Warning("That conversation is gone.")
         return gr.skip(), gr.skip(), gr.skip(), history_update(store, session)
-    session.open(found.id, found.messages, found.version)
+    session.show(found)
     return render.chat(session.messages), "", found.title, history_update(store, session)
 
 
@@ -101,7 +101,7 @@ def save(store, session: ChatSession) -> bool:
         ):
             found = store.load(cid, session.owner)
             if found is not None:
-                session.open(found.id, found.messages, found.version)
+                session.show(found)
                 gr.Warning(CHANGED_ELSEWHERE)
                 return False
         if not session.messages:
@@ -109,10 +109,12 @@ def save(store, session: ChatSession) -> bool:
                 store.delete(cid, session.owner)
             session.open(None, [])
             return True
-        saved = store.write(cid, session.messages, session.owner, base_version=session.version)
-        session.open(saved.id, saved.messages, saved.version)
+        saved = store.write(
+            cid, session.messages, session.owner, base_version=session.version, others=session.others
+        )
+        session.show(saved)
     except StaleConversation as stale:
-        session.open(stale.current.id, stale.current.messages, stale.current.version)
+        session.show(stale.current)
         gr.Warning(CHANGED_ELSEWHERE)
         return False
     except (OSError, PermissionError) as exc:  # e.g. a full disk: keep chatting
@@ -122,13 +124,18 @@ def save(store, session: ChatSession) -> bool:
 
 
 def save_turn(
-    store, session: ChatSession, turn: list[Message], drop: Collection[str] = ()
+    store,
+    session: ChatSession,
+    turn: list[Message],
+    drop: Collection[str] = (),
+    replaced: Sequence[Message] = (),
 ) -> list[Message] | None:
     """Save the tab's history followed by ``turn`` (the turn being answered, as far as it
     got), never overwriting what another tab saved meanwhile: when the store has moved on, the
     turn is put after what is stored now (and the tab's history becomes that). Messages whose
-    ids are in ``drop`` (an earlier save of this turn) are left out. Returns the history as
-    stored (None: not saved)."""
+    ids are in ``drop`` (an earlier save of this turn) are left out. ``replaced`` is what a
+    regenerate or an edit set aside: kept as versions. Returns the history as stored (None:
+    not saved)."""
     ids = {m.id for m in turn} | set(drop)
     try:
         for _ in range(5):
@@ -144,10 +151,12 @@ def save_turn(
                     messages,
                     session.owner,
                     base_version=session.version if session.conversation_id else None,
+                    others=[*session.others, *replaced],
                 )
             except StaleConversation as stale:
                 current = stale.current
                 session.messages = [m for m in current.messages if m.id not in ids]
+                session.others = [m for m in current.others if m.id not in ids]
                 session.version = current.version
                 continue
             session.conversation_id, session.version = saved.id, saved.version
@@ -192,6 +201,6 @@ def import_chat(store, session: ChatSession, upload):
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     found = store.load(saved.id, session.owner)
     assert found is not None
-    session.open(found.id, found.messages, found.version)
+    session.show(found)
     gr.Info(f"Imported “{plain_text(found.title)}”.")
     return render.chat(session.messages), "", found.title, history_update(store, session)

@@ -1,12 +1,5 @@
 """A little CSS on top of Gradio's default theme (``app.build_server`` hands it to
-``gr.mount_gradio_app``, which sets the page's CSS)./* page.js's short notices (Enter while a reply is written, Esc) */
-#page-notice { position: fixed; left: 50%; bottom: 96px; transform: translateX(-50%); z-index: 1000;
-  max-width: min(90vw, 560px); padding: 8px 14px; border-radius: 8px; font-size: 0.9rem;
-  background: var(--background-fill-primary); color: var(--body-text-color);
-  border: 1px solid var(--border-color-primary); box-shadow: var(--shadow-drop-lg);
-  opacity: 0; pointer-events: none; transition: opacity 0.2s; }
-#page-notice.shown { opacity: 1; }
-"""
+``gr.mount_gradio_app``, which sets the page's CSS)."""
 
 CSS = """
 .stats { font-size: 0.78rem; opacity: 0.65; min-height: 1.2em; margin-top: -6px; }
@@ -34,6 +27,14 @@ CSS = """
   border: 1px solid var(--border-color-primary); box-shadow: var(--shadow-drop-lg);
   opacity: 0; pointer-events: none; transition: opacity 0.2s; }
 #page-notice.shown { opacity: 1; }
+/* "‹ 2/3 ›": the versions of a message (page.js adds them under its bubble) */
+#chat .version-nav { display: inline-flex; align-items: center; gap: 2px; font-size: 0.8rem;
+  color: var(--body-text-color); margin: 0 4px; }
+#chat .user-row .version-nav { justify-content: flex-end; }
+#chat .version-nav button { min-width: 24px; padding: 0 6px; border-radius: 6px; cursor: pointer;
+  background: none; border: 1px solid transparent; color: inherit; font-size: 1rem; line-height: 1.3; }
+#chat .version-nav button:hover:not(:disabled) { border-color: var(--border-color-primary); }
+#chat .version-nav button:disabled { opacity: 0.35; cursor: default; }
 /* one of each: the chat's own clear icon duplicates "New chat" */
 #chat button[aria-label="Clear"] { display: none; }
 """

@@ -205,11 +205,16 @@ class Usage:
 @dataclass
 class ChatRequest:
     """Messages ready for a model: the text is the model's (typed and spoken words joined), and
-    every image attachment holds a validated, normalised ``PIL.Image``."""
+    every image attachment holds a validated, normalised ``PIL.Image``. When the last message is
+    the assistant's, the model continues it (Continue) instead of starting a new reply."""
 
     messages: Sequence[Message]
     params: GenerationParams = field(default_factory=GenerationParams)
     cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def continues(self) -> bool:
+        return bool(self.messages) and self.messages[-1].role == "assistant"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ chat template; replies stream from a worker thread through ``TextIteratorStreame
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import threading
@@ -20,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from assistant.conversation import ImageAttachment, Message
+from assistant.conversation import ImageAttachment, Message, VideoAttachment
 from assistant.errors import AssistantError, GenerationFailed, InvalidParams, ModelUnavailable
 from assistant.models.base import ChatRequest, ModelInfo, Usage
 from assistant.models.prefix_cache import Entry, ImageSpan, PrefixCache, image_digest
@@ -36,6 +37,7 @@ ZERO_WIDTH_SPACE = "\u200b"
 DEFAULT_CONTEXT_LENGTH = 4096
 TEMPLATE_OVERHEAD_TOKENS = 8  # role markers and separators around each message
 HUB_PROBE_TIMEOUT_S = 5.0
+VIDEO_PROBE_SIDE = 448  # the frame size the video token cost is measured at
 
 
 def unavailable_message(model_id: str, reason: str = "") -> str:
@@ -217,6 +219,12 @@ class LocalChatModel:
         self.record_first_logits = False  # tests and benchmarks compare reuse against a fresh prefill
         self.first_logits = None
         self.image_tokens = self.worker.submit(self._measure_image_tokens, image_max_side).result()
+        # Clips go to the processor's own video path when it has one (Qwen2.5-VL, SmolVLM2…);
+        # other models get frames as images (assistant.core decides from this).
+        self.accepts_video = takes_video(processor)
+        self.video_tokens = (
+            self.worker.submit(self._measure_video_tokens).result() if self.accepts_video else 0
+        )
 
     @classmethod
     def load(
@@ -261,6 +269,7 @@ class LocalChatModel:
                 text = f"{pending_system}\n\n{text}".strip()
                 pending_system = ""
             content = [{"type": "image", "image": image} for image in message.images]
+            content += [{"type": "video", "video": list(clip.frames)} for clip in message.videos]
             if text or not content:
                 content.append({"type": "text", "text": text})
             result.append({"role": message.role, "content": content})
@@ -270,7 +279,15 @@ class LocalChatModel:
         """Tokenized prompt (``input_ids``, pixel tensors…) on the model's device."""
         from jinja2 import TemplateError
 
-        kwargs = dict(add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+        continues = bool(messages) and messages[-1].role == "assistant"  # Continue a cut-off reply
+        kwargs = dict(
+            add_generation_prompt=not continues,
+            continue_final_message=continues,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+        )
+        kwargs.update(video_options(messages))
         try:
             inputs = self.processor.apply_chat_template(self._template_messages(messages), **kwargs)
         except TemplateError:
@@ -293,11 +310,31 @@ class LocalChatModel:
             log.warning("could not measure image token cost (%s); assuming 1024", exc)
             return 1024
 
+    def _measure_video_tokens(self) -> int:
+        """Prompt tokens of a two-frame probe clip of VIDEO_PROBE_SIDE pixels (0: cannot tell)."""
+        from assistant.video import Clip
+
+        frame = Image.new("RGB", (VIDEO_PROBE_SIDE, VIDEO_PROBE_SIDE), (127, 127, 127))
+        probe = Clip("probe", (frame, frame), (0.5, 1.5), 2.0, 1.0, frame.size)
+        try:
+            with_video = self.prepare_inputs([Message("user", "x", (VideoAttachment(probe),))])
+            without = self.prepare_inputs([Message("user", "x")])
+            return max(1, with_video["input_ids"].shape[-1] - without["input_ids"].shape[-1])
+        except Exception as exc:  # a processor that says it takes video but cannot: frames as images
+            log.warning("this model's processor cannot read video (%s); clips go as frames", exc)
+            self.accepts_video = False
+            return 0
+
     def count_tokens(self, message: Message) -> int:
         text_tokens = (
             len(self.tokenizer(message.text, add_special_tokens=False)["input_ids"]) if message.text else 0
         )
-        return TEMPLATE_OVERHEAD_TOKENS + text_tokens + self.image_tokens * len(message.images)
+        video_tokens = 0
+        for clip in message.videos:  # the probe's cost, scaled by frame pairs and frame area
+            w, h = clip.frames[0].size if clip.frames else (VIDEO_PROBE_SIDE, VIDEO_PROBE_SIDE)
+            area = max(1.0, w * h / VIDEO_PROBE_SIDE**2)
+            video_tokens += math.ceil(self.video_tokens * area * max(1, math.ceil(len(clip.frames) / 2)))
+        return TEMPLATE_OVERHEAD_TOKENS + text_tokens + self.image_tokens * len(message.images) + video_tokens
 
     # -- generation ------------------------------------------------------------------------
 
@@ -537,6 +574,7 @@ def _free_device_memory(device: str) -> None:
 # Model inputs we know how to split per image; a processor returning anything else gets reuse of
 # the text before its first image only (always correct).
 TOKEN_INPUTS = {"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"}
+VIDEO_INPUTS = {"pixel_values_videos", "video_grid_thw", "second_per_grid_ts"}
 PIXEL_INPUTS = {"pixel_values", "pixel_attention_mask", "image_grid_thw", "image_sizes"}
 
 
@@ -592,9 +630,16 @@ def _runs(positions: list[int]) -> list[tuple[int, int]]:
 
 
 def image_layout(chat: LocalChatModel, ids: list[int], inputs, images: Sequence[Any]) -> ImageLayout:
+    config = chat.model.config
+    if VIDEO_INPUTS & set(inputs.keys()):
+        # A clip's tokens are never reused from the cache: everything from the first clip or
+        # image on is computed again (two clips with the same frame count have the same ids).
+        marks = {getattr(config, n, None) for n in ("video_token_id", "image_token_id", "image_token_index")}
+        marks.discard(None)
+        first = next((i for i, t in enumerate(ids) if t in marks), 0)
+        return ImageLayout([ImageSpan(first, len(ids), f"video:{id(inputs)}")], [], first, known=False)
     if not images:
         return ImageLayout([], [])
-    config = chat.model.config
     token_id = getattr(config, "image_token_id", None)
     if token_id is None:
         token_id = getattr(config, "image_token_index", None)
@@ -645,6 +690,43 @@ def _positions_for_reuse(model, inputs) -> dict:
     if own is GenerationMixin._prepare_position_ids_for_generation:
         return {}  # plain positions: generate derives them from the attention mask
     return {"position_ids": model._prepare_position_ids_for_generation(inputs["input_ids"], dict(inputs))}
+
+
+def takes_video(processor) -> bool:
+    """Whether a processor reads video itself: a video processor, a video placeholder token, and
+    a chat template that places clips (the model's own capability, not a list of names)."""
+    if getattr(processor, "video_processor", None) is None or not getattr(processor, "video_token", None):
+        return False
+    template = getattr(processor, "chat_template", None) or ""
+    if isinstance(template, dict):
+        template = " ".join(str(t) for t in template.values())
+    return "video" in str(template)
+
+
+def video_options(messages: Sequence[Message]) -> dict[str, Any]:
+    """Processor options for the clips of a prompt: their frames were sampled already, and the
+    processor is told when each one was taken."""
+    clips = [clip for m in messages for clip in m.videos]
+    if not clips:
+        return {}
+    return {"processor_kwargs": {"video_metadata": video_metadata(clips), "do_sample_frames": False}}
+
+
+def video_metadata(clips: Sequence[Any]) -> list:
+    """transformers' VideoMetadata for clips we sampled: frame count, rate, length, frame times."""
+    from transformers.video_utils import VideoMetadata
+
+    return [
+        VideoMetadata(
+            total_num_frames=len(clip.frames),
+            fps=clip.sampled_fps,
+            duration=clip.duration_s,
+            frames_indices=list(range(len(clip.frames))),
+            height=clip.frames[0].size[1],
+            width=clip.frames[0].size[0],
+        )
+        for clip in clips
+    ]
 
 
 def text_streamer(tokenizer):

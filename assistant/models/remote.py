@@ -205,7 +205,7 @@ class RemoteChatModel:
         self._discovered = False
         self._closed = False
         self._send_usage_option = True  # cleared once if the server refuses stream_options
-        self._server = "openai"  # or "llama.cpp", learned from /models: some options differ
+        self._server = "openai"  # or "llama.cpp" / "vllm", learned from /models: some options differ
         self._warned_min_tokens = False
         self.info = ModelInfo(
             model or "(remote model)",
@@ -265,6 +265,8 @@ class RemoteChatModel:
         self._model = card["id"]
         if card.get("owned_by") == "llamacpp" or isinstance(card.get("meta"), dict):
             self._server = "llama.cpp"
+        elif card.get("owned_by") == "vllm":
+            self._server = "vllm"
         context = (
             self._context_length or served_context(card) or self._probe_context() or DEFAULT_CONTEXT_LENGTH
         )
@@ -312,6 +314,10 @@ class RemoteChatModel:
             body["min_tokens"] = p.min_new_tokens  # vLLM's extension (this app accepts it too)
             if self._server == "llama.cpp" and p.min_new_tokens >= p.max_new_tokens:
                 body["ignore_eos"] = True  # llama.cpp ignores min_tokens; a fixed length it can do
+        if request.continues and self._server == "vllm":
+            # Carry on from the last reply's last word (llama.cpp does so by itself when the
+            # last message is the assistant's); vLLM needs to be told.
+            body["continue_final_message"], body["add_generation_prompt"] = True, False
         if self._send_usage_option:
             body["stream_options"] = {"include_usage": True}
         return body

@@ -2,6 +2,7 @@
 // - the open chat's id in the address bar (?chat=ID), so a reload or a shared link reopens it
 // - Esc stops a reply; Enter while a reply is being written says so instead of queueing
 // - on a narrow screen the sidebars start closed and close again after a choice
+// - the "‹ 2/3 ›" arrows of answer versions
 (function () {
   "use strict";
   const NARROW = 768;
@@ -75,10 +76,84 @@
     }
   }
 
+  // Answer versions: "‹ 2/3 ›" under each message that has them (#versions says which, by
+  // message index). A message may show as several rows (photos, then text): consecutive rows of
+  // one role are one message, since the history alternates.
+  function messageGroups() {
+    const groups = [];
+    let role = null;
+    for (const row of document.querySelectorAll("#chat .message-wrap .message-row")) {
+      const own = row.classList.contains("user-row") ? "user" : "bot";
+      if (own !== role) { groups.push([]); role = own; }
+      groups[groups.length - 1].push(row);
+    }
+    return groups;
+  }
+
+  function pickVersion(index, step) {
+    const field = $("#version-pick textarea, #version-pick input");
+    if (!field || answering()) return;
+    field.value = `${index}:${step}:${Date.now()}`;
+    field.dispatchEvent(new Event("input", { bubbles: true }));
+  }
+
+  function versionNav(index, at, of) {
+    const nav = document.createElement("div");
+    nav.className = "version-nav";
+    nav.dataset.key = `${index}:${at}:${of}`;
+    nav.setAttribute("role", "group");
+    nav.setAttribute("aria-label", `Version ${at} of ${of}`);
+    const arrow = (label, step, disabled) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.textContent = step < 0 ? "‹" : "›";
+      b.setAttribute("aria-label", label);
+      b.title = label;
+      b.disabled = disabled;
+      b.addEventListener("click", () => pickVersion(index, step));
+      return b;
+    };
+    const count = document.createElement("span");
+    count.textContent = `${at}/${of}`;
+    nav.append(arrow("Previous version", -1, at <= 1), count, arrow("Next version", 1, at >= of));
+    return nav;
+  }
+
+  function showVersions() {
+    const field = $("#versions textarea, #versions input");
+    let wanted = {};
+    const groups = messageGroups();
+    try {
+      const state = JSON.parse((field && field.value) || "{}");
+      // Only for the chat it was made for, and not while a reply is being written.
+      if (state.count === groups.length && !answering()) wanted = state.at || {};
+    } catch (e) { wanted = {}; }
+    const keep = new Set();
+    for (const [index, [at, of]] of Object.entries(wanted)) {
+      const rows = groups[Number(index)];
+      if (!rows) continue;
+      // Beside the message's own buttons (copy, edit) under its bubble.
+      const last = rows[rows.length - 1];
+      const after = last.nextElementSibling;
+      const buttons = after && after.classList.contains("message-buttons") ? after : null;
+      const host = (buttons && buttons.querySelector(".icon-button-wrapper")) || buttons || last;
+      const key = `${index}:${at}:${of}`;
+      let nav = host.querySelector(":scope > .version-nav");
+      if (!nav || nav.dataset.key !== key) {
+        if (nav) nav.remove();
+        nav = versionNav(Number(index), at, of);
+        host.appendChild(nav);
+      }
+      keep.add(nav);
+    }
+    for (const nav of document.querySelectorAll("#chat .version-nav")) if (!keep.has(nav)) nav.remove();
+  }
+
   let sidebarsChecked = false;
   setInterval(() => {
     showChatInAddress();
     labelButtons();
+    showVersions();
     if (!sidebarsChecked && $("#history-sidebar")) {
       sidebarsChecked = true;
       if (narrow()) { closeSidebar("history-sidebar"); closeSidebar("settings"); }

@@ -1,0 +1,280 @@
+"""Video clips: validation, uniform frame sampling and the sound track, with PyAV.
+
+:func:`load_clip` turns an MP4, WebM, MOV or MKV file (a path or bytes) into a :class:`Clip`:
+frames sampled uniformly over the clip (``fps`` per second, at most ``max_frames``), each
+downscaled like a photo (longest side ``max_side``) with its time in seconds, and the sound
+track as 16 kHz mono samples for the speech recognizer. Every problem — too big, too long, too
+many pixels, no video stream, a corrupt file, a codec FFmpeg cannot decode — is a
+:class:`MediaError` naming the file and saying what is wrong.
+
+No torch here (the page and the API import this module).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from PIL import Image
+
+from assistant import media
+from assistant.errors import MediaError
+from assistant.settings import (
+    MAX_VIDEO_BYTES,
+    MAX_VIDEO_PIXELS,
+    MAX_VIDEO_SECONDS,
+    VIDEO_FPS,
+    VIDEO_FRAMES,
+    VIDEO_FRAMES_CAP,
+    VIDEO_MAX_SIDE,
+)
+
+log = logging.getLogger(__name__)
+
+VIDEO_HINT = "Send an MP4, WebM, MOV or MKV video."
+# Sniffed kinds that can hold a video stream; anything else named .mp4 is something else.
+_CONTAINERS = {"MP4 media", "WebM/Matroska media", "M4A audio"}
+_MIME = {"MP4 media": "video/mp4", "WebM/Matroska media": "video/webm", "M4A audio": "video/mp4"}
+# Seek instead of decoding through when the next sampled frame is this far ahead.
+SEEK_GAP_S = 5.0
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A clip as a model reads it: sampled frames with their times, and what was heard."""
+
+    name: str
+    frames: tuple[Image.Image, ...]
+    timestamps: tuple[float, ...]  # seconds from the start, one per frame
+    duration_s: float
+    source_fps: float  # the file's own frame rate (0 when it does not say)
+    size: tuple[int, int]  # the file's frame size (width, height), before downscaling
+    audio: np.ndarray | None = field(default=None, repr=False)  # 16 kHz mono; None: no sound track
+    mime: str = "video/mp4"
+    source: Any = field(default=b"", repr=False)  # the file (path or bytes), for servers that take video
+    transcript: str | None = None  # what is said in the clip, once heard
+
+    def file_bytes(self) -> bytes:
+        if isinstance(self.source, (str, os.PathLike)):
+            return Path(self.source).read_bytes()
+        return bytes(self.source)
+
+    @property
+    def digest(self) -> str:
+        """Content hash of the frames as sampled (the prefix cache tells clips apart by it)."""
+        h = hashlib.blake2b(digest_size=16)
+        for t, frame in zip(self.timestamps, self.frames, strict=True):
+            h.update(f"{t:.3f}:{frame.size}".encode())
+            h.update(frame.tobytes())
+        return h.hexdigest()
+
+    @property
+    def sampled_fps(self) -> float:
+        """Frames per second as sampled (what a video processor is told)."""
+        if len(self.frames) < 2 or self.duration_s <= 0:
+            return 1.0
+        return len(self.frames) / self.duration_s
+
+    def describe(self) -> str:
+        """One line a model (or a person) reads about the clip."""
+        w, h = self.size
+        sound = "with sound" if self.audio is not None else "without sound"
+        return f"video {self.name}: {media._seconds(self.duration_s)}, {w}x{h}, {sound}"
+
+
+def sample_times(duration_s: float, fps: float, max_frames: int) -> list[float]:
+    """Uniform times over ``duration_s``: ``fps`` per second, at most ``max_frames``, at least one;
+    each at the middle of its share of the clip (never the black first frame, never past the end)."""
+    count = max(1, min(max_frames, math.floor(duration_s * fps) if fps > 0 else max_frames))
+    step = duration_s / count
+    return [round((i + 0.5) * step, 3) for i in range(count)]
+
+
+def _open(source, max_bytes: int | None, label: str):
+    """(container, first video stream, what PyAV opened, sniffed kind); every failure a MediaError."""
+    target, head = media._audio_input(source, max_bytes, label)  # a path stays a path
+    seen = media._sniff(head)
+    if seen and seen not in _CONTAINERS:
+        if seen.endswith(" audio"):
+            raise MediaError(f"{label} is audio, not a video (looks like {seen}). {VIDEO_HINT}")
+        raise MediaError(f"{label} is not a video (looks like {seen.removesuffix(' image')}). {VIDEO_HINT}")
+    try:
+        container = av.open(target, mode="r", metadata_errors="ignore")
+    except Exception:
+        if seen:
+            raise MediaError(f"{label} is truncated or corrupt (a damaged {seen} file)") from None
+        raise MediaError(f"{label} is not a supported video (unrecognised content). {VIDEO_HINT}") from None
+    streams = [s for s in container.streams.video if not media._cover_art(s)]
+    if not streams:
+        audio = bool(container.streams.audio)
+        container.close()
+        why = "it is a sound recording only" if audio else "it holds no pictures"
+        raise MediaError(f"{label} has no video stream ({why})")
+    return container, streams[0], target, seen or ""
+
+
+def _duration(container, stream) -> float | None:
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration and container.duration > 0:
+        return container.duration / av.time_base
+    return None
+
+
+def _fit_size(w: int, h: int, max_side: int | None) -> tuple[int, int]:
+    if not max_side or max(w, h) <= max_side:
+        return w, h
+    scale = max_side / max(w, h)
+    return max(2, round(w * scale)), max(2, round(h * scale))
+
+
+def _picture(frame, max_side: int | None) -> Image.Image:
+    """A decoded frame as an RGB photo no larger than ``max_side`` (scaled by FFmpeg), upright."""
+    w, h = _fit_size(frame.width, frame.height, max_side)
+    image = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_image()
+    rotation = int(getattr(frame, "rotation", 0) or 0) % 360
+    if rotation:  # phones record sideways and say so in the display matrix
+        image = image.rotate(rotation, expand=True)
+    return image
+
+
+def _sample(container, stream, times: list[float], max_side: int | None, label: str, max_seconds):
+    """(frames, their times): for each target time the first frame at or after it (the last frame
+    when the clip ends early). Decodes straight through, seeking over long gaps."""
+    start = float(stream.start_time * stream.time_base) if stream.start_time and stream.time_base else 0.0
+    frames: list[Image.Image] = []
+    stamps: list[float] = []
+    last = None
+    decoded = errors = 0
+    target = 0
+    position = -1.0
+    try:
+        while target < len(times):
+            if times[target] - position > SEEK_GAP_S and stream.time_base:
+                container.seek(int((times[target] + start) / stream.time_base), stream=stream, backward=True)
+            restarted = False
+            for packet in container.demux(stream):
+                try:
+                    decoded_frames = packet.decode()
+                except Exception:
+                    errors += 1
+                    continue
+                for frame in decoded_frames:
+                    decoded += 1
+                    if frame.time is None:
+                        continue
+                    t = float(frame.time) - start
+                    if max_seconds and t > max_seconds + media._HEADER_SLACK_S:
+                        raise MediaError(f"{label} is longer than the {media._seconds(max_seconds)} limit")
+                    position, last = t, frame
+                    while target < len(times) and t >= times[target] - 1e-3:
+                        frames.append(_picture(frame, max_side))
+                        stamps.append(round(max(t, 0.0), 3))
+                        target += 1
+                    if target < len(times) and times[target] - t > SEEK_GAP_S:
+                        restarted = True
+                        break
+                if restarted or target >= len(times):
+                    break
+            if not restarted:
+                break
+    except MediaError:
+        raise
+    except Exception:
+        errors += 1
+    if target < len(times) and last is not None:  # the clip is shorter than its header said
+        frames.append(_picture(last, max_side))
+        stamps.append(round(max(position, 0.0), 3))
+    if not frames:
+        why = "no picture could be decoded" if decoded == 0 and errors else "it holds no frames"
+        raise MediaError(f"{label} is corrupt ({why})")
+    return frames, stamps
+
+
+def _sound(target, label: str, max_seconds: float | None) -> np.ndarray | None:
+    """The sound track as 16 kHz mono samples; None when there is none (or it cannot be decoded:
+    the pictures still are the clip)."""
+    if isinstance(target, io.BytesIO):
+        target.seek(0)
+    try:
+        limit = max_seconds + 5 if max_seconds else None  # the length was checked on the pictures
+        return media.load_audio(target, max_bytes=None, max_seconds=limit, name=label)
+    except MediaError as exc:
+        if "no audio track" not in str(exc):
+            log.warning("%s: the sound track is skipped (%s)", label, exc)
+        return None
+
+
+def load_clip(
+    source,
+    *,
+    max_bytes: int | None = MAX_VIDEO_BYTES,
+    max_seconds: float | None = MAX_VIDEO_SECONDS,
+    max_pixels: int | None = MAX_VIDEO_PIXELS,
+    max_frames: int = VIDEO_FRAMES,
+    fps: float = VIDEO_FPS,
+    max_side: int | None = VIDEO_MAX_SIDE,
+    with_audio: bool = True,
+    name: str | None = None,
+) -> Clip:
+    """A validated clip: frames sampled uniformly, downscaled, timed; the sound track decoded."""
+    label = media._label(source, name, "video")
+    max_frames = max(1, min(int(max_frames), VIDEO_FRAMES_CAP))
+    container, stream, target, seen = _open(source, max_bytes, label)
+    with container:
+        codec = stream.codec_context
+        if codec is None or not getattr(codec, "name", None):
+            raise MediaError(f"{label} uses a video codec that cannot be decoded here. {VIDEO_HINT}")
+        w, h = int(codec.width or 0), int(codec.height or 0)
+        if w <= 0 or h <= 0:
+            raise MediaError(f"{label} has no picture size (a damaged video stream)")
+        if max_pixels and w * h > max_pixels:
+            raise MediaError(
+                f"{label} is {w}x{h} ({media._megapixels(w * h)} megapixels a frame), over the "
+                f"{media._megapixels(max_pixels)}-megapixel limit: send a smaller video"
+            )
+        known = _duration(container, stream)
+        if max_seconds and known is not None and known > max_seconds + media._HEADER_SLACK_S:
+            raise MediaError(
+                f"{label} is {media._seconds(known)} long, over the {media._seconds(max_seconds)} limit"
+            )
+        stream.thread_type = "AUTO"
+        duration = known if known and known > 0 else (max_seconds or MAX_VIDEO_SECONDS)
+        times = sample_times(duration, fps, max_frames)
+        frames, stamps = _sample(container, stream, times, max_side, label, max_seconds)
+        if not known:  # no duration in the headers: what was decoded tells it
+            duration = max(stamps[-1], 0.04)
+        source_fps = float(stream.average_rate or 0)
+    audio = _sound(target, label, max_seconds) if with_audio else None
+    return Clip(
+        name=label,
+        frames=tuple(frames),
+        timestamps=tuple(stamps),
+        duration_s=float(duration),
+        source_fps=source_fps,
+        size=(w, h),
+        audio=audio,
+        mime=_MIME.get(seen, "video/mp4"),
+        source=source if isinstance(source, (str, os.PathLike)) else target.getvalue(),
+    )
+
+
+def frames_as_images(clip: Clip, count: int) -> tuple[list[Image.Image], str]:
+    """For a model without video input: ``count`` of the clip's frames spread over it, and the
+    text that says which moment each one shows."""
+    count = max(1, min(count, len(clip.frames)))
+    picks = (
+        [round(i * (len(clip.frames) - 1) / max(1, count - 1)) for i in range(count)] if count > 1 else [0]
+    )
+    picks = sorted(set(picks))
+    times = ", ".join(f"{media._seconds(clip.timestamps[i])}" for i in picks)
+    note = f"[{clip.describe()}; the {len(picks)} pictures are frames at {times}]"
+    return [clip.frames[i] for i in picks], note

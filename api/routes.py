@@ -1,4 +1,4 @@
-"""The /v1 routes: models, chat completions (JSON or SSE), audio transcriptions.
+"""The /v1 routes: models, chat completions (JSON or SSE), audio transcriptions (speech: api.audio).
 
 Every route goes through :class:`OpenAIRoute`, which checks the API key first and turns any
 error into OpenAI's error JSON; nothing here touches the app-wide handlers, so the Gradio
@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from api import audio
 from api.errors import ApiError, from_exception, from_invalid_params
 from api.images import ImageFetcher
 from api.messages import convert
@@ -140,6 +141,8 @@ def build_router(assistant, settings, logins: Logins | None = None) -> APIRouter
             )
         if loaded.speech_model is not None:
             found.append(model_card(loaded.speech_model))
+        if loaded.voice_model is not None:  # POST /v1/audio/speech; its voices at /v1/audio/voices
+            found.append(model_card(loaded.voice_model, voices=[v.name for v in loaded.voices]))
         return found
 
     @router.get("/models")
@@ -251,6 +254,8 @@ def build_router(assistant, settings, logins: Logins | None = None) -> APIRouter
             "segments": segments,
             "usage": usage,
         }
+
+    audio.install(router, assistant, settings, workers)  # /audio/speech, /audio/voices
 
     # The interactive docs and the schema sit behind the same credentials as the routes.
     @router.get("/openapi.json", include_in_schema=False)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m assistant transcribe …`` and ``python -m assistant chat …``.
+"""Command line: ``python -m assistant transcribe …``, ``chat …`` and ``speak …``.
 
 Contract (other code and checks depend on it): replies stream to stdout; with ``--json`` the
 last stdout line is one JSON object; any bad input or unavailable model prints one line
@@ -44,10 +44,34 @@ def build_parser() -> Parser:
     add_settings_arguments(c, cli_only=True)
     c.add_argument("--image", action="append", default=[], help="an image file (repeatable)")
     c.add_argument("--audio", help="a voice message: its transcript is used as (part of) your words")
+    c.add_argument(
+        "--video",
+        action="append",
+        default=[],
+        help="a video clip (mp4, webm, mov, mkv; repeatable): its frames and what is said in it",
+    )
+    c.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        help="a document (PDF, text, Markdown; repeatable): its text and pictures of its pages",
+    )
     add_generation_arguments(c)
     c.add_argument(
         "--json", action="store_true", help="end with one JSON line: reply, tokens, ttft_s, tokens_per_s…"
     )
+    c.add_argument(
+        "--speak", action="store_true", help="also read the reply aloud into -o FILE as it streams"
+    )
+    c.add_argument(
+        "-o", "--output", help="with --speak: the audio file (.wav, .mp3, .flac, .opus, .aac, .pcm)"
+    )
+
+    s = sub.add_parser("speak", help="read text aloud into an audio file")
+    s.add_argument("text", help="what to say (Markdown is read as a person would; '-' reads stdin)")
+    s.add_argument("-o", "--output", required=True, help="audio file: .wav, .mp3, .flac, .opus, .aac or .pcm")
+    add_settings_arguments(s, groups=("voice",), cli_only=True)
+    s.add_argument("--json", action="store_true", help="print one JSON object: seconds, elapsed_s, rtf…")
     return parser
 
 
@@ -92,18 +116,30 @@ def cmd_transcribe(args) -> int:
     return 0
 
 
+def _hears(args) -> bool:
+    """Whether speech recognition is needed: a voice message, or a clip (its sound track)."""
+    return args.audio is not None or bool(args.video)
+
+
 def cmd_chat(args) -> int:
     from assistant.conversation import Message
     from assistant.core import Assistant, Token, Transcribed
     from assistant.flags import settings_from_args
     from assistant.models.base import knobs
 
-    for path in [*args.image, *([args.audio] if args.audio else [])]:
+    for path in [*args.image, *([args.audio] if args.audio else []), *args.video, *args.file]:
         if not os.path.isfile(path):
             raise CliError(f"no such file: {path}")
-    assistant = Assistant.load(settings_from_args(args), load_asr=args.audio is not None, require_chat=True)
+    if args.speak:
+        from assistant.cli_speech import check_output
+
+        check_output(args.output)
+    assistant = Assistant.load(
+        settings_from_args(args), load_asr=_hears(args), require_chat=True, load_tts=args.speak
+    )
+    spoken = assistant.speak_stream() if args.speak else None
     params = assistant.params(**{name: getattr(args, name) for name, _, knob in knobs() if knob.cli})
-    message = Message.user(args.text, args.image, args.audio)
+    message = Message.user(args.text, args.image, args.audio, videos=args.video, documents=args.file)
     with assistant.reply([], message, params) as reply:
         for event in reply:
             if isinstance(event, Transcribed) and not args.json:
@@ -111,7 +147,13 @@ def cmd_chat(args) -> int:
             elif isinstance(event, Token):
                 sys.stdout.write(event.text)
                 sys.stdout.flush()
+                if spoken is not None:
+                    spoken.feed(event.text)
     print()
+    if spoken is not None:
+        from assistant.cli_speech import write_spoken
+
+        write_spoken(spoken, args.output)
     if args.json and reply.stats is not None:
         stats = reply.stats
         result: dict[str, object] = {"transcript": reply.transcript.text} if reply.transcript else {}
@@ -122,6 +164,7 @@ def cmd_chat(args) -> int:
             tokens_per_s=round(stats.tokens_per_s, 2),
             prompt_tokens=stats.prompt_tokens,
             cached_tokens=stats.cached_tokens,
+            sent=stats.sent,
             finish_reason=stats.finish_reason,
             model=assistant.require_chat().info.name,
         )
@@ -135,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         quiet_libraries()
+        if args.command == "speak":
+            from assistant.cli_speech import cmd_speak
+
+            return cmd_speak(args)
         return cmd_transcribe(args) if args.command == "transcribe" else cmd_chat(args)
     except (CliError, AssistantError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -28,35 +28,47 @@ INLINE_DECODE_LIMIT = 256 * 1024
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
-def decode_data_url(url: str, max_bytes: int, param: str) -> bytes:
+# What each kind of part may carry: accepted media types (prefixes) and an example data URL.
+KINDS = {
+    "image": (("image/",), "data:image/png;base64,..."),
+    "video": (("video/", "application/octet-stream"), "data:video/mp4;base64,..."),
+    "document": (
+        ("application/pdf", "text/", "application/octet-stream"),
+        "data:application/pdf;base64,...",
+    ),
+}
+
+
+def decode_data_url(url: str, max_bytes: int, param: str, kind: str = "image") -> bytes:
     header, sep, payload = url.partition(",")
     media_type = header[len("data:") :].split(";")[0].strip().lower()
+    accepted, example = KINDS[kind]
     if not sep or ";base64" not in header.lower():
         raise ApiError(
             400,
-            f"{param}: a data URL must be base64-encoded (data:image/png;base64,...)",
+            f"{param}: a data URL must be base64-encoded ({example})",
             param=param,
-            code="invalid_image_url",
+            code=f"invalid_{kind}_url",
         )
-    if media_type and not media_type.startswith("image/"):
+    if media_type and not media_type.startswith(accepted):
         raise ApiError(
             400,
-            f"{param}: expected an image data URL, got '{media_type}'",
+            f"{param}: expected {'an' if kind[0] in 'aeiou' else 'a'} {kind} data URL, got '{media_type}'",
             param=param,
-            code="invalid_image_url",
+            code=f"invalid_{kind}_url",
         )
     if len(payload) * 3 // 4 > max_bytes + 3:  # refuse before decoding
         raise ApiError(
             400,
-            f"{param}: the image is larger than {max_bytes // 2**20} MB",
+            f"{param}: the {kind} is larger than {max_bytes // 2**20} MB",
             param=param,
-            code="image_too_large",
+            code=f"{kind}_too_large",
         )
     try:
         return base64.b64decode("".join(payload.split()), validate=True)
     except (binascii.Error, ValueError):
         raise ApiError(
-            400, f"{param}: the data URL is not valid base64", param=param, code="invalid_image_url"
+            400, f"{param}: the data URL is not valid base64", param=param, code=f"invalid_{kind}_url"
         ) from None
 
 
@@ -83,21 +95,30 @@ class ImageFetcher:
         timeout_s: float,
         resolve: Resolver = system_resolve,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_video_bytes: int | None = None,
+        max_document_bytes: int | None = None,
     ):
         self.allow_remote, self.max_bytes, self.timeout_s = allow_remote, max_bytes, timeout_s
         self._resolve, self._transport = resolve, transport
+        self.limits = {
+            "image": max_bytes,
+            "video": max_video_bytes or max_bytes,
+            "document": max_document_bytes or max_bytes,
+        }
 
-    async def load(self, url: str, param: str) -> bytes:
+    async def load(self, url: str, param: str, kind: str = "image") -> bytes:
+        """The bytes of an image (video, document) part: a data: URL, or https:// when allowed."""
+        limit = self.limits[kind]
         if url.startswith("data:"):
             if len(url) > INLINE_DECODE_LIMIT:  # a big photo: decode off the event loop
-                return await anyio.to_thread.run_sync(decode_data_url, url, self.max_bytes, param)
-            return decode_data_url(url, self.max_bytes, param)
+                return await anyio.to_thread.run_sync(decode_data_url, url, limit, param, kind)
+            return decode_data_url(url, limit, param, kind)
         if not url.lower().startswith("https://"):
             raise ApiError(
                 400,
-                f"{param}: image_url must be a data: URL or an https:// URL",
+                f"{param}: {kind}_url must be a data: URL or an https:// URL",
                 param=param,
-                code="invalid_image_url",
+                code=f"invalid_{kind}_url",
             )
         if not self.allow_remote:
             raise ApiError(
@@ -108,7 +129,7 @@ class ImageFetcher:
             )
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await self._fetch(url, param)
+                return await self._fetch(url, param, limit)
         except TimeoutError:
             raise ApiError(
                 400,
@@ -124,7 +145,7 @@ class ImageFetcher:
                 code="image_fetch_failed",
             ) from None
 
-    async def _fetch(self, url: str, param: str) -> bytes:
+    async def _fetch(self, url: str, param: str, limit: int) -> bytes:
         async with httpx.AsyncClient(
             transport=self._transport, follow_redirects=False, timeout=self.timeout_s
         ) as client:
@@ -158,7 +179,7 @@ class ImageFetcher:
                             param=param,
                             code="image_fetch_failed",
                         )
-                    return await self._read_limited(response, param)
+                    return await self._read_limited(response, param, limit)
                 finally:
                     await response.aclose()
         raise ApiError(
@@ -181,19 +202,19 @@ class ImageFetcher:
             )
         return addresses[0]
 
-    async def _read_limited(self, response: httpx.Response, param: str) -> bytes:
+    async def _read_limited(self, response: httpx.Response, param: str, limit: int) -> bytes:
         too_big = ApiError(
             400,
-            f"{param}: the image is larger than {self.max_bytes // 2**20} MB",
+            f"{param}: the file is larger than {limit // 2**20} MB",
             param=param,
-            code="image_too_large",
+            code="image_too_large" if limit == self.max_bytes else "file_too_large",
         )
         declared = response.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+        if declared and declared.isdigit() and int(declared) > limit:
             raise too_big
         data = bytearray()
         async for chunk in response.aiter_bytes():
             data += chunk
-            if len(data) > self.max_bytes:
+            if len(data) > limit:
                 raise too_big
         return bytes(data)

@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from api.errors import ApiError
 from api.images import ImageFetcher
 from api.schemas import ChatMessageIn
 from assistant.conversation import Message
+from assistant.documents import NamedData
+
+
+@dataclass
+class Parts:
+    """What one message's content carries, by kind."""
+
+    text: str = ""
+    images: list[bytes] = field(default_factory=list)
+    videos: list[bytes] = field(default_factory=list)
+    documents: list[bytes] = field(default_factory=list)
+
+    def files(self) -> str:
+        """'' when the message has only text, else what it has (for an error message)."""
+        kinds = [k for k in ("images", "videos", "documents") if getattr(self, k)]
+        return " or ".join(kinds)
 
 
 async def convert(
@@ -25,30 +43,51 @@ async def convert(
     system: list[str] = []
     chat: list[Message] = []
     for i, message in enumerate(messages):
-        text, images = await _content(message, i, fetcher)
+        parts = await _content(message, i, fetcher)
         if message.role in ("system", "developer"):
-            if images:
-                raise ApiError(400, "system messages cannot contain images", param=f"messages[{i}].content")
-            system.append(text)
-        else:
-            if message.role == "assistant" and images:
+            if parts.files():
                 raise ApiError(
-                    400, "assistant messages cannot contain images", param=f"messages[{i}].content"
+                    400, f"system messages cannot contain {parts.files()}", param=f"messages[{i}].content"
                 )
-            chat.append(Message("user" if message.role == "user" else "assistant", text).with_images(images))
+            system.append(parts.text)
+        elif message.role == "assistant":
+            if parts.files():
+                raise ApiError(
+                    400, f"assistant messages cannot contain {parts.files()}", param=f"messages[{i}].content"
+                )
+            chat.append(Message.assistant(parts.text))
+        else:
+            chat.append(
+                Message.user(parts.text, parts.images, videos=parts.videos, documents=parts.documents)
+            )
     last = chat.pop()
     # Over the API a system message is always literal text (routes pass literal_system=True).
     system_prompt = "\n\n".join(system) if system else None
     return chat, last, system_prompt
 
 
-async def _content(message: ChatMessageIn, i: int, fetcher: ImageFetcher) -> tuple[str, list[bytes]]:
+async def _content(message: ChatMessageIn, i: int, fetcher: ImageFetcher) -> Parts:
     if message.content is None or isinstance(message.content, str):
-        return message.content or "", []
-    texts, images = [], []
+        return Parts(message.content or "")
+    texts: list[str] = []
+    parts = Parts()
     for j, part in enumerate(message.content):
+        where = f"messages[{i}].content[{j}]"
         if part.text is not None:  # the schema guarantees a part has exactly the field its type names
             texts.append(part.text)
         elif part.image_url is not None:
-            images.append(await fetcher.load(part.image_url.url, f"messages[{i}].content[{j}].image_url.url"))
-    return "\n".join(texts), images
+            parts.images.append(await fetcher.load(part.image_url.url, f"{where}.image_url.url"))
+        elif part.video_url is not None:
+            parts.videos.append(await fetcher.load(part.video_url.url, f"{where}.video_url.url", "video"))
+        elif part.file is not None:
+            if part.file.file_data is None:
+                raise ApiError(
+                    400,
+                    f"{where}.file: send the file inline as file_data (a data: URL); this server keeps no uploaded files",
+                    param=f"{where}.file.file_data",
+                    code="invalid_file",
+                )
+            data = await fetcher.load(part.file.file_data, f"{where}.file.file_data", "document")
+            parts.documents.append(NamedData(data, part.file.filename or "document"))
+    parts.text = "\n".join(texts)
+    return parts

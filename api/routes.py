@@ -106,7 +106,8 @@ def public_name(name: str) -> str:
 def chat_body_limit(settings) -> int:
     """The largest /v1 request body: a chat with its images as base64 data URLs, or an audio file."""
     chat_body = (settings.max_images_in_context + 4) * settings.max_image_bytes * 4 // 3 + MB
-    return max(chat_body, settings.max_audio_bytes + MB)
+    clip_or_document = max(settings.max_video_bytes, settings.max_document_bytes) * 4 // 3 + MB
+    return max(chat_body, settings.max_audio_bytes + MB, clip_or_document)
 
 
 def build_router(assistant, settings, logins: Logins | None = None) -> APIRouter:
@@ -119,6 +120,8 @@ def build_router(assistant, settings, logins: Logins | None = None) -> APIRouter
         allow_remote=settings.allow_remote_images,
         max_bytes=settings.max_image_bytes,
         timeout_s=settings.remote_image_timeout_s,
+        max_video_bytes=settings.max_video_bytes,
+        max_document_bytes=settings.max_document_bytes,
     )
     workers = Workers()
     created = int(time.time())

@@ -37,20 +37,37 @@ class ImageUrl(Strict):
     detail: Optional[Literal["auto", "low", "high"]] = None  # a hint; images are always sent whole
 
 
+class VideoUrl(Strict):
+    url: str  # data:video/mp4;base64,… or https:// (as vLLM takes it)
+
+
+class FileData(Strict):
+    # OpenAI's file part: the file inline; uploaded files (file_id) are not kept by this server.
+    file_data: Optional[str] = None  # data:application/pdf;base64,…
+    filename: Optional[str] = None
+    file_id: Optional[str] = None
+
+
+PART_FIELDS = ("text", "image_url", "video_url", "file")
+
+
 class ContentPart(Strict):
     # One flat model rather than a tagged union: validation errors then name plain paths
     # (``messages[0].content[1].image_url.url``) instead of pydantic's union tags.
-    type: Literal["text", "image_url"]
+    type: Literal["text", "image_url", "video_url", "file"]
     text: Optional[str] = None
     image_url: Optional[ImageUrl] = None
+    video_url: Optional[VideoUrl] = None
+    file: Optional[FileData] = None
 
     @model_validator(mode="after")
     def _matches_type(self):
-        wanted, other = ("text", "image_url") if self.type == "text" else ("image_url", "text")
+        wanted = self.type
         if getattr(self, wanted) is None:
             raise ValueError(f"a '{self.type}' part needs a '{wanted}' field")
-        if getattr(self, other) is not None:
-            raise ValueError(f"a '{self.type}' part cannot have a '{other}' field")
+        for other in PART_FIELDS:
+            if other != wanted and getattr(self, other) is not None:
+                raise ValueError(f"a '{self.type}' part cannot have a '{other}' field")
         return self
 
 

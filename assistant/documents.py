@@ -38,6 +38,17 @@ _PDFIUM = threading.Lock()  # PDFium is not thread-safe
 _PAGE_WORDS = re.compile(r"\b(?:pages?|p\.|pp\.)\s*(\d{1,5})(?:\s*(?:-|–|to|and|&)\s*(\d{1,5}))?", re.I)
 
 
+class NamedData(bytes):
+    """A file's bytes with the name it was sent under (an API client's ``filename``)."""
+
+    name: str
+
+    def __new__(cls, data: bytes, name: str) -> NamedData:
+        made = super().__new__(cls, data)
+        made.name = name
+        return made
+
+
 @dataclass(frozen=True)
 class Page:
     number: int  # 1-based, as people count
@@ -112,7 +123,7 @@ def load_document(
     name: str | None = None,
 ) -> Document:
     """A validated document with the text of every page (PDF) or the whole text (text files)."""
-    label = media._label(source, name, "document")
+    label = media._label(source, name or getattr(source, "name", None), "document")
     data = media._read(source, max_bytes, label)
     seen = media._sniff(data[: media._SNIFF_BYTES])
     if seen == "text":

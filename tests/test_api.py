@@ -335,7 +335,7 @@ def test_invalid_json_and_oversized_body():
     c = client()
     r = c.post("/v1/chat/completions", content=b"{nope", headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
-    small = client(max_image_bytes=1000, max_audio_bytes=1000)
+    small = client(max_image_bytes=1000, max_audio_bytes=1000, max_video_bytes=1000, max_document_bytes=1000)
     r = chat(
         small, messages=[user([{"type": "image_url", "image_url": {"url": data_url(b"x" * 2_500_000)}}])]
     )

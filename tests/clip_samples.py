@@ -1,0 +1,66 @@
+"""Video clips made in the tests with ffmpeg: real photos (scikit-image) shown one after the
+other, with espeak-ng speech as the sound track, so frames and transcripts can be checked."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tests.speech_samples import make_speech
+
+SPOKEN = "The cat is sleeping on the red sofa."
+
+
+def photos(folder: Path) -> list[Path]:
+    """Two real photos: an astronaut, then a cat."""
+    from skimage import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, pixels in (("astronaut", data.astronaut()), ("cat", data.chelsea())):
+        path = folder / f"{name}.png"
+        if not path.exists():
+            Image.fromarray(pixels).save(path)
+        paths.append(path)
+    return paths
+
+
+def make_clip(
+    path: Path,
+    *,
+    seconds_each: float = 3.0,
+    size: tuple[int, int] = (640, 480),
+    speech: str | None = SPOKEN,
+    fmt: str = "mp4",
+    fps: int = 25,
+    order: tuple[int, ...] = (0, 1),
+) -> Path:
+    """A clip showing the photos in ``order`` for ``seconds_each`` each, with ``speech`` (or silent)."""
+    path = Path(path)
+    stills = photos(path.parent / "photos")
+    w, h = size
+    cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y"]
+    for i in order:
+        cmd += ["-loop", "1", "-t", str(seconds_each), "-framerate", str(fps), "-i", str(stills[i])]
+    chains = "".join(f"[{k}:v]scale={w}:{h},setsar=1[v{k}];" for k in range(len(order)))
+    joined = "".join(f"[v{k}]" for k in range(len(order)))
+    graph = f"{chains}{joined}concat=n={len(order)}:v=1:a=0,format=yuv420p[v]"
+    cmd += ["-filter_complex", graph, "-map", "[v]"]
+    if speech:
+        wav = make_speech(speech, path.with_name(path.stem + ".speech.wav"))
+        cmd[cmd.index("-filter_complex") : cmd.index("-filter_complex")] = ["-i", str(wav)]
+        cmd += ["-map", f"{len(order)}:a"]
+    video = (
+        ["-c:v", "libx264", "-preset", "ultrafast"] if fmt in ("mp4", "mov", "mkv") else ["-c:v", "libvpx"]
+    )
+    audio = (["-c:a", "aac"] if fmt in ("mp4", "mov") else ["-c:a", "libopus"]) if speech else []
+    cmd += [*video, "-r", str(fps), *audio, str(path)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    return path
+
+
+def mean_colour(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB").resize((32, 32)), dtype=np.float32).mean(axis=(0, 1))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import time
@@ -440,3 +441,48 @@ def test_regenerate_keeps_versions_that_the_arrows_switch_between_and_continue_e
     wait_for_submit(page)
     assert last_reply(page).startswith(first.strip()[:10])
     page.locator("#chat .version-nav").filter(has_text="1/2").wait_for()
+
+
+def drop_on_chat(page, path: str) -> None:
+    """Drop a file on the chat area (not on the input box), as a person dragging a photo would."""
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    page.evaluate(
+        """([data, name]) => {
+          const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+          const dt = new DataTransfer();
+          dt.items.add(new File([bytes], name, {type: 'image/jpeg'}));
+          const chat = document.querySelector('#chat');
+          for (const type of ['dragover', 'drop'])
+            chat.dispatchEvent(new DragEvent(type, {dataTransfer: dt, bubbles: true, cancelable: true}));
+        }""",
+        [data, Path(path).name],
+    )
+
+
+def test_photos_sit_side_by_side_open_large_and_can_be_dropped_anywhere(page, media):
+    set_options(page, Max_new_tokens=4)
+    attach(page, media["photo"], media["photo"])
+    drop_on_chat(page, media["photo"])  # the third one dropped on the chat, not on the box
+    page.wait_for_function("() => document.querySelectorAll('#input .thumbnail-item').length === 3")
+    send_and_wait(page, "Three photos")
+    frames = page.locator("#chat [data-testid=user] .image-container")
+    frames.nth(2).wait_for()
+    boxes = [frames.nth(i).bounding_box() for i in range(3)]
+    assert all(b is not None for b in boxes)
+    tops = {round(b["y"]) for b in boxes}
+    assert len(tops) == 1, f"the photos are stacked, not side by side: {boxes}"
+    assert boxes[0]["x"] + boxes[0]["width"] <= boxes[1]["x"] and all(b["height"] < 250 for b in boxes)
+    # The text of the message is its own line below them, a bubble of its own width.
+    text = page.locator("#chat [data-testid=user]").filter(has_text="Three photos").last.bounding_box()
+    assert text is not None and text["y"] >= boxes[0]["y"] + boxes[0]["height"] and text["width"] < 400
+    # No dead buttons: a photo's "share" only works on Spaces.
+    shares = page.locator("#chat button[aria-label=Share], #chat button[title=Share]").all()
+    assert not any(button.is_visible() for button in shares)
+    shot(page, "16-photo-grid")
+    # The fullscreen button is the lightbox: the photo fills the screen.
+    page.locator("#chat [data-testid=user] button[aria-label*=ullscreen]").first.click()
+    page.wait_for_function("() => document.fullscreenElement !== null")
+    height = page.evaluate("() => document.querySelector(':fullscreen img').getBoundingClientRect().height")
+    assert height > 600, f"the photo stays {height:.0f} px high in fullscreen"
+    shot(page, "17-lightbox")
+    page.keyboard.press("Escape")

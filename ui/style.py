@@ -20,6 +20,28 @@ CSS = """
 /* photos in a bubble as thumbnails (the fullscreen button shows them large) */
 #chat [data-testid=user] .image-container { max-width: 280px; }
 #chat [data-testid=user] .image-frame img { max-height: 220px; width: auto; object-fit: contain; }
+/* The fullscreen button is the lightbox: the photo as large as the screen allows. */
+/* (!important: it must win over the thumbnail sizes below, however specific) */
+#chat :fullscreen .image-container { max-width: none !important; height: 100%; }
+#chat :fullscreen .image-frame, #chat :fullscreen .image-frame img { max-height: 100vh !important;
+  max-width: 100vw !important; height: 100%; width: 100%; object-fit: contain; }
+/* Several photos of one message side by side, not stacked: Gradio gives each photo a row of its
+   own, so the rows flow (wrapping) and only text rows take a whole line. */
+#chat .message-wrap { flex-direction: row; flex-wrap: wrap; justify-content: flex-end;
+  align-content: flex-start; column-gap: 6px; }
+#chat .message-wrap > * { flex: 0 0 100%; }
+/* (each line shrinks to its bubble, on its side, as Gradio's own column layout does) */
+#chat .message-wrap > .message-row, #chat .message-wrap > .message-buttons { display: flex;
+  flex-direction: column; }
+#chat .message-wrap > .user-row, #chat .message-wrap > .message-buttons-right { align-items: flex-end; }
+#chat .message-wrap > .bot-row, #chat .message-wrap > .message-buttons-left { align-items: flex-start; }
+#chat .message-wrap > .message-row > .flex-wrap { width: auto; max-width: 100%; }
+#chat .message-wrap > .message-row.user-row:has(.image-container) { flex: 0 1 auto; max-width: 32%;
+  min-width: 96px; margin-bottom: 2px; }
+#chat .message-wrap > .message-row:has(.image-container) [data-testid=user] .image-frame img {
+  max-height: 160px; }
+/* a photo's own download / share buttons: share only works on Spaces, download is in the lightbox */
+#chat .message-wrap > .message-row:has(.image-container) + .message-buttons { display: none; }
 /* page.js's short notices (Enter while a reply is written, Esc) */
 #page-notice { position: fixed; left: 50%; bottom: 96px; transform: translateX(-50%); z-index: 1000;
   max-width: min(90vw, 560px); padding: 8px 14px; border-radius: 8px; font-size: 0.9rem;

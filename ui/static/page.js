@@ -3,6 +3,7 @@
 // - Esc stops a reply; Enter while a reply is being written says so instead of queueing
 // - on a narrow screen the sidebars start closed and close again after a choice
 // - the "‹ 2/3 ›" arrows of answer versions
+// - a photo dropped anywhere on the page is attached to the message
 (function () {
   "use strict";
   const NARROW = 768;
@@ -64,6 +65,24 @@
     if (!narrow() || !event.target.closest) return;
     if (event.target.closest("#history label, #new-chat")) setTimeout(() => closeSidebar("history-sidebar"), 50);
   }, true);
+
+  // A file dropped anywhere on the page (the chat, the margins) is attached as if dropped on the
+  // input box; the box handles its own drops, and other upload fields (Import) keep theirs.
+  const ownDrop = (event) => event.target.closest && event.target.closest("#input, #import, input[type=file], [data-testid=file-upload]");
+  const hasFiles = (event) => event.dataTransfer && [...event.dataTransfer.types].includes("Files");
+  document.addEventListener("dragover", (event) => {
+    if (hasFiles(event) && !ownDrop(event)) { event.preventDefault(); event.dataTransfer.dropEffect = "copy"; }
+  });
+  document.addEventListener("drop", (event) => {
+    if (!hasFiles(event) || ownDrop(event)) return;
+    event.preventDefault();
+    const field = $("#input input[type=file]");
+    if (!field || !event.dataTransfer.files.length) return;
+    const files = new DataTransfer();
+    for (const file of event.dataTransfer.files) files.items.add(file);
+    field.files = files.files;
+    field.dispatchEvent(new Event("change", { bubbles: true }));
+  });
 
   // Gradio names both sidebar arrows "Toggle Sidebar": say which is which.
   function labelButtons() {

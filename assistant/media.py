@@ -512,6 +512,9 @@ def suffix_for(source) -> str:
 # --------------------------------------------------------------------------- routing
 
 
+TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".text")
+
+
 def _cover_art(stream) -> bool:
     """A still picture stored with a song (an MP4's or Matroska's cover), not a video."""
     try:
@@ -522,13 +525,13 @@ def _cover_art(stream) -> bool:
 
 def kind_of(path_or_bytes, name: str | None = None) -> str:
     """ "image", "audio", "video", "document" or "unknown", judged by content (magic bytes,
-    Pillow, PyAV probe). A PDF or a UTF-8 text file is a "document"; a container with a picture
-    stream (not only cover art) is a "video", with sound only "audio".
+    Pillow, PyAV probe). A PDF is a "document", and so is UTF-8 text named .txt or .md; a
+    container with a picture stream (not only cover art) is a "video", with sound only "audio".
 
     Recognisable but unsupported or damaged images (SVG, HEIC, a truncated PNG) count as
     "image", and recognisable but undecodable audio as "audio", so that routing them to
-    load_image/load_audio tells the person the specific reason. ``name`` is not used for the
-    decision (extensions lie); it is accepted for symmetry with the loaders.
+    load_image/load_audio tells the person the specific reason. The name (``name``, else the
+    path's) decides nothing but whether text is a document: extensions lie.
     """
     src = path_or_bytes
     opener: Callable[[], str | io.BytesIO]
@@ -550,8 +553,11 @@ def kind_of(path_or_bytes, name: str | None = None) -> str:
         return "image"
     if seen.endswith(" audio"):
         return "audio"
-    if seen in ("PDF", "text") or b"%PDF-" in head[:1024]:
+    if seen == "PDF" or b"%PDF-" in head[:1024]:
         return "document"
+    if seen == "text":  # text is a document only when it is named so (else it is junk)
+        named = name or (str(src) if isinstance(src, (str, os.PathLike)) else "")
+        return "document" if Path(named).suffix.lower() in TEXT_SUFFIXES else "unknown"
     try:
         with Image.open(opener(), formats=_OPEN_FORMATS):
             return "image"

@@ -489,7 +489,8 @@ def test_kind_of_routes_by_content_not_extension(audio, tmp_path):
         assert media.kind_of(junk) == "unknown", junk[:20]
     # a video without sound is a clip, text is a document (both have their own loaders now)
     assert media.kind_of(audio["silent_video.mp4"].read_bytes()) == "video"
-    assert media.kind_of(b"hello world") == "document"
+    assert media.kind_of(b"hello world") == "unknown"  # text is a document only when named so
+    assert media.kind_of(b"hello world", name="notes.md") == "document"
     assert media.kind_of(tmp_path / "missing.png") == "unknown"
     # recognisable but unusable images route to load_image, which says exactly why
     assert media.kind_of(b'<svg xmlns="http://www.w3.org/2000/svg"/>') == "image"

@@ -93,7 +93,8 @@ def to_messages(history, readable_dirs: tuple[Path, ...]) -> list[Message]:
         if item["role"] == "system":
             continue  # the persona comes from the server's settings
         content = item.get("content")
-        texts, images = [], []
+        texts: list[str] = []
+        files: dict[str, list[str]] = {"image": [], "video": [], "document": []}
         for part in content if isinstance(content, list) else [content]:
             if isinstance(part, str):
                 texts.append(part)
@@ -101,11 +102,18 @@ def to_messages(history, readable_dirs: tuple[Path, ...]) -> list[Message]:
                 texts.append(str(part.get("text", "")))
             elif isinstance(part, dict) and (part.get("path") or part.get("file")):
                 path = _uploaded(inputs.file_path(part), readable_dirs)
-                if media.kind_of(path) == "image":
-                    images.append(path)
+                kind = media.kind_of(path)
+                if kind in files:
+                    files[kind].append(path)
             elif part is not None:
                 raise InvalidParams(f"history content not understood: {str(part)[:80]!r}")
-        messages.append(Message(item["role"], "\n".join(t for t in texts if t)).with_images(images))
+        words = "\n".join(t for t in texts if t)
+        if item["role"] == "user":
+            messages.append(
+                Message.user(words, files["image"], videos=files["video"], documents=files["document"])
+            )
+        else:
+            messages.append(Message(item["role"], words).with_images(files["image"]))
     return messages
 
 

@@ -19,22 +19,26 @@ def file_path(item) -> str:
 
 
 def message(value: dict | str | None) -> Message:
-    """The user's message from a MultimodalTextbox value: words, photos, a voice recording.
+    """The user's message from a MultimodalTextbox value: words, photos, a voice recording,
+    video clips, documents (PDF, text, Markdown).
 
-    Files are routed by content, not by name. Anything that is not recognisably audio goes
-    with the images, so the engine's image check names the file and says what is wrong.
+    Files are routed by content, not by name. Anything that is not recognisably audio, video or
+    a document goes with the images, so the engine's image check names the file and says what
+    is wrong.
     """
     if isinstance(value, str):
         value = {"text": value}
     value = value or {}
     text = value.get("text") or ""
-    images, audio = [], []
+    found: dict[str, list[str]] = {"image": [], "audio": [], "video": [], "document": []}
     for item in value.get("files") or []:
         path = file_path(item)
-        (audio if media.kind_of(path) == "audio" else images).append(path)
-    if len(audio) > 1:
+        kind = media.kind_of(path)
+        found[kind if kind in found else "image"].append(path)
+    if len(found["audio"]) > 1:
         raise InvalidParams("send one voice recording at a time")
-    return Message.user(text, images, audio[0] if audio else None)
+    audio = found["audio"][0] if found["audio"] else None
+    return Message.user(text, found["image"], audio, videos=found["video"], documents=found["document"])
 
 
 def restore_value(value: dict | str | None, error: str) -> dict:

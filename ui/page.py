@@ -89,7 +89,7 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
         box = gr.MultimodalTextbox(
             sources=["upload", "microphone"],
             file_count="multiple",
-            file_types=["image", "audio"],
+            file_types=["image", "audio", "video", ".pdf", ".txt", ".md"],  # routed by content
             placeholder="Message…  (Enter sends, Shift+Enter starts a new line)",
             show_label=False,
             autofocus=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 
 from assistant.conversation import Message, edit_user_message, version_counts
 from assistant.core import Description, ReplyStats
@@ -48,11 +49,20 @@ def edited(messages: list[Message], index: int, shown: str) -> tuple[list[Messag
     return edit_user_message(messages, index, shown)
 
 
+def attachment_files(message: Message) -> list[dict]:
+    """What a user bubble shows of its files: photos inline, clips as a playable video, documents
+    as a chip with the file's name (the chat's own file views; paths only, nothing read here)."""
+    shown = [{"path": str(p)} for p in message.images]
+    shown += [{"path": str(p)} for p in message.videos if isinstance(p, (str, Path))]
+    shown += [{"path": str(p)} for p in message.documents if isinstance(p, (str, Path))]
+    return shown
+
+
 def bubble(message: Message) -> dict:
     if message.role != "user":
         return {"role": "assistant", "content": safe_markdown(message.text) or EMPTY_REPLY}
     text = user_text(message)
-    content: list = [{"path": str(p)} for p in message.images]  # photos shown inline, text below
+    content: list = attachment_files(message)  # photos, clips and documents shown, text below
     if text or not content:
         content.append(text)
     return {"role": "user", "content": content}
@@ -110,6 +120,8 @@ def stats_line(stats: ReplyStats) -> str:
         parts.append(f"waited {stats.queued_s:.1f} s for the model")
     if stats.transcribe_s:
         parts.append(f"speech {stats.transcribe_s:.1f} s")
+    if stats.sent:  # what of a clip or a document the model got
+        parts.append(f"sent {stats.sent}")
     if stats.finish_reason == "cancelled":
         parts.append("stopped")
     elif stats.finish_reason == "length":

@@ -51,8 +51,12 @@ AUDIO_SUFFIXES = (
     ".aac",
     ".flac",
 )
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".webm", ".mkv")
+DOCUMENT_SUFFIXES = (".pdf", ".txt", ".md", ".markdown")
 IMPORT_SUFFIXES = (".json",)  # a chat export to import (checked field by field: assistant.transfer)
-UPLOAD_SUFFIXES = frozenset(IMAGE_SUFFIXES + AUDIO_SUFFIXES + IMPORT_SUFFIXES)
+UPLOAD_SUFFIXES = frozenset(
+    IMAGE_SUFFIXES + AUDIO_SUFFIXES + VIDEO_SUFFIXES + DOCUMENT_SUFFIXES + IMPORT_SUFFIXES
+)
 MAX_UPLOAD_RESPONSE = 1024 * 1024
 
 
@@ -138,7 +142,7 @@ class MediaGuard:
                 headers = MutableHeaders(scope=message)
                 headers["content-type"] = kind
                 headers["content-disposition"] = (
-                    "inline" if kind.startswith(("image/", "audio/")) else "attachment"
+                    "inline" if kind.startswith(("image/", "audio/", "video/")) else "attachment"
                 )
             await send(message)
 
@@ -193,8 +197,9 @@ class UploadFilter:
             await _answer(
                 send,
                 415,
-                f"{refused[0]}: only photos (JPEG, PNG, WebP, GIF, BMP, TIFF) and recordings "
-                "(WAV, MP3, Ogg/Opus, WebM, M4A, FLAC) can be uploaded",
+                f"{refused[0]}: only photos (JPEG, PNG, WebP, GIF, BMP, TIFF), recordings "
+                "(WAV, MP3, Ogg/Opus, WebM, M4A, FLAC), videos (MP4, MOV, WebM, MKV) and documents "
+                "(PDF, text, Markdown) can be uploaded",
             )
             return
         user = self.user_of(scope) if self.user_of is not None else None

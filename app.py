@@ -67,6 +67,7 @@ def build_server(assistant, settings: Settings):
     import gradio as gr
     from fastapi import FastAPI
 
+    import ui.voice
     import web
     from api import install_api
     from assistant.store import HistoryStore
@@ -84,6 +85,7 @@ def build_server(assistant, settings: Settings):
     # web.files can tell whose they are.
     gr.set_static_paths([str(store.media_dir)])
     server.add_api_route("/page.js", page_script, include_in_schema=False)
+    ui.voice.install(server, assistant, settings, blocks)  # /voice/* and /voice.js
     server = gr.mount_gradio_app(
         server,
         blocks,
@@ -93,7 +95,7 @@ def build_server(assistant, settings: Settings):
         allowed_paths=[str(store.media_dir)],
         show_error=True,
         css=CSS,
-        head=PAGE_HEAD,
+        head=PAGE_HEAD + ui.voice.HEAD,
         footer_links=["api", "gradio"],  # the page's own Settings is the only one
     )
     web.install(server, settings, store, logins)

@@ -6,7 +6,7 @@ from functools import partial
 
 import gradio as gr
 
-from ui import actions, endpoint, prefs, render, settings_panel, sidebar
+from ui import actions, endpoint, prefs, render, settings_panel, sidebar, voice
 from ui.respond import report_error, respond
 from ui.session import ChatSession, as_owner
 
@@ -24,6 +24,9 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
         chat_kept, draft_kept, settings_kept = prefs.states(store.data_dir)
         # The open chat's id, for page.js to put in the address bar (?chat=ID).
         chat_id = gr.Textbox(visible="hidden", elem_id="chat-id", show_label=False)
+        # Replies read aloud, dictation, voice mode: ui/voice.py and ui/static/voice.js.
+        demo.voice_hub = voice.VoiceHub()  # type: ignore[attr-defined]
+        voice_state = voice.controls()
         # Answer versions: which messages have them (for page.js's "‹ 2/3 ›" arrows), and the
         # arrow pressed ("INDEX:STEP", written by page.js).
         versions = gr.Textbox(visible="hidden", elem_id="versions", show_label=False)
@@ -109,8 +112,8 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
 
         # -- wiring ----------------------------------------------------------------------
         answer = dict(
-            fn=as_owner(partial(respond, assistant, store)),
-            inputs=[session, *panel.inputs],
+            fn=voice.speaking(demo.voice_hub, assistant, as_owner(partial(respond, assistant, store))),  # type: ignore[attr-defined]
+            inputs=[voice_state, session, *panel.inputs],
             outputs=[chatbot, stats, box, history],
             concurrency_limit=CONCURRENCY,
             show_progress="hidden",

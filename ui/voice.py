@@ -1,0 +1,325 @@
+"""The page's voice: replies read aloud as they stream, a speaker on every reply, dictation and a
+hands-free voice mode. The browser side is ui/static/voice.js; this module is its server side.
+
+How a reply is heard while it is written: the page's answer handler is wrapped
+(:func:`speaking`); when the tab asked for replies to be read (the hidden ``#voice-state`` box:
+``{"tab": KEY, "read": true, "language": …}``), every update of the reply feeds its new text to
+a :class:`~assistant.synthesis.SpokenReply` (sentences cut on this thread, synthesis in the
+SpokenReply's worker — never the model's thread). The tab's script fetches
+``GET /voice/live?tab=KEY&after=N``, which streams that reply's speech as raw 16-bit PCM while it
+is made, and plays it with Web Audio from the first sentence. Stop, a new turn or talking over
+it (barge-in) ends the generation and the speech at once.
+
+Routes (each checks who asks: the logged-in user with --auth, else the one local user; a tab's
+live speech is only served to the user whose tab it is):
+
+- ``GET  /voice/config``      what is loaded (voice, speech recognition), for the buttons
+- ``GET  /voice/live``        the reply being written in this tab, as speech
+- ``POST /voice/say``         any text (a speaker button's reply) as speech
+- ``POST /voice/transcribe``  a recording (dictation, voice mode) as text, with its language
+- ``GET  /voice.js``          the script
+
+Why end of speech is found in the browser: the microphone is there, and a voice query is short,
+so a 20 ms energy check with an adaptive noise floor (after the browser's echo cancellation,
+noise suppression and gain control) decides "speech started / ended / someone talks over the
+reply" with no round trip and no model download (vad-web would fetch an ONNX model and a WASM
+runtime from a CDN, which the page's CSP forbids and an offline install lacks; streaming every
+frame to the server would add a round trip per decision). The utterance is then checked on the
+server by faster-whisper's own Silero VAD (``vad_filter``) before it is transcribed, so a cough
+or a door that passed the energy check gives no text and no turn.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import gradio as gr
+from fastapi import Request
+
+from assistant.audio_encode import pcm16
+from assistant.errors import AssistantError
+from ui import render
+from ui.session import ChatSession, owner_of
+
+log = logging.getLogger(__name__)
+
+SCRIPT = Path(__file__).parent / "static" / "voice.js"
+HEAD = '<script src="/voice.js" defer></script>'
+TAB_KEY = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+WAIT_FOR_REPLY_S = 30.0  # /voice/live waits this long for the tab's next reply to start
+MAX_SAY_CHARS = 20_000
+THREADS = 32
+
+
+# --- the speech of each tab's reply ----------------------------------------------------------
+
+
+class VoiceHub:
+    """The reply being read aloud in each tab, by (owner, tab key); a new one replaces (and
+    silences) the one before."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._serial = 0
+        self._live: dict[tuple[str, str], tuple[int, Any]] = {}
+
+    def start(self, owner: str, tab: str, spoken) -> int:
+        with self._changed:
+            old = self._live.get((owner, tab))
+            if old is not None:
+                old[1].cancel()
+            self._serial += 1
+            self._live[(owner, tab)] = (self._serial, spoken)
+            self._changed.notify_all()
+            return self._serial
+
+    def stop(self, owner: str, tab: str) -> None:
+        with self._changed:
+            old = self._live.pop((owner, tab), None)
+        if old is not None:
+            old[1].cancel()
+
+    def wait(self, owner: str, tab: str, after: int, timeout: float) -> tuple[int, Any] | None:
+        """The tab's reply newer than serial ``after`` (waits for one to start), or None."""
+        with self._changed:
+            found = self._changed.wait_for(
+                lambda: (self._live.get((owner, tab)) or (0, None))[0] > after, timeout=timeout
+            )
+            return self._live.get((owner, tab)) if found else None
+
+    def latest(self, owner: str, tab: str) -> int:
+        with self._changed:
+            return (self._live.get((owner, tab)) or (0, None))[0]
+
+
+def voice_state(raw: str | None) -> dict:
+    """The hidden box's JSON as the tab wrote it; anything odd reads as 'do not speak'."""
+    try:
+        state = json.loads(raw or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(state, dict) or not TAB_KEY.match(str(state.get("tab", ""))):
+        return {}
+    language = state.get("language")
+    return {
+        "tab": state["tab"],
+        "read": state.get("read") is True,
+        "language": language if isinstance(language, str) and re.fullmatch(r"[a-z]{2}", language) else None,
+    }
+
+
+def reply_text(update: Any) -> str | None:
+    """The reply's text in one update of the chat (None: this update holds none yet)."""
+    if not isinstance(update, tuple) or not update or not isinstance(update[0], list) or not update[0]:
+        return None
+    last = update[0][-1]
+    if not isinstance(last, dict) or last.get("role") != "assistant":
+        return None
+    content = last.get("content")
+    if not isinstance(content, str) or content in (render.THINKING, render.EMPTY_REPLY):
+        return None
+    if content.startswith("*Waiting for the model"):
+        return None
+    return content
+
+
+def speaking(hub: VoiceHub, assistant, handler: Callable) -> Callable:
+    """``handler`` (the page's answer generator, ``(request, tab, *panel)``) taking the hidden
+    voice state first, and reading the reply aloud as it streams when the tab asks for it."""
+
+    def answer(request: gr.Request, voice: str, tab: ChatSession, *panel):
+        state = voice_state(voice)
+        if not state.get("read") or assistant.synthesizer is None:
+            yield from handler(request, tab, *panel)
+            return
+        owner = owner_of(request)
+        spoken = assistant.speak_stream(language=state["language"])
+        hub.start(owner, state["tab"], spoken)
+        said, finished = "", False
+        try:
+            for update in handler(request, tab, *panel):
+                text = reply_text(update)
+                if text is not None and text != said:
+                    if text.startswith(said):
+                        spoken.feed(text[len(said) :])
+                    said = text  # (a rewritten bubble is not read twice)
+                yield update
+            finished = not tab.stopped and not tab.error
+        finally:
+            if finished:
+                spoken.finish()
+            else:  # stopped, failed, or the tab went away
+                spoken.cancel()
+
+    return answer
+
+
+def controls() -> gr.Textbox:
+    """The hidden box voice.js keeps its state in (the buttons are drawn by voice.js)."""
+    return gr.Textbox(visible="hidden", elem_id="voice-state", show_label=False, value="")
+
+
+# --- HTTP -----------------------------------------------------------------------------------
+
+
+def install(server, assistant, settings, blocks) -> None:
+    """The /voice routes and /voice.js on the FastAPI ``server`` (before the page is mounted)."""
+    from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+
+    hub: VoiceHub = blocks.voice_hub
+    limiter = anyio.CapacityLimiter(THREADS)
+    user_of = _user_lookup(server, settings)
+
+    def who(request: Request) -> str:
+        user = user_of(request.scope)
+        if user is None:
+            raise _Refused(401, "log in first")
+        return user
+
+    async def run(fn, *args):
+        return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+
+    def speech_response(spoken, serial: int | None = None):
+        async def stream():
+            chunks: Iterator = iter(spoken)
+            try:
+                while True:
+                    chunk = await run(next, chunks, None)
+                    if chunk is None:
+                        return
+                    yield pcm16(chunk.samples)
+            finally:
+                spoken.cancel()  # the end, Stop, or the page went away
+
+        return StreamingResponse(
+            stream(),
+            media_type="audio/pcm",
+            headers={
+                "X-Sample-Rate": str(spoken.sample_rate or 22050),
+                "X-Reply-Serial": str(serial or 0),
+                "Cache-Control": "no-store",
+            },
+        )
+
+    def guarded(handler):
+        async def route(request: Request):
+            try:
+                return await handler(request)
+            except _Refused as exc:
+                return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+            except AssistantError as exc:
+                return JSONResponse({"detail": str(exc)}, status_code=exc.http_status)
+
+        return route
+
+    async def config(request: Request):
+        who(request)
+        synth = assistant.synthesizer
+        return {
+            "tts": synth is not None,
+            "asr": assistant.transcriber is not None,
+            "voices": [{"name": v.name, "language": v.language} for v in synth.voices] if synth else [],
+        }
+
+    async def live(request: Request):
+        owner = who(request)
+        tab = request.query_params.get("tab", "")
+        if not TAB_KEY.match(tab):
+            raise _Refused(400, "tab must be the page's own key")
+        try:
+            after = int(request.query_params.get("after", "0"))
+        except ValueError:
+            raise _Refused(400, "after must be a whole number") from None
+        found = await run(hub.wait, owner, tab, after, WAIT_FOR_REPLY_S)
+        if found is None:
+            return Response(status_code=204, headers={"X-Reply-Serial": str(hub.latest(owner, tab))})
+        serial, spoken = found
+        return await _spoken_or_missing(spoken, serial)
+
+    async def _spoken_or_missing(spoken, serial: int):
+        voice = await run(spoken.voice, 60.0)
+        if voice is None:
+            spoken.cancel()
+            return JSONResponse(
+                {
+                    "missing_language": spoken.missing_language,
+                    "voices": [v.language for v in spoken.synthesizer.voices],
+                },
+                status_code=200 if spoken.missing_language else 204,
+                headers={"X-Reply-Serial": str(serial)},
+            )
+        return speech_response(spoken, serial)
+
+    async def say(request: Request):
+        who(request)
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            raise _Refused(415, 'send JSON: {"text": …}')
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            raise _Refused(400, "the body is not JSON") from None
+        text = body.get("text") if isinstance(body, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise _Refused(400, "text is empty")
+        if len(text) > MAX_SAY_CHARS:
+            raise _Refused(413, f"text is longer than {MAX_SAY_CHARS} characters")
+        language = body.get("language") if isinstance(body.get("language"), str) else None
+        spoken = assistant.speak_stream(language=language or None)
+        spoken.feed(text)
+        spoken.finish()
+        return await _spoken_or_missing(spoken, 0)
+
+    async def transcribe(request: Request):
+        who(request)
+        if request.headers.get("x-voice") != "1":  # a header a cross-site form cannot send
+            raise _Refused(400, "missing X-Voice header")
+        data = await request.body()
+        if not data:
+            raise _Refused(400, "the recording is empty")
+        if len(data) > settings.max_audio_bytes:
+            raise _Refused(413, "the recording is too large")
+        language = request.query_params.get("language") or None
+        transcript = await run(assistant.transcribe, data, language)
+        return {"text": transcript.text, "language": transcript.language, "seconds": transcript.duration_s}
+
+    def script():
+        return FileResponse(SCRIPT, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+
+    server.add_api_route("/voice/config", guarded(config), methods=["GET"], include_in_schema=False)
+    server.add_api_route("/voice/live", guarded(live), methods=["GET"], include_in_schema=False)
+    server.add_api_route("/voice/say", guarded(say), methods=["POST"], include_in_schema=False)
+    server.add_api_route("/voice/transcribe", guarded(transcribe), methods=["POST"], include_in_schema=False)
+    server.add_api_route("/voice.js", script, include_in_schema=False)
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+def _user_lookup(server, settings) -> Callable[[Any], str | None]:
+    """scope -> who asks: the logged-in user with --auth (the page's session cookie), else the
+    one local user."""
+    from assistant.store import LOCAL_OWNER
+
+    if not settings.auth:
+        return lambda scope: LOCAL_OWNER
+    from web import find_gradio_app
+    from web.sessions import GradioSessions
+
+    found: list[Any] = []
+
+    def gradio_app():
+        if not found:
+            found.append(find_gradio_app(server))
+        return found[0]
+
+    return GradioSessions(gradio_app, settings.session_hours * 3600).user

@@ -353,3 +353,43 @@ def test_cli_chat_with_a_clip_and_a_bad_one(engines, clips, tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: fake.mp4 is not a video"), bad.stderr
+
+
+# --------------------------------------------------------------------------- remote servers
+
+
+def test_a_remote_server_that_takes_video_gets_the_clip_itself(clips):
+    from tests.test_remote import remote
+
+    chat_model, engine = remote()  # this app as the server: it lists itself as taking video
+    assert chat_model.accepts_video
+    front = Assistant(Settings(video_frames=6), chat_model)
+    reply = front.reply([], Message.user("What happens?", videos=[clips["silent"]])).wait()
+    assert reply.stats is not None and reply.stats.sent == "video: 6 frames"
+    got = engine.requests[-1].messages[-1]  # the engine decoded the clip it was sent: 4 frames for its fake
+    assert len(got.images) == 4 and "video" in got.text and "What happens?" in got.text
+
+
+def test_other_servers_get_frames_as_images(clips):
+    import httpx
+
+    from tests.test_remote import delta, scripted, sse
+
+    bodies = []
+
+    def handler(request):
+        if request.url.path.endswith("/models"):
+            return httpx.Response(
+                200, json={"data": [{"id": "m", "owned_by": "llamacpp", "meta": {"n_ctx": 8192}}]}
+            )
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, content=sse(delta("ok"), delta(finish="stop"), b"[DONE]"))
+
+    chat_model = scripted(handler)
+    chat_model.discover()
+    assert not chat_model.accepts_video
+    front = Assistant(Settings(video_frames_as_images=3), chat_model)
+    front.reply([], Message.user("What happens?", videos=[clips["silent"]])).wait()
+    parts = bodies[-1]["messages"][-1]["content"]
+    assert [p["type"] for p in parts] == ["image_url"] * 3 + ["text"]
+    assert parts[0]["image_url"]["url"].startswith("data:image/jpeg;base64,")

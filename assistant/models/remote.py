@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT_LENGTH = 32768  # used when the server does not say (vLLM reports max_model_len)
 IMAGE_TOKENS = 1280  # an upward estimate of one image's prompt cost on common VLMs
+VIDEO_SERVERS = ("vllm", "multimodal-assistant")  # owned_by of servers that take video_url parts
 CHARS_PER_TOKEN = 3
 MESSAGE_OVERHEAD_TOKENS = 8
 JPEG_QUALITY = 90
@@ -175,10 +176,16 @@ def image_data_url(image) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def video_data_url(clip) -> str:
+    """A clip as vLLM takes it: the file itself, base64 in a data URL (the server samples it)."""
+    return f"data:{clip.mime};base64," + base64.b64encode(clip.file_bytes()).decode("ascii")
+
+
 def to_openai(message: Message) -> dict:
-    if not message.images:
+    if not message.images and not message.videos:
         return {"role": message.role, "content": message.text}
     parts = [{"type": "image_url", "image_url": {"url": image_data_url(im)}} for im in message.images]
+    parts += [{"type": "video_url", "video_url": {"url": video_data_url(clip)}} for clip in message.videos]
     if message.text:
         parts.append({"type": "text", "text": message.text})
     return {"role": message.role, "content": parts}
@@ -206,6 +213,7 @@ class RemoteChatModel:
         self._closed = False
         self._send_usage_option = True  # cleared once if the server refuses stream_options
         self._server = "openai"  # or "llama.cpp" / "vllm", learned from /models: some options differ
+        self._takes_video = False  # vLLM and this app take video_url parts; others get frames
         self._warned_min_tokens = False
         self.info = ModelInfo(
             model or "(remote model)",
@@ -267,6 +275,7 @@ class RemoteChatModel:
             self._server = "llama.cpp"
         elif card.get("owned_by") == "vllm":
             self._server = "vllm"
+        self._takes_video = card.get("owned_by") in VIDEO_SERVERS
         context = (
             self._context_length or served_context(card) or self._probe_context() or DEFAULT_CONTEXT_LENGTH
         )
@@ -288,12 +297,18 @@ class RemoteChatModel:
                 continue
         return None
 
+    @property
+    def accepts_video(self) -> bool:
+        """Whether clips go as video_url parts (vLLM, this app) rather than as frames."""
+        return self._takes_video
+
     def count_tokens(self, message: Message) -> int:
         # An estimate from above: the exact tokenizer lives on the server.
         return (
             MESSAGE_OVERHEAD_TOKENS
             + len(message.text) // CHARS_PER_TOKEN
             + IMAGE_TOKENS * len(message.images)
+            + sum(IMAGE_TOKENS * max(1, len(clip.frames) // 2) for clip in message.videos)
         )
 
     def _body(self, request: ChatRequest) -> dict:

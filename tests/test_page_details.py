@@ -55,3 +55,12 @@ def test_the_no_model_banner_gives_the_exact_commands():
     assert "`.venv/bin/hf download org/vlm`" in text and "`make tiny-model`" in text
     assert render.hf_cache() in text
     assert "⚠" not in text  # no emoji: a machine without an emoji font shows a box
+
+
+
+def test_maths_delimiters_render_latex_but_never_take_prices_for_maths():
+    from ui.render import LATEX_DELIMITERS
+
+    lefts = {d["left"] for d in LATEX_DELIMITERS}
+    assert {"$$", "\\(", "\\["} <= lefts
+    assert "$" not in lefts  # "$5 or $10" would be read as the formula "5 or "

@@ -84,6 +84,7 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
             # already reduced what a bubble holds to a safe subset.
             sanitize_html=True,
             allow_tags=False,
+            latex_delimiters=render.LATEX_DELIMITERS,
             placeholder=PLACEHOLDER,
             scale=1,  # with fill_height: grows to the window, then scrolls inside
             elem_id="chat",

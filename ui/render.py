@@ -16,6 +16,13 @@ THINKING = "…"
 EMPTY_REPLY = "*(the model gave an empty reply)*"
 UNEXPECTED = "Something went wrong while answering. The details are in the server log."
 PARAGRAPH = "\n\n"
+# Maths as models write it: $$…$$ and \[…\] as a block, \(…\) inline (KaTeX, Gradio's own
+# renderer). A single "$" is left out: the renderer pairs any two, so "$5 or $10" became maths.
+LATEX_DELIMITERS = [
+    {"left": "$$", "right": "$$", "display": True},
+    {"left": "\\[", "right": "\\]", "display": True},
+    {"left": "\\(", "right": "\\)", "display": False},
+]
 
 
 def spoken_text(message: Message) -> str:

@@ -35,15 +35,19 @@ def _photo(source) -> tuple[str, bytes] | None:
     return media.content_type(data), data
 
 
-def to_markdown(title: str, messages: Sequence[Message]) -> str:
+def to_markdown(title: str, messages: Sequence[Message], embed_photos: bool = True) -> str:
+    """The chat as Markdown; photos inside as data: URLs, or (``embed_photos=False``, for the
+    clipboard) as a "[photo]" mark: never as a server address."""
     out = [f"# {title}", ""]
     for m in messages:
         who = "You" if m.role == "user" else "Assistant"
         out += [f"**{who}** · {time.strftime('%Y-%m-%d %H:%M', time.localtime(m.created))}", ""]
         for source in m.images:
-            photo = _photo(source)
+            photo = _photo(source) if embed_photos else None
             if photo is not None:
                 out += [f"![photo](data:{photo[0]};base64,{base64.b64encode(photo[1]).decode()})", ""]
+            elif not embed_photos:
+                out += ["*[photo]*", ""]
         if m.text.strip():
             out += [m.text.strip(), ""]
         if m.transcript:

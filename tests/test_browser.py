@@ -486,3 +486,15 @@ def test_photos_sit_side_by_side_open_large_and_can_be_dropped_anywhere(page, me
     assert height > 600, f"the photo stays {height:.0f} px high in fullscreen"
     shot(page, "17-lightbox")
     page.keyboard.press("Escape")
+
+
+def test_copy_conversation_gives_markdown_without_server_addresses(page, media):
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    set_options(page, Max_new_tokens=4)
+    attach(page, media["photo"])
+    send_and_wait(page, "Copy this chat")
+    page.locator("#chat").get_by_role("button", name="Copy conversation").click()
+    page.wait_for_function("async () => (await navigator.clipboard.readText()).includes('Copy this chat')")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert "**You**" in copied and "*[photo]*" in copied and "**Assistant**" in copied
+    assert "gradio_api" not in copied and "http" not in copied

@@ -72,10 +72,14 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
             elem_classes="banner",
             elem_id="banner",
         )
+        copy_chat_btn = gr.Button("Copy conversation", size="sm", elem_id="copy-chat", render=False)
+        copied = gr.Textbox(visible="hidden", elem_id="copied", show_label=False)
         chatbot = gr.Chatbot(
             show_label=False,
             editable="user",
-            buttons=["copy", "copy_all"],
+            # Gradio's own "copy all" pastes each photo's long server address: ours copies the
+            # chat as Markdown with "[photo]" marks.
+            buttons=["copy", copy_chat_btn],
             feedback_options=None,
             # Gradio 6.31's editor breaks (JS error) on a grouped bubble holding a photo; each
             # turn is one message anyway, so grouping changes nothing else.
@@ -170,6 +174,8 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
             as_owner(partial(sidebar.delete, store)), [session], [chatbot, stats, title, history], **quick
         ).then(lambda: gr.Row(visible=False), None, [confirm_row], **quick).then(**show_versions)
 
+        # page.js puts what arrives in #copied on the clipboard (the CSP allows no js= snippets).
+        copy_chat_btn.click(as_owner(partial(sidebar.copy_text, store)), [session], [copied], **quick)
         export_btn.click(as_owner(partial(sidebar.export_chat, store)), [session], [exports], **quick)
         import_btn.upload(
             as_owner(partial(sidebar.import_chat, store)),

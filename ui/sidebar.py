@@ -185,6 +185,19 @@ def export_chat(store, session: ChatSession):
     return gr.File(value=[str(markdown), str(exported)], visible=True)
 
 
+def copy_text(store, session: ChatSession) -> str:
+    """The open chat as Markdown for the clipboard (photos as "[photo]", not server links), as
+    JSON ``{"at": time, "text": …}`` for page.js."""
+    found = store.load(session.conversation_id, session.owner) if session.conversation_id else None
+    if found is None:
+        gr.Info("Send a message first: there is nothing to copy yet.")
+        return ""
+    gr.Info("The conversation is copied.")
+    # With the time: copying the same chat twice is still a change page.js sees.
+    text = transfer.to_markdown(found.title, found.messages, embed_photos=False)
+    return json.dumps({"at": time.time(), "text": text})
+
+
 @unless_busy(4)
 def import_chat(store, session: ChatSession, upload):
     """A JSON export becomes a new chat in this user's history, and is opened."""

@@ -4,6 +4,7 @@
 // - on a narrow screen the sidebars start closed and close again after a choice
 // - the "‹ 2/3 ›" arrows of answer versions
 // - a photo dropped anywhere on the page is attached to the message
+// - "Copy conversation" puts the chat's Markdown on the clipboard
 (function () {
   "use strict";
   const NARROW = 768;
@@ -168,11 +169,24 @@
     for (const nav of document.querySelectorAll("#chat .version-nav")) if (!keep.has(nav)) nav.remove();
   }
 
+  // "Copy conversation": the server puts the chat's Markdown in #copied; it goes to the clipboard.
+  let lastCopy = "";
+  function copyWhenAsked() {
+    const field = $("#copied textarea, #copied input");
+    if (!field || !field.value || field.value === lastCopy) return;
+    lastCopy = field.value;
+    try {
+      const { text } = JSON.parse(field.value);
+      if (text && navigator.clipboard) navigator.clipboard.writeText(text).catch(() => notice("The browser refused the clipboard: use Export instead."));
+    } catch (e) { /* not ours */ }
+  }
+
   let sidebarsChecked = false;
   setInterval(() => {
     showChatInAddress();
     labelButtons();
     showVersions();
+    copyWhenAsked();
     if (!sidebarsChecked && $("#history-sidebar")) {
       sidebarsChecked = true;
       if (narrow()) { closeSidebar("history-sidebar"); closeSidebar("settings"); }

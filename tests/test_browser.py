@@ -459,6 +459,19 @@ def drop_on_chat(page, path: str) -> None:
     )
 
 
+def unlabelled_controls(page) -> list[str]:
+    """Visible buttons and fields a screen reader could not name."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('button, [role=button], input, textarea')]
+          .filter(e => e.offsetParent !== null && e.type !== 'file')
+          .filter(e => !(e.getAttribute('aria-label') || e.title || (e.innerText || '').trim()
+                        || (e.labels && e.labels.length && e.labels[0].innerText.trim())
+                        || e.getAttribute('aria-labelledby') || e.placeholder
+                        || [...e.querySelectorAll('img')].some(i => i.alt)))
+          .map(e => e.outerHTML.slice(0, 120))"""
+    )
+
+
 def test_photos_sit_side_by_side_open_large_and_can_be_dropped_anywhere(page, media):
     set_options(page, Max_new_tokens=4)
     attach(page, media["photo"], media["photo"])
@@ -478,6 +491,7 @@ def test_photos_sit_side_by_side_open_large_and_can_be_dropped_anywhere(page, me
     # No dead buttons: a photo's "share" only works on Spaces.
     shares = page.locator("#chat button[aria-label=Share], #chat button[title=Share]").all()
     assert not any(button.is_visible() for button in shares)
+    assert unlabelled_controls(page) == []  # screen readers can name every control
     shot(page, "16-photo-grid")
     # The fullscreen button is the lightbox: the photo fills the screen.
     page.locator("#chat [data-testid=user] button[aria-label*=ullscreen]").first.click()

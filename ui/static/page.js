@@ -85,8 +85,15 @@
     field.dispatchEvent(new Event("change", { bubbles: true }));
   });
 
-  // Gradio names both sidebar arrows "Toggle Sidebar": say which is which.
+  // Gradio names both sidebar arrows "Toggle Sidebar": say which is which. A photo in the chat is
+  // a button with no name (its picture has no alt text): say what it is.
   function labelButtons() {
+    for (const button of document.querySelectorAll("#chat .image-container button:not([aria-label])")) {
+      if (!button.querySelector("img")) continue;
+      button.setAttribute("aria-label", "Photo");
+      const img = button.querySelector("img");
+      if (!img.alt) img.alt = "Photo";
+    }
     for (const [id, name] of [["history-sidebar", "Chat history"], ["settings", "Settings"]]) {
       const toggle = document.querySelector(`#${id} button.toggle-button`);
       if (toggle && toggle.getAttribute("aria-label") !== name) {

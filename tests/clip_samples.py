@@ -37,6 +37,7 @@ def make_clip(
     fmt: str = "mp4",
     fps: int = 25,
     order: tuple[int, ...] = (0, 1),
+    gop: int | None = None,
 ) -> Path:
     """A clip showing the photos in ``order`` for ``seconds_each`` each, with ``speech`` (or silent)."""
     path = Path(path)
@@ -56,6 +57,7 @@ def make_clip(
     video = (
         ["-c:v", "libx264", "-preset", "ultrafast"] if fmt in ("mp4", "mov", "mkv") else ["-c:v", "libvpx"]
     )
+    video += ["-g", str(gop)] if gop else []  # keyframe interval, in frames
     audio = (["-c:a", "aac"] if fmt in ("mp4", "mov") else ["-c:a", "libopus"]) if speech else []
     cmd += [*video, "-r", str(fps), *audio, str(path)]
     subprocess.run(cmd, check=True, capture_output=True, timeout=120)

@@ -77,6 +77,22 @@ def test_frame_count_follows_fps_within_the_cap(clips):
     assert video.load_clip(clips["silent"]).audio is None  # no sound track: nothing to hear
 
 
+def test_a_long_clip_is_sampled_from_its_keyframes(tmp_path, clips):
+    """40 s with a keyframe every second, 8 frames 5 s apart: only keyframes are decoded, each at
+    most one keyframe interval before its target, and each still shows what is on screen then."""
+    long = make_clip(tmp_path / "long.mp4", seconds_each=20, size=(320, 240), speech=None, fps=10, gop=10)
+    clip = video.load_clip(long, max_frames=8, fps=1.0)
+    targets = video.sample_times(clip.duration_s, 1.0, 8)
+    assert len(clip.frames) == 8 and list(clip.timestamps) == sorted(set(clip.timestamps))
+    for t, want in zip(clip.timestamps, targets, strict=True):
+        assert want - 1.05 <= t <= want + 0.2, (clip.timestamps, targets)
+    astronaut, cat = source_colours(clips)
+    for t, frame in zip(clip.timestamps, clip.frames, strict=True):
+        colour = mean_colour(frame)
+        near, far = (astronaut, cat) if t < 20 else (cat, astronaut)
+        assert np.abs(colour - near).sum() < np.abs(colour - far).sum(), t
+
+
 def test_clips_are_routed_by_content(clips, tmp_path):
     for name in ("mp4", "webm", "mov", "mkv", "silent"):
         assert media.kind_of(clips[name]) == "video", name

@@ -287,7 +287,12 @@ def install(server, assistant, settings, blocks) -> None:
             raise _Refused(413, "the recording is too large")
         language = request.query_params.get("language") or None
         transcript = await run(assistant.transcribe, data, language)
-        return {"text": transcript.text, "language": transcript.language, "seconds": transcript.duration_s}
+        return {
+            "text": transcript.text,
+            "language": transcript.language,
+            "seconds": transcript.duration_s,
+            "elapsed_s": round(transcript.elapsed_s, 4),
+        }
 
     def script():
         return FileResponse(SCRIPT, media_type="text/javascript", headers={"Cache-Control": "no-cache"})

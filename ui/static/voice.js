@@ -28,7 +28,7 @@
     .replace(/[^A-Za-z0-9_-]/g, "");
   const prefs = { read: localStorage.getItem("assistant.voice.read") === "1" };
   let config = { tts: false, asr: false, voices: [] };
-  const stats = { chunks: 0, seconds: 0, heard: [], plays: 0, stops: 0, bargeIns: 0, utterances: 0, transcripts: [], firstAudioMs: null, lastError: null };
+  const stats = { chunks: 0, seconds: 0, heard: [], plays: 0, stops: 0, bargeIns: 0, utterances: 0, transcripts: [], firstAudioMs: null, lastError: null, turns: [] };
   const voice = { mode: "off", language: null, stats, key }; // off | listening | hearing | sending | replying
   window.assistantVoice = voice; // for a person in the console, and the browser tests
 
@@ -110,8 +110,14 @@
         const source = ctx.createBufferSource();
         source.buffer = buffer;
         source.connect(ctx.destination);
-        at = Math.max(at, ctx.currentTime + 0.03);
-        if (playback.startedAt === null) playback.startedAt = at;
+        at = Math.max(at, ctx.currentTime + 0.01);
+        if (playback.startedAt === null) {
+          playback.startedAt = at;
+          if (turn && what === "live" && !turn.firstAudio) {
+            turn.firstAudio = performance.now() + (at - ctx.currentTime) * 1000;
+            turn.firstAudioWall = Date.now() + (at - ctx.currentTime) * 1000;
+          }
+        }
         source.start(at);
         at += buffer.duration;
         playback.sources.push(source);
@@ -314,7 +320,7 @@
   const vad = { floor: 0.004, loud: 0, quiet: 0, speech: [], preroll: [], inSpeech: false, speechMs: 0 };
 
   function resetVad() {
-    vad.loud = vad.quiet = vad.speechMs = 0;
+    vad.loud = vad.quiet = vad.speechMs = vad.lastLoud = 0;
     vad.speech = [];
     vad.inSpeech = false;
   }
@@ -353,12 +359,13 @@
     }
     vad.speech.push(frame);
     vad.speechMs += ms;
-    if (level > threshold * 0.7) vad.quiet = 0; else vad.quiet += ms;
+    if (level > threshold * 0.7) { vad.quiet = 0; vad.lastLoud = performance.now(); } else vad.quiet += ms;
     if (vad.quiet >= VAD.endMs || vad.speechMs >= VAD.maxSpeechMs) {
       const frames = vad.speech;
       const long = vad.speechMs - vad.quiet >= VAD.minSpeechMs;
+      const spokeUntil = vad.lastLoud || performance.now();
       resetVad();
-      if (long) sendUtterance(frames);
+      if (long) sendUtterance(frames, spokeUntil);
       else { voice.mode = "listening"; refresh(); }
     }
   }
@@ -369,9 +376,14 @@
     if (answering()) stopButton().click();
   }
 
-  async function sendUtterance(frames) {
+  // One turn's timeline (performance.now() ms), for the benchmark and a person's console.
+  let turn = null;
+
+  async function sendUtterance(frames, spokeUntil) {
     voice.mode = "sending";
     stats.utterances++;
+    turn = { spokeUntil, speechEnd: performance.now() };
+    stats.turns.push(turn);
     refresh("Transcribing…");
     let heard;
     try {
@@ -382,6 +394,8 @@
       refresh();
       return;
     }
+    turn.transcribed = performance.now();
+    turn.asrS = heard.elapsed_s;
     if (voice.mode === "off") return;
     if (!heard.text) { voice.mode = "listening"; refresh("Listening…"); return; }
     stats.transcripts.push(heard.text);
@@ -389,8 +403,10 @@
     writeState();
     for (let i = 0; i < 100 && answering(); i++) await sleep(50); // a stopped reply ends first
     putInBox(heard.text, true);
-    await sleep(150); // let the page take in the new text
+    await sleep(20); // let the page take in the new text
     const send = submitButton();
+    turn.sent = performance.now();
+    turn.sentWall = Date.now();
     if (send) send.click();
     voice.mode = "replying";
     refresh();

@@ -1,0 +1,119 @@
+"""The page's voice, server side (ui/voice.py), without a browser: the hidden state, which
+update holds the reply, the per-tab hub, and the wrapper that feeds a streaming reply to speech."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from ui import render
+from ui.session import ChatSession
+from ui.voice import VoiceHub, reply_text, speaking, voice_state
+
+TAB = "tab-0123456789"
+
+
+class Spoken:
+    def __init__(self, language=None):
+        self.language, self.fed, self.finished, self.cancelled = language, [], False, False
+
+    def feed(self, text):
+        self.fed.append(text)
+
+    def finish(self):
+        self.finished = True
+
+    def cancel(self):
+        self.cancelled = True
+
+
+class FakeAssistant:
+    synthesizer = object()
+
+    def __init__(self):
+        self.spoken: list[Spoken] = []
+
+    def speak_stream(self, language=None):
+        self.spoken.append(Spoken(language))
+        return self.spoken[-1]
+
+
+def chat(text):
+    return ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": text}], "", None, None)
+
+
+def test_voice_state_takes_only_what_it_understands():
+    good = voice_state(json.dumps({"tab": TAB, "read": True, "language": "es"}))
+    assert good == {"tab": TAB, "read": True, "language": "es"}
+    assert voice_state("") == {}
+    assert voice_state("not json") == {}
+    assert voice_state(json.dumps({"tab": "x", "read": True})) == {}  # too short a key
+    assert voice_state(json.dumps({"tab": "../../etc", "read": True})) == {}
+    odd = voice_state(json.dumps({"tab": TAB, "read": "yes", "language": "<script>"}))
+    assert odd == {"tab": TAB, "read": False, "language": None}
+
+
+def test_reply_text_skips_placeholders_and_other_updates():
+    assert reply_text(chat("Hello there.")) == "Hello there."
+    assert reply_text(chat(render.THINKING)) is None
+    assert reply_text(chat(render.queued(2))) is None
+    assert reply_text(([{"role": "user", "content": "hi"}], "", None, None)) is None
+    assert reply_text(("skip", None)) is None
+    assert reply_text(None) is None
+
+
+def test_the_hub_serves_each_tab_its_own_newest_reply():
+    hub = VoiceHub()
+    first, second = Spoken(), Spoken()
+    one = hub.start("ann", TAB, first)
+    assert hub.wait("ann", TAB, 0, timeout=0.1) == (one, first)
+    assert hub.wait("bob", TAB, 0, timeout=0.05) is None  # another user, same key: nothing
+    assert hub.wait("ann", TAB, one, timeout=0.05) is None  # nothing newer yet
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(hub.wait("ann", TAB, one, timeout=5)))
+    waiter.start()
+    two = hub.start("ann", TAB, second)
+    waiter.join(5)
+    assert got == [(two, second)]
+    assert first.cancelled  # a new reply silences the one before
+    hub.stop("ann", TAB)
+    assert second.cancelled
+
+
+def run_wrapped(updates, state, stopped=False, error=None):
+    hub, assistant = VoiceHub(), FakeAssistant()
+    tab = ChatSession()
+
+    def handler(request, tab_, *panel):
+        yield from updates
+        tab_.stopped, tab_.error = stopped, error
+
+    out = list(speaking(hub, assistant, handler)(None, json.dumps(state), tab, "panel"))
+    return out, assistant
+
+
+def test_the_wrapper_feeds_the_reply_as_it_grows_and_finishes_it():
+    updates = [
+        chat(render.THINKING),
+        chat("The capital"),
+        chat("The capital of France is Paris."),
+        chat("The capital of France is Paris. Yes."),
+    ]
+    out, assistant = run_wrapped(updates, {"tab": TAB, "read": True, "language": "fr"})
+    assert out == updates  # the page sees exactly what it saw before
+    (spoken,) = assistant.spoken
+    assert "".join(spoken.fed) == "The capital of France is Paris. Yes."
+    assert spoken.fed[0] == "The capital" and spoken.language == "fr"
+    assert spoken.finished and not spoken.cancelled
+
+
+def test_a_stopped_reply_is_not_finished_but_cancelled():
+    _, assistant = run_wrapped([chat("Once upon a time")], {"tab": TAB, "read": True}, stopped=True)
+    assert assistant.spoken[0].cancelled and not assistant.spoken[0].finished
+
+
+def test_nothing_is_spoken_unless_the_tab_asks():
+    out, assistant = run_wrapped([chat("Hello.")], {"tab": TAB, "read": False})
+    assert out == [chat("Hello.")] and assistant.spoken == []
+    _, assistant = run_wrapped([chat("Hello.")], {})
+    assert assistant.spoken == []

@@ -257,15 +257,26 @@ class Assistant:
         return self.require_voice().speak(text, voice=voice, speed=speed)
 
     def speak_stream(
-        self, voice: str | None = None, speed: float | None = None, language: str | None = None
+        self,
+        voice: str | None = None,
+        speed: float | None = None,
+        language: str | None = None,
+        listener_timeout_s: float | None = None,
     ) -> SpokenReply:
         """Speech for a reply still streaming: ``feed`` it the reply's text as it comes (from
         any thread but the model's: the cutting is cheap, synthesis runs in the SpokenReply's
         own worker), ``finish()`` at the end, ``cancel()`` to stop; iterate it for audio.
-        ``language`` (as Whisper heard the user) picks the voice; None guesses it from the reply."""
+        ``language`` (as Whisper heard the user) picks the voice; None guesses it from the reply.
+        ``listener_timeout_s``: stop after the first sentence when nobody reads the audio that long."""
         from assistant.synthesis import SpokenReply
 
-        return SpokenReply(self.require_voice(), voice=voice, speed=speed, language=language)
+        return SpokenReply(
+            self.require_voice(),
+            voice=voice,
+            speed=speed,
+            language=language,
+            listener_timeout_s=listener_timeout_s,
+        )
 
     # -- chat ------------------------------------------------------------------------------
 

@@ -309,8 +309,13 @@ class SpokenReply:
         voice: str | None = None,
         speed: float | None = None,
         language: str | None = None,
+        listener_timeout_s: float | None = None,
     ):
         self.synthesizer = synthesizer
+        # None: synthesize everything at once. A number: after the first piece, wait this long for
+        # someone to read the audio (a page that went away must not keep the CPU busy), else stop.
+        self.listener_timeout_s = listener_timeout_s
+        self._listening = threading.Event()
         self._voice_name, self._rate = voice, check_speed(speed)
         self._language = language  # as heard (Whisper): None = guess from the reply's words
         self._voice: VoiceInfo | None = None
@@ -349,6 +354,7 @@ class SpokenReply:
         self._out.put(_END)
 
     def __iter__(self) -> Iterator[SpeechChunk]:
+        self._listening.set()
         while True:
             item = self._out.get()
             if item is _END or self.cancelled.is_set():
@@ -406,6 +412,11 @@ class SpokenReply:
                 if piece is _END or self.cancelled.is_set():
                     break
                 assert self._voice is not None
+                if self.first_audio_at is not None and self.listener_timeout_s is not None:
+                    if not self._listening.wait(self.listener_timeout_s):
+                        log.info("nobody listened to a spoken reply: its speech is dropped")
+                        self.cancel()
+                        break
                 chunk = self.synthesizer.speak_piece(piece, self._voice, self._rate)
                 if self.first_audio_at is None:
                     self.first_audio_at = time.perf_counter()

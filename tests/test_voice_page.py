@@ -240,3 +240,35 @@ def test_without_a_voice_the_page_has_no_read_aloud(tmp_path, browser):
     finally:
         running.should_exit = True
         thread.join(10)
+
+
+def test_voice_routes_say_transcribe_and_refuse(app, mic_file, tmp_path):
+    import httpx
+    import numpy as np
+
+    url, _ = app
+    with httpx.Client(base_url=url, timeout=60) as client:
+        config = client.get("voice/config").json()
+        assert config["tts"] and config["asr"] and config["voices"][0]["language"] == "en"
+        spoken = client.post("voice/say", json={"text": "Hello there. **Bold** words and `code`."})
+        assert spoken.status_code == 200 and spoken.headers["content-type"] == "audio/pcm"
+        rate = int(spoken.headers["x-sample-rate"])
+        samples = np.frombuffer(spoken.content, "<i2")
+        assert rate == 22050 and 1.5 < len(samples) / rate < 6 and samples.std() > 500
+        # A reply in a language no voice reads is not read in English: the page is told why.
+        spanish = client.post(
+            "voice/say", json={"text": "El tiempo es bueno hoy y mañana va a llover en la ciudad."}
+        )
+        assert spanish.json()["missing_language"] == "es"
+        assert client.post("voice/say", content=b"text=hi").status_code == 415
+        assert client.post("voice/say", json={"text": "  "}).status_code == 400
+        assert client.post("voice/say", json={"text": "x" * 20_001}).status_code == 413
+        question = speech_samples.make_speech(QUESTION, tmp_path / "q.wav")
+        assert client.post("voice/transcribe", content=question.read_bytes()).status_code == 400  # no X-Voice
+        heard = client.post(
+            "voice/transcribe", content=question.read_bytes(), headers={"X-Voice": "1"}
+        ).json()
+        assert "capital of france" in heard["text"].lower() and heard["language"] == "en"
+        broken = client.post("voice/transcribe", content=b"not audio at all", headers={"X-Voice": "1"})
+        assert broken.status_code == 400 and broken.json()["detail"]
+        assert client.get("voice/live", params={"tab": "../x"}).status_code == 400

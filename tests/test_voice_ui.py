@@ -33,7 +33,7 @@ class FakeAssistant:
     def __init__(self):
         self.spoken: list[Spoken] = []
 
-    def speak_stream(self, language=None):
+    def speak_stream(self, language=None, listener_timeout_s=None):
         self.spoken.append(Spoken(language))
         return self.spoken[-1]
 

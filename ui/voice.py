@@ -55,6 +55,7 @@ HEAD = '<script src="/voice.js" defer></script>'
 TAB_KEY = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 WAIT_FOR_REPLY_S = 30.0  # /voice/live waits this long for the tab's next reply to start
 MAX_SAY_CHARS = 20_000
+LISTENER_TIMEOUT_S = 15.0  # a reply's speech nobody fetches is dropped after its first sentence
 THREADS = 32
 
 
@@ -140,7 +141,7 @@ def speaking(hub: VoiceHub, assistant, handler: Callable) -> Callable:
             yield from handler(request, tab, *panel)
             return
         owner = owner_of(request)
-        spoken = assistant.speak_stream(language=state["language"])
+        spoken = assistant.speak_stream(language=state["language"], listener_timeout_s=LISTENER_TIMEOUT_S)
         hub.start(owner, state["tab"], spoken)
         said, finished = "", False
         try:

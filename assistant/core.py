@@ -551,6 +551,48 @@ class Assistant:
         )
         return Reply(message, steps)
 
+    def prepare(
+        self,
+        history: Sequence[Message],
+        draft: Message,
+        params: GenerationParams | None = None,
+        *,
+        system_prompt: str | None = None,
+        literal_system: bool = False,
+    ) -> bool:
+        """Start reading the photos of a message still being written, so its answer starts
+        sooner: the model reads the chat up to them now (the slow part: the vision tower), and
+        the reply to the sent message reuses that from its prefix cache. Only a model with
+        ``warm`` (the local one) and only while nobody else is waiting for it; False when
+        nothing was started. Problems are left for the sending to report."""
+        model = self.chat_model
+        warm = getattr(model, "warm", None)
+        if warm is None or not draft.images or (self.queue is not None and self.queue.busy):
+            return False
+        params = params or self.params()
+        system_text = (
+            system_prompt.strip()
+            if literal_system and system_prompt is not None
+            else self.system_prompt(system_prompt)
+        )
+        photos_only = Message("user", "", tuple(ImageAttachment(p) for p in draft.images))
+
+        def read_ahead() -> None:
+            ticket = self.queue.enter() if self.queue is not None else None
+            try:
+                messages = self.build_messages(history, photos_only, system_text, params.max_new_tokens)
+                if ticket is not None and self.queue is not None:
+                    self.queue.wait(ticket)
+                warm(ChatRequest(messages, params))
+            except Exception as exc:  # e.g. a bad photo: sending it says what is wrong
+                log.debug("reading a draft's photos ahead failed: %s", exc)
+            finally:
+                if ticket is not None and self.queue is not None:
+                    self.queue.leave(ticket)
+
+        threading.Thread(target=read_ahead, name="read-ahead", daemon=True).start()
+        return True
+
     # -- the steps of one reply ------------------------------------------------------------
 
     def _answer(

@@ -9,10 +9,10 @@ from pathlib import Path
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from assistant.conversation import branch_off, for_regenerate, new_id, undo_last_turn
+from assistant.conversation import answered, branch_off, for_regenerate, new_id, undo_last_turn
 from assistant.conversation import switch_version as switch_version_of
 from assistant.errors import AssistantError
-from ui import inputs, render, sidebar
+from ui import inputs, render, settings_panel, sidebar
 from ui.respond import busy_box
 from ui.session import ChatSession, Pending, unless_busy
 
@@ -110,6 +110,25 @@ def _keep_for_box(images) -> list[str]:
         shutil.copyfile(source, target)
         kept.append(str(target))
     return kept
+
+
+def read_ahead(assistant, session: ChatSession, value, *panel_values) -> None:
+    """A photo was attached to the message being written: let the model read it now, while the
+    words are typed (the answer then starts sooner). Quietly nothing when it cannot."""
+    if session.busy:
+        return
+    try:
+        draft = inputs.message(value)
+        params, system_prompt = settings_panel.choices(assistant, *panel_values)
+    except AssistantError:
+        return  # sending it will say what is wrong
+    photos = tuple(str(p) for p in draft.images)
+    if not photos or photos == session.read_ahead:
+        return
+    session.read_ahead = photos
+    assistant.prepare(
+        answered(session.messages), draft, params, system_prompt=system_prompt, literal_system=True
+    )
 
 
 def stop(session: ChatSession) -> None:

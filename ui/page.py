@@ -184,6 +184,14 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
             **quick,
         ).then(**show_versions)
 
+        # A photo attached to the draft is read by the model while the words are still typed.
+        box.change(
+            partial(actions.read_ahead, assistant),
+            [session, box, *panel.inputs],
+            None,
+            trigger_mode="always_last",
+            **quick,
+        )
         # What the browser keeps for next time: the open chat, the draft, the settings.
         history.change(prefs.remember_chat, [chat_kept, history], [chat_kept, chat_id], **quick)
         # Any change, a send's clearing included (a sent message is no draft any more).

@@ -51,6 +51,7 @@ class ChatSession:
         self.busy = False
         self.stopped = False  # Stop was pressed during the current turn
         self.error: str | None = None  # a problem to show once the turn has ended
+        self.read_ahead: tuple[str, ...] = ()  # the draft photos the model was last asked to read
 
     def __deepcopy__(self, memo) -> ChatSession:
         # gr.State deep-copies its initial value for every new tab; an Event cannot be copied,

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from PIL import Image
 
 from assistant.conversation import ImageAttachment, Message, VideoAttachment
 from assistant.errors import AssistantError, GenerationFailed, InvalidParams, ModelUnavailable
-from assistant.models.base import ChatRequest, ModelInfo, Usage
+from assistant.models.base import ChatRequest, GenerationParams, ModelInfo, Usage
 from assistant.models.prefix_cache import Entry, ImageSpan, PrefixCache, image_digest
 
 log = logging.getLogger(__name__)
@@ -373,6 +373,15 @@ class LocalChatModel:
             streamer.first_token_at,
             cached_tokens=report.get("cached_tokens", 0),
         )
+
+    def warm(self, request: ChatRequest) -> None:
+        """Read ``request``'s prompt into the prefix cache (one token generated, then dropped):
+        a later prompt that starts the same way, photos included, is answered from there."""
+        if not self.prefix_cache.enabled:
+            return
+        params = GenerationParams(max_new_tokens=1, temperature=0)
+        for _ in self.stream(replace(request, params=params, cancel=threading.Event())):
+            pass
 
     def _generate(self, request: ChatRequest, streamer, report: dict[str, Any]) -> None:
         """On the inference thread: build the prompt, reuse what the prefix cache holds of it,

@@ -10,4 +10,4 @@ within one run, from interleaved repetitions, reported as median with its spread
 The GPU section is separate (``bash bench/gpu.sh``): it needs a CUDA machine.
 """
 
-SECTIONS = ("speech", "chat", "reuse", "images", "server", "llama", "voice")
+SECTIONS = ("speech", "chat", "reuse", "images", "documents", "server", "llama", "voice")

@@ -26,7 +26,7 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
         chat_id = gr.Textbox(visible="hidden", elem_id="chat-id", show_label=False)
         # Replies read aloud, dictation, voice mode: ui/voice.py and ui/static/voice.js.
         demo.voice_hub = voice.VoiceHub()  # type: ignore[attr-defined]
-        voice_state = voice.controls()
+        voice_state, voice_send = voice.controls()
         # Answer versions: which messages have them (for page.js's "‹ 2/3 ›" arrows), and the
         # arrow pressed ("INDEX:STEP", written by page.js).
         versions = gr.Textbox(visible="hidden", elem_id="versions", show_label=False)
@@ -146,6 +146,7 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
             as_owner(partial(actions.switch_version, store)), [session, version_pick], [chatbot], **quick
         ).then(**show_versions)
         box.stop(actions.stop, [session], None, queue=False, api_visibility="private")  # at once
+        voice.wire(voice_send, answer, actions.send, session, box, report_error, quick)  # voice mode's send
 
         undo = as_owner(partial(actions.undo, store))
         undo_btn.click(undo, [session], [chatbot, stats, box, history], **quick).then(**show_versions)

@@ -404,7 +404,7 @@
     for (let i = 0; i < 100 && answering(); i++) await sleep(50); // a stopped reply ends first
     putInBox(heard.text, true);
     await sleep(20); // let the page take in the new text
-    const send = submitButton();
+    const send = $("#voice-send") || submitButton(); // send + answer in one event (ui/voice.py)
     turn.sent = performance.now();
     turn.sentWall = Date.now();
     if (send) send.click();

@@ -195,7 +195,9 @@ def test_openai_client_streams_speech_and_whisper_hears_it(live, tmp_path):
             file.write(data)
     total = arrivals[-1]
     assert len(arrivals) > 2
-    assert arrivals[0] < total * 0.6  # the first sentence arrives before the last is made
+    # the first sentence arrives before the last is made (7 sentences: ~1/7 of the time when
+    # quiet; a client given the file in one piece at the end would see ~1.0)
+    assert arrivals[0] < total * 0.8, f"first bytes at {arrivals[0]:.2f} s of {total:.2f} s"
     heard = Transcriber().transcribe(out, language="en").text.lower()
     assert "paris" in heard and "capital of france" in heard and "listening" in heard, heard
 

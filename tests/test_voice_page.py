@@ -176,7 +176,8 @@ def test_dictation_puts_the_words_in_the_box_to_correct(page):
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and "capital" not in box.input_value().lower():
         time.sleep(0.2)
-    assert "capital of france" in box.input_value().lower()
+    words = box.input_value().lower()
+    assert "capital" in words and "france" in words, words  # ("of" was once heard as "on")
     assert page.locator("#chat [data-testid=user]").count() == 0  # not sent: it can be corrected
 
 

@@ -146,7 +146,8 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
             as_owner(partial(actions.switch_version, store)), [session, version_pick], [chatbot], **quick
         ).then(**show_versions)
         box.stop(actions.stop, [session], None, queue=False, api_visibility="private")  # at once
-        voice.wire(voice_send, answer, actions.send, session, box, report_error, quick)  # voice mode's send
+        spoken_then = dict(fn=report_error, inputs=[session], outputs=None, **quick)
+        voice.wire(voice_send, answer, actions.send, session, box, spoken_then, show_versions)  # voice mode
 
         undo = as_owner(partial(actions.undo, store))
         undo_btn.click(undo, [session], [chatbot, stats, box, history], **quick).then(**show_versions)

@@ -182,14 +182,14 @@ def sending(send: Callable, answer: Callable) -> Callable:
     return send_and_answer
 
 
-def wire(button: gr.Button, answer: dict, send: Callable, session, box, then: Callable, quick: dict) -> None:
-    """``button`` (voice mode's send) runs send + answer in one event, then ``then`` (the page's
-    error report), with the answer's outputs and limits."""
+def wire(button: gr.Button, answer: dict, send: Callable, session, box, *then: dict) -> None:
+    """``button`` (voice mode's send) runs send + answer in one event, with the answer's outputs
+    and limits, then each of ``then`` (``.then(**step)``: the error report, the versions...)."""
     options = {k: v for k, v in answer.items() if k not in ("fn", "inputs")}
     voice_state, _, *panel = answer["inputs"]
-    button.click(sending(send, answer["fn"]), [voice_state, session, box, *panel], **options).then(
-        then, [session], None, **quick
-    )
+    event = button.click(sending(send, answer["fn"]), [voice_state, session, box, *panel], **options)
+    for step in then:
+        event = event.then(**step)
 
 
 # --- HTTP -----------------------------------------------------------------------------------

@@ -80,9 +80,14 @@ def test_the_hub_serves_each_tab_its_own_newest_reply():
     assert second.cancelled
 
 
-def run_wrapped(updates, state, stopped=False, error=None):
+def run_wrapped(updates, state, stopped=False, error=None, continues=None):
     hub, assistant = VoiceHub(), FakeAssistant()
     tab = ChatSession()
+    if continues is not None:
+        from assistant.conversation import Message
+        from ui.session import Pending
+
+        tab.pending = Pending(Message.user("go on"), continues=Message("assistant", continues))
 
     def handler(request, tab_, *panel):
         yield from updates
@@ -117,3 +122,9 @@ def test_nothing_is_spoken_unless_the_tab_asks():
     assert out == [chat("Hello.")] and assistant.spoken == []
     _, assistant = run_wrapped([chat("Hello.")], {})
     assert assistant.spoken == []
+
+
+def test_continue_reads_only_what_it_adds():
+    updates = [chat("Once upon a time"), chat("Once upon a time there was a cat. It")]
+    _, assistant = run_wrapped(updates, {"tab": TAB, "read": True}, continues="Once upon a time")
+    assert "".join(assistant.spoken[0].fed) == " there was a cat. It"

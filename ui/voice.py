@@ -141,9 +141,12 @@ def speaking(hub: VoiceHub, assistant, handler: Callable) -> Callable:
             yield from handler(request, tab, *panel)
             return
         owner = owner_of(request)
+        # Continue carries on a reply in its own bubble: only what it adds is read.
+        continued = getattr(tab.pending, "continues", None)
+        said = render.safe_markdown(continued.text) if continued is not None else ""
         spoken = assistant.speak_stream(language=state["language"], listener_timeout_s=LISTENER_TIMEOUT_S)
         hub.start(owner, state["tab"], spoken)
-        said, finished = "", False
+        finished = False
         try:
             for update in handler(request, tab, *panel):
                 text = reply_text(update)

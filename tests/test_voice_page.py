@@ -190,6 +190,8 @@ def test_speaker_button_reads_a_reply_and_stops(page):
     speak.click()
     wait_for(page, "read-aloud", lambda s: s["playing"] and s["chunks"] > 0)
     assert speak.inner_text() == "Stop"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "voice-read-aloud.png"))
     speak.click()
     wait_for(page, "stopped", lambda s: not s["playing"])
     assert speak.inner_text() == "Read aloud"

@@ -248,8 +248,10 @@ def test_a_native_model_reads_the_frames_through_its_video_path(engines, clips):
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["qwen2_5_vl", "llava"])
 def test_a_turn_after_a_clip_answers_as_without_the_cache(engines, clips, arch):
-    """The prefix cache never reuses a clip's tokens: a follow-up, and the same chat with another
-    clip of the same length (same token ids), answer exactly as a model without a cache does."""
+    """The prefix cache tells clips apart by their pixels: a follow-up reuses the clip already
+    read, the same chat with another clip of the same length (same token ids) reuses nothing
+    past the clip, and a second clip later in the chat reuses the first; each answers exactly as
+    a model without a cache does."""
     path, reuse, fresh = engines[arch]
     helper = assistant_with(reuse, video_frames=4, video_max_side=64)
     first = Message.user("What happens?", videos=[clips["silent"]])
@@ -257,21 +259,34 @@ def test_a_turn_after_a_clip_answers_as_without_the_cache(engines, clips, arch):
     reply, _ = greedy(reuse, history)
     expected, _ = greedy(fresh, history)
     assert reply == expected
-    follow = helper.build_messages([first, Message.assistant(reply)], Message.user("Tell me more."), "", 6)
-    for messages in (
-        follow,
-        helper.build_messages(
-            [Message.user("What happens?", videos=[clips["reversed"]]), Message.assistant(reply)],
-            Message.user("Tell me more."),
-            "",
-            6,
-        ),
-    ):
+
+    def same(messages) -> int:
         text, usage = greedy(reuse, messages)
         want, _ = greedy(fresh, messages)
         assert text == want, arch
         assert float((reuse.first_logits - fresh.first_logits).abs().max()) < 1e-4
-        assert usage.cached_tokens < len(reuse.prepare_inputs(messages)["input_ids"][0])
+        return usage.cached_tokens
+
+    ids = reuse.prepare_inputs(history)["input_ids"][0].tolist()
+    marks = {
+        getattr(reuse.model.config, n, None)
+        for n in ("video_token_id", "image_token_id", "image_token_index")
+    }
+    clip_start = next(i for i, t in enumerate(ids) if t in marks)
+    clip_end = max(i for i, t in enumerate(ids) if t in marks) + 1
+    follow = helper.build_messages([first, Message.assistant(reply)], Message.user("Tell me more."), "", 6)
+    assert same(follow) >= clip_end  # the clip is not read again
+    other = Message.user("What happens?", videos=[clips["reversed"]])
+    swapped = helper.build_messages([other, Message.assistant(reply)], Message.user("Tell me more."), "", 6)
+    assert same(swapped) <= clip_start  # another clip of the same length is read afresh
+    if arch == "qwen2_5_vl":  # two clips in one prompt: the first reused, the second's rows sent
+        one, two = (
+            video.load_clip(clips[k], max_frames=4, fps=1, max_side=64) for k in ("silent", "reversed")
+        )
+        turn = [Message("user", "What happens?", (VideoAttachment(one),)), Message.assistant(reply)]
+        same(turn)
+        later = [*turn, Message("user", "And now?", (VideoAttachment(two),))]
+        assert same(later) >= clip_end
 
 
 @pytest.mark.slow

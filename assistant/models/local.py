@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -597,10 +597,13 @@ class ImageLayout:
     """Each image's span of feature tokens in a prompt, and how many rows (Qwen patches) or
     tiles (Idefics3) of the pixel tensors belong to it."""
 
-    spans: list[ImageSpan]
+    spans: list[ImageSpan]  # every image's and clip's span, in prompt order (what the cache checks)
     units: list[int]
     first_image_token: int | None = None
     known: bool = True
+    image_spans: list[ImageSpan] | None = None  # the images' own spans, where clips are in ``spans`` too
+    video_spans: list[ImageSpan] = field(default_factory=list)
+    video_units: list[int] = field(default_factory=list)  # Qwen: patch rows of each clip
 
     def usable(self, cached: int) -> int:
         """Cached tokens that may be reused: when the layout is unknown, none past the first image."""
@@ -610,11 +613,12 @@ class ImageLayout:
 
     def inputs_after(self, inputs, cached: int) -> dict:
         """The model inputs to continue from ``cached`` tokens: pixels of the later images only."""
-        done = sum(1 for span in self.spans if span.end <= cached) if self.known else 0
-        out = dict(inputs)
+        out = self._videos_after(dict(inputs), cached)
+        images = self.spans if self.image_spans is None else self.image_spans
+        done = sum(1 for span in images if span.end <= cached) if self.known else 0
         if done == 0:
             return out
-        if done == len(self.spans):
+        if done == len(images):
             for key in PIXEL_INPUTS:
                 out.pop(key, None)
             return out
@@ -632,6 +636,22 @@ class ImageLayout:
                 out["image_sizes"] = out["image_sizes"][done:]
         return out
 
+    def _videos_after(self, out: dict, cached: int) -> dict:
+        """Only the clips after ``cached`` tokens keep their patch rows (Qwen's video inputs)."""
+        done = sum(1 for span in self.video_spans if span.end <= cached) if self.known else 0
+        if done == 0:
+            return out
+        if done == len(self.video_spans):
+            for key in VIDEO_INPUTS:
+                out.pop(key, None)
+            return out
+        before = sum(self.video_units[:done])
+        out["pixel_values_videos"] = out["pixel_values_videos"][before:]
+        out["video_grid_thw"] = out["video_grid_thw"][done:]
+        if "second_per_grid_ts" in out:
+            out["second_per_grid_ts"] = out["second_per_grid_ts"][done:]
+        return out
+
 
 def _runs(positions: list[int]) -> list[tuple[int, int]]:
     runs: list[list[int]] = []
@@ -643,15 +663,49 @@ def _runs(positions: list[int]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in runs]
 
 
+def video_spans(config, ids: list[int], inputs) -> tuple[list[ImageSpan], list[int]] | None:
+    """Each clip's span of video tokens and its patch rows, named by a hash of those pixels
+    (Qwen-style inputs: one run of video tokens per clip, ``video_grid_thw`` per clip); None
+    when the prompt does not look like that."""
+    import hashlib
+
+    token_id = getattr(config, "video_token_id", None)
+    grid = inputs.get("video_grid_thw")
+    pixels = inputs.get("pixel_values_videos")
+    if token_id is None or grid is None or pixels is None:
+        return None
+    runs = _runs([i for i, t in enumerate(ids) if t == token_id])
+    units = [int(n) for n in grid.prod(-1).tolist()]
+    if len(runs) != len(units) or sum(units) != pixels.shape[0]:
+        return None
+    spans: list[ImageSpan] = []
+    row = 0
+    for (start, end), n in zip(runs, units, strict=True):
+        h = hashlib.blake2b(digest_size=16)
+        h.update(str(grid[len(spans)].tolist()).encode())
+        h.update(pixels[row : row + n].float().cpu().numpy().tobytes())
+        spans.append(ImageSpan(start, end, "video:" + h.hexdigest()))
+        row += n
+    return spans, units
+
+
 def image_layout(chat: LocalChatModel, ids: list[int], inputs, images: Sequence[Any]) -> ImageLayout:
     config = chat.model.config
     if VIDEO_INPUTS & set(inputs.keys()):
-        # A clip's tokens are never reused from the cache: everything from the first clip or
-        # image on is computed again (two clips with the same frame count have the same ids).
-        marks = {getattr(config, n, None) for n in ("video_token_id", "image_token_id", "image_token_index")}
-        marks.discard(None)
-        first = next((i for i, t in enumerate(ids) if t in marks), 0)
-        return ImageLayout([ImageSpan(first, len(ids), f"video:{id(inputs)}")], [], first, known=False)
+        clips = video_spans(config, ids, inputs)
+        plain = {k: v for k, v in inputs.items() if k not in VIDEO_INPUTS}
+        pictures = image_layout(chat, ids, plain, images) if clips is not None else None
+        if clips is None or pictures is None or not pictures.known:
+            # Unknown: everything from the first clip or image on is computed again (two clips
+            # with the same frame count have the same token ids).
+            marks = {
+                getattr(config, n, None) for n in ("video_token_id", "image_token_id", "image_token_index")
+            }
+            marks.discard(None)
+            first = next((i for i, t in enumerate(ids) if t in marks), 0)
+            return ImageLayout([ImageSpan(first, len(ids), f"video:{id(inputs)}")], [], first, known=False)
+        spans = sorted([*pictures.spans, *clips[0]], key=lambda span: span.start)
+        return ImageLayout(spans, pictures.units, spans[0].start, True, pictures.spans, clips[0], clips[1])
     if not images:
         return ImageLayout([], [])
     token_id = getattr(config, "image_token_id", None)

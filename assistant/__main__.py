@@ -82,7 +82,16 @@ def quiet_libraries() -> None:
 
     from assistant.environment import QUIET, quiet
 
-    quiet({**QUIET, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"})
+    # TORCH_LOGS=-all: torch's own log handlers (not the root logger's) print import-time
+    # warnings, e.g. torchao's deprecation notes when it is installed.
+    quiet(
+        {
+            **QUIET,
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            "TRANSFORMERS_VERBOSITY": "error",
+            "TORCH_LOGS": "-all",
+        }
+    )
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.CRITICAL)
     logging.getLogger().setLevel(logging.CRITICAL)

@@ -403,7 +403,7 @@
     writeState();
     for (let i = 0; i < 100 && answering(); i++) await sleep(50); // a stopped reply ends first
     putInBox(heard.text, true);
-    await sleep(20); // let the page take in the new text
+    await Promise.resolve(); // the page takes the new text in on the input event itself
     const send = $("#voice-send") || submitButton(); // send + answer in one event (ui/voice.py)
     turn.sent = performance.now();
     turn.sentWall = Date.now();

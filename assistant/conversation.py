@@ -46,10 +46,19 @@ class VideoAttachment:
 @dataclass(frozen=True)
 class DocumentAttachment:
     """A PDF, plain-text or Markdown file: a path or bytes; the engine gives a model its text
-    and pictures of its pages."""
+    and pictures of its pages. ``name`` is the file's name as the person sent it (a saved copy
+    is named by its content)."""
 
     source: Any
+    name: str | None = None
     kind: ClassVar[str] = "document"
+
+
+def file_name(source: Any) -> str | None:
+    """The name a file was sent under: a path's last part, or a ``name`` the bytes carry."""
+    if isinstance(source, (str, Path)):
+        return Path(source).name or None
+    return getattr(source, "name", None)
 
 
 Attachment = Union[ImageAttachment, AudioAttachment, VideoAttachment, DocumentAttachment]
@@ -89,7 +98,7 @@ class Message:
         if audio is not None:
             attachments.append(AudioAttachment(audio))
         attachments += [VideoAttachment(source) for source in videos]
-        attachments += [DocumentAttachment(source) for source in documents]
+        attachments += [DocumentAttachment(source, file_name(source)) for source in documents]
         return cls("user", text, tuple(attachments))
 
     @classmethod

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Union
 from assistant import documents, limits, media, prompts, video
 from assistant.conversation import (
     Attachment,
+    DocumentAttachment,
     ImageAttachment,
     Message,
     VideoAttachment,
@@ -454,8 +455,10 @@ class Assistant:
                 parts.append(f"video: {count} frames as pictures")
             if clip.transcript:
                 parts.append("its speech as text")
-        for source in message.documents:
-            document = self.load_document(source)
+        for attachment in message.attachments:
+            if not isinstance(attachment, DocumentAttachment):
+                continue
+            document = self.load_document(attachment.source, attachment.name)
             if document.kind == "text":
                 parts.append(f"{document.name}: text")
                 continue
@@ -479,8 +482,11 @@ class Assistant:
             clips += clip_videos
             images += clip_images
             notes.append(note)
-        for source in message.documents:
-            pages, note = self._document_parts(self.load_document(source), message.words)
+        for attachment in message.attachments:
+            if not isinstance(attachment, DocumentAttachment):
+                continue
+            document = self.load_document(attachment.source, attachment.name)
+            pages, note = self._document_parts(document, message.words)
             images += pages
             notes.append(note)
         text = "\n\n".join([*notes, message.words]) if notes else message.words

@@ -117,14 +117,24 @@ def title_from(messages: list[Message]) -> str:
 
 
 def _attachments_json(attachments: tuple[Attachment, ...]) -> str:
-    return json.dumps([{"kind": a.kind, "path": str(a.source)} for a in attachments])
+    # "name": the name a document was sent under (its saved copy is named by content)
+    return json.dumps(
+        [
+            {
+                "kind": a.kind,
+                "path": str(a.source),
+                **({"name": n} if (n := getattr(a, "name", None)) else {}),
+            }
+            for a in attachments
+        ]
+    )
 
 
 def _attachments_from(stored: str | None, legacy_images: str) -> tuple[Attachment, ...]:
     if stored is None:  # a row written before attachments were typed: image paths only
         return tuple(ATTACHMENT_KINDS["image"](path) for path in json.loads(legacy_images))
     return tuple(
-        ATTACHMENT_KINDS[item["kind"]](item["path"])
+        ATTACHMENT_KINDS[item["kind"]](item["path"], *([item["name"]] if item.get("name") else []))
         for item in json.loads(stored)
         if item["kind"] in ATTACHMENT_KINDS
     )
@@ -287,7 +297,8 @@ class HistoryStore:
                 replace(
                     m,
                     attachments=tuple(
-                        type(a)(self._keep_file(conversation_id, str(a.source))) for a in m.attachments
+                        replace(a, source=self._keep_file(conversation_id, str(a.source)))
+                        for a in m.attachments
                     ),
                 )
                 for m in group

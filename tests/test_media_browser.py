@@ -64,8 +64,8 @@ def test_a_clip_and_a_pdf_from_the_page(page, files):
     chat.locator("video").first.wait_for()
     assert chat.locator("video").count() == 1  # the clip plays in the chat (a bubble of its own)
     chat.locator("video").first.scroll_into_view_if_needed()
-    # the document as a file chip (saved under its content's name, typed PDF)
-    chip = chat.locator("[data-testid=chatbot-file]", has_text=".pdf")
+    # the document as a file chip with the name it was sent under
+    chip = chat.locator("[data-testid=chatbot-file]", has_text="invoice.pdf")
     assert chip.count() == 1 and chip.first.get_attribute("href").endswith(".pdf")
     shot(page, "clip-and-pdf")
     page.reload()

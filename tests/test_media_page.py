@@ -68,7 +68,11 @@ def test_a_clip_and_a_pdf_are_shown_kept_and_reported(env, clip):
     assert all(str(a.source).startswith(str(env.store.media_dir)) for a in stored.attachments)
     assert str(stored.videos[0]).endswith(".mp4") and str(stored.documents[0]).endswith(".pdf")
     bubble = render.bubble(stored)
-    assert bubble["content"][:2] == [{"path": str(stored.videos[0])}, {"path": str(stored.documents[0])}]
+    assert stored.attachments[1].name == "invoice.pdf"  # the saved copy is named by content; its name is kept
+    assert bubble["content"][:2] == [
+        {"path": str(stored.videos[0])},
+        {"file": {"path": str(stored.documents[0]), "orig_name": "invoice.pdf"}},
+    ]
     assert bubble["content"][-1] == "What happens, and what is the total?"
     assert "sent video: 4 frames as pictures, invoice.pdf: pages 1, 2 of 2 as pictures + text" in stats
     sent = env.model.requests[-1].messages[-1]
@@ -76,6 +80,7 @@ def test_a_clip_and_a_pdf_are_shown_kept_and_reported(env, clip):
     # the saved chat answers again: its clip and document are read from the media folder
     *_, (_, stats, _, _) = send(env, "And page 2?", [])
     assert "Total 99 euros" in env.model.requests[-1].messages[1].text
+    assert "[document invoice.pdf: PDF, 2 pages" in env.model.requests[-1].messages[1].text
 
 
 def test_a_locked_pdf_is_explained_and_the_chat_goes_on(env):

@@ -7,7 +7,7 @@ import re
 import time
 from pathlib import Path
 
-from assistant.conversation import Message, edit_user_message, version_counts
+from assistant.conversation import DocumentAttachment, Message, edit_user_message, version_counts
 from assistant.core import Description, ReplyStats
 
 MIC = "🎤"
@@ -61,7 +61,11 @@ def attachment_files(message: Message) -> list[dict]:
     as a chip with the file's name (the chat's own file views; paths only, nothing read here)."""
     shown = [{"path": str(p)} for p in message.images]
     shown += [{"path": str(p)} for p in message.videos if isinstance(p, (str, Path))]
-    shown += [{"path": str(p)} for p in message.documents if isinstance(p, (str, Path))]
+    shown += [
+        {"file": {"path": str(a.source), "orig_name": a.name or Path(str(a.source)).name}}
+        for a in message.attachments
+        if isinstance(a, DocumentAttachment) and isinstance(a.source, (str, Path))
+    ]
     return shown
 
 

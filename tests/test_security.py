@@ -132,7 +132,14 @@ def chunked(total: int, piece: int = 1024 * 1024):
 
 
 def test_a_chunked_body_over_the_cap_is_cut_off_with_413(tmp_path):
-    client, _, _ = server_client(tmp_path, api_key=KEY, max_image_bytes=MB, max_audio_bytes=MB)
+    client, _, _ = server_client(
+        tmp_path,
+        api_key=KEY,
+        max_image_bytes=MB,
+        max_audio_bytes=MB,
+        max_video_bytes=MB,
+        max_document_bytes=MB,
+    )
     auth = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     r = client.post("/v1/chat/completions", content=chunked(40 * MB), headers=auth)  # no Content-Length
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from assistant import media
-from assistant.conversation import ImageAttachment, Message
+from assistant.conversation import DocumentAttachment, ImageAttachment, Message, VideoAttachment
 from assistant.errors import InvalidParams
 
 FORMAT = "multimodal-assistant/chat"
@@ -48,6 +48,11 @@ def to_markdown(title: str, messages: Sequence[Message], embed_photos: bool = Tr
                 out += [f"![photo](data:{photo[0]};base64,{base64.b64encode(photo[1]).decode()})", ""]
             elif not embed_photos:
                 out += ["*[photo]*", ""]
+        for attachment in m.attachments:  # clips and documents are named, not embedded
+            if isinstance(attachment, VideoAttachment):
+                out += ["*[video clip]*", ""]
+            elif isinstance(attachment, DocumentAttachment):
+                out += [f"*[document: {attachment.name or Path(str(attachment.source)).name}]*", ""]
         if m.text.strip():
             out += [m.text.strip(), ""]
         if m.transcript:
@@ -68,10 +73,32 @@ def to_json(title: str, messages: Sequence[Message]) -> dict:
                 "attachments": [
                     {"kind": "image", "media_type": kind, "data": base64.b64encode(data).decode()}
                     for kind, data in photos
-                ],
+                ]
+                + _documents_json(m),
             }
         )
     return {"format": FORMAT, "version": VERSION, "title": title, "exported": time.time(), "messages": rows}
+
+
+def _documents_json(message: Message) -> list[dict]:
+    """A message's documents inside the export, with their names (clips are left out: an export
+    must stay importable, under MAX_IMPORT_BYTES)."""
+    out = []
+    for attachment in message.attachments:
+        if isinstance(attachment, DocumentAttachment):
+            found = _photo(attachment.source)  # any file: its type by content, its bytes
+            if found is not None:
+                media_type, data = found
+                name = attachment.name or Path(str(attachment.source)).name
+                out.append(
+                    {
+                        "kind": "document",
+                        "media_type": media_type,
+                        "name": name,
+                        "data": base64.b64encode(data).decode(),
+                    }
+                )
+    return out
 
 
 def _bad(why: str) -> InvalidParams:
@@ -107,13 +134,16 @@ def from_json(raw: bytes | str, folder: Path) -> tuple[str, list[Message]]:
         transcript = transcript if isinstance(transcript, str) else None
         created = row.get("created")
         stamp = float(created) if isinstance(created, (int, float)) and created > 0 else time.time()
-        photos = []
+        photos: list[ImageAttachment | DocumentAttachment] = []
         for item in row.get("attachments") or []:
             if (
                 not isinstance(item, dict)
-                or item.get("kind") != "image"
+                or item.get("kind") not in ("image", "document")
                 or not isinstance(item.get("data"), str)
             ):
+                continue
+            if item["kind"] == "document":
+                photos.append(_document_from(item, i, Path(folder)))
                 continue
             try:
                 content = base64.b64decode(item["data"], validate=True)
@@ -126,5 +156,24 @@ def from_json(raw: bytes | str, folder: Path) -> tuple[str, list[Message]]:
             photos.append(ImageAttachment(str(path)))
         if row["role"] == "assistant":
             photos = []
+        photos.sort(key=lambda a: isinstance(a, DocumentAttachment))  # photos first, as sent
         messages.append(Message(row["role"], row.get("text", ""), tuple(photos), transcript, created=stamp))
     return title, messages
+
+
+def _document_from(item: dict, i: int, folder: Path) -> DocumentAttachment:
+    """A document of an export, checked by its content like a new upload (a PDF or named text)."""
+    try:
+        content = base64.b64decode(item["data"], validate=True)
+    except (binascii.Error, ValueError):
+        raise _bad(f"a document in message {i + 1} is not base64") from None
+    name = item.get("name") if isinstance(item.get("name"), str) else None
+    name = Path(name).name[:200] if name else None
+    if media.kind_of(content, name=name or "") != "document":
+        raise InvalidParams(f"a document in message {i + 1} is not a PDF, text or Markdown file")
+    suffix = (
+        media.suffix_for(content) if media.suffix_for(content) != ".bin" else Path(name or "x.txt").suffix
+    )
+    path = folder / (hashlib.sha256(content).hexdigest()[:32] + suffix)
+    path.write_bytes(content)
+    return DocumentAttachment(str(path), name)

@@ -92,3 +92,30 @@ def test_a_locked_pdf_is_explained_and_the_chat_goes_on(env):
         report_error(env.session)
     *_, (chat, _, _, _) = send(env, "hello", [])
     assert chat[-1] == {"role": "assistant", "content": "Seen."}
+
+
+def test_exports_name_clips_and_carry_documents(env, clip, tmp_path):
+    import base64
+    import json
+
+    from assistant import transfer
+    from assistant.errors import InvalidParams
+
+    pdf = env.tmp / "invoice.pdf"
+    pdf.write_bytes(text_pdf(["Invoice 42"]))
+    send(env, "Look", [clip, pdf])
+    stored = env.store.load(env.session.conversation_id)
+    markdown = transfer.to_markdown("t", stored.messages)
+    assert "*[video clip]*" in markdown and "*[document: invoice.pdf]*" in markdown
+    exported = transfer.to_json("t", stored.messages)
+    kinds = [a["kind"] for a in exported["messages"][0]["attachments"]]
+    assert kinds == ["document"]  # clips are named in Markdown but not carried (size)
+    folder = tmp_path / "imported"
+    folder.mkdir()
+    _, messages = transfer.from_json(json.dumps(exported), folder)
+    (document,) = messages[0].attachments
+    assert isinstance(document, DocumentAttachment) and document.name == "invoice.pdf"
+    assert open(document.source, "rb").read() == pdf.read_bytes()
+    exported["messages"][0]["attachments"][0]["data"] = base64.b64encode(b"<!doctype html><p>x").decode()
+    with pytest.raises(InvalidParams, match="not a PDF, text or Markdown file"):
+        transfer.from_json(json.dumps(exported), folder)

@@ -57,7 +57,6 @@ def test_the_no_model_banner_gives_the_exact_commands():
     assert "⚠" not in text  # no emoji: a machine without an emoji font shows a box
 
 
-
 def test_maths_delimiters_render_latex_but_never_take_prices_for_maths():
     from ui.render import LATEX_DELIMITERS
 

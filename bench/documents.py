@@ -356,6 +356,7 @@ def run(ctx: Context) -> SectionResult:
                 ],
                 rows,
             ),
+            "![clip and PDF preparation against the model's prefill](bench-documents.png)",
             f"- Clip decoding: {spread(decode, 1000, 0)} ms without the sound track, "
             f"{spread(decode_audio, 1000, 0)} ms with it ({len(clip.frames)} frames sampled at "
             f"{settings.video_fps:g}/s up to {settings.video_frames}, downscaled to {settings.video_max_side} px).",

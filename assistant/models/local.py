@@ -542,6 +542,11 @@ def _load_weights(model_id: str, device: str, quantization: str, keep_vision_unq
                 f"chat model '{model_id}' has no chat template; use an instruction-tuned model"
             )
     model.eval()
+    if not device_is_cuda(device) and getattr(model.config, "_attn_implementation", None) == "sdpa":
+        # A decoded token's attention as plain matmuls: CPU SDPA is slow for one query.
+        from assistant.models import cpu_attention
+
+        model.set_attn_implementation(cpu_attention.register())
     return model, processor
 
 

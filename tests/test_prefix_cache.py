@@ -97,35 +97,6 @@ def test_image_digest_sees_pixels_not_just_size():
     assert image_digest(a) != image_digest(b) and image_digest(a) == image_digest(a.copy())
 
 
-def test_the_growing_cache_holds_what_torch_cat_would_without_copying_it_every_token():
-    import copy
-
-    import torch
-
-    from assistant.models.growing_cache import GrowingCache
-
-    torch.manual_seed(0)
-    cache, keys, values, buffers = GrowingCache(), [], [], set()
-    for n in [300, 1, 1, 1, 5, *([1] * 400)]:  # a prompt, then decoding
-        k, v = torch.randn(1, 3, n, 8), torch.randn(1, 3, n, 8)
-        got_k, got_v = cache.update(k, v, 0)
-        keys.append(k), values.append(v)
-        buffers.add(cache.layers[0]._key_buffer.data_ptr())
-    assert torch.equal(got_k, torch.cat(keys, dim=-2)) and torch.equal(got_v, torch.cat(values, dim=-2))
-    assert cache.get_seq_length() == 708
-    assert len(buffers) <= 3  # grown twice for 408 new tokens, not copied 405 times
-    # Cropped (as the prefix cache does before reusing it), then written over: still exact.
-    cache.crop(-10)
-    k = torch.randn(1, 3, 2, 8)
-    got_k, _ = cache.update(k, k, 0)
-    assert torch.equal(got_k, torch.cat([*keys, k], dim=-2)[..., list(range(698)) + [708, 709], :])
-    # A copy (a short share of a cached prefix) is independent of the original.
-    twin = copy.deepcopy(cache)
-    twin.update(torch.zeros(1, 3, 1, 8), torch.zeros(1, 3, 1, 8), 0)
-    assert cache.get_seq_length() == 700 and twin.get_seq_length() == 701
-    assert torch.equal(cache.layers[0].keys, got_k)
-
-
 # --------------------------------------------------------------------------- tiny real models
 
 

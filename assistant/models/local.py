@@ -416,9 +416,7 @@ class LocalChatModel:
         self, inputs, images, request: ChatRequest, streamer, report, reuse: bool = True
     ):
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, set_seed
-
-        from assistant.models.growing_cache import GrowingCache
+        from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList, set_seed
 
         cancel, params = request.cancel, request.params
 
@@ -441,7 +439,7 @@ class LocalChatModel:
             else:
                 kv, cached = None, 0
         if kv is None:
-            kv = GrowingCache()  # config-less, so it can be cropped; appends without copying it all
+            kv = DynamicCache()  # config-less: every layer keeps all its tokens, so it can be cropped
         report["cached_tokens"] = cached
         sampling = (
             dict(do_sample=True, temperature=params.temperature, top_p=params.top_p)
@@ -565,12 +563,9 @@ def default_prefix_cache_bytes(device: str) -> int:
 
 
 def cache_bytes(kv) -> int:
-    """Bytes held by a DynamicCache's keys and values (a growing layer's spare room included)."""
+    """Bytes held by a DynamicCache's keys and values."""
     total = 0
     for layer in getattr(kv, "layers", ()):
-        if hasattr(layer, "buffer_bytes"):
-            total += layer.buffer_bytes
-            continue
         for tensor in (getattr(layer, "keys", None), getattr(layer, "values", None)):
             if tensor is not None and hasattr(tensor, "nbytes"):
                 total += int(tensor.nbytes)

@@ -268,7 +268,11 @@ def test_reload_mid_reply_keeps_the_question_and_the_partial_answer(page):
     page.wait_for_function(
         "() => { const r = document.querySelectorAll('#chat [data-testid=bot]'); return r.length && r[r.length - 1].innerText.length > 40; }"
     )
-    page.reload()  # no ?chat in the address yet: the browser remembers the open chat
+    # The browser has taken note of the new chat (the event that stores it also fills #chat-id);
+    # on a busy machine that can come after the first words of the reply.
+    page.wait_for_function("() => (document.querySelector('#chat-id textarea, #chat-id input') || {}).value")
+    time.sleep(0.5)  # its localStorage write follows the event's output
+    page.reload()  # (not from ?chat in the address: the browser remembers the open chat)
     page.locator("#chat [data-testid=user]").filter(has_text="just before a reload").wait_for()
     page.wait_for_function(
         "() => { const r = document.querySelectorAll('#chat [data-testid=bot]'); return r.length && r[r.length - 1].innerText.length > 20; }"

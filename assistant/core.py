@@ -285,6 +285,15 @@ class Assistant:
         chosen = self.settings.system_prompt if name_or_text is None else name_or_text
         return prompts.resolve(chosen, self.settings.prompts_dir)
 
+    def _system_text(self, system_prompt: str | None, literal: bool) -> str:
+        """The system text a reply uses: ``system_prompt`` as given when ``literal``, else a
+        persona name or free text (None = the configured default)."""
+        return (
+            system_prompt.strip()
+            if literal and system_prompt is not None
+            else self.system_prompt(system_prompt)
+        )
+
     def params(self, **overrides: Any) -> GenerationParams:
         """Generation params with the configured defaults, validated (None = default)."""
         overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -565,22 +574,18 @@ class Assistant:
         *,
         system_prompt: str | None = None,
         literal_system: bool = False,
-    ) -> bool:
+    ) -> threading.Thread | None:
         """Start reading the photos of a message still being written, so its answer starts
         sooner: the model reads the chat up to them now (the slow part: the vision tower), and
         the reply to the sent message reuses that from its prefix cache. Only a model with
-        ``warm`` (the local one) and only while nobody else is waiting for it; False when
-        nothing was started. Problems are left for the sending to report."""
+        ``warm`` (the local one) and only while nobody else is waiting for it. Returns the
+        thread doing it (None: nothing was started). Problems are left for the sending to report."""
         model = self.chat_model
         warm = getattr(model, "warm", None)
         if warm is None or not draft.images or (self.queue is not None and self.queue.busy):
-            return False
+            return None
         params = params or self.params()
-        system_text = (
-            system_prompt.strip()
-            if literal_system and system_prompt is not None
-            else self.system_prompt(system_prompt)
-        )
+        system_text = self._system_text(system_prompt, literal_system)
         photos_only = Message("user", "", tuple(ImageAttachment(p) for p in draft.images))
 
         def read_ahead() -> None:
@@ -596,8 +601,9 @@ class Assistant:
                 if ticket is not None and self.queue is not None:
                     self.queue.leave(ticket)
 
-        threading.Thread(target=read_ahead, name="read-ahead", daemon=True).start()
-        return True
+        thread = threading.Thread(target=read_ahead, name="read-ahead", daemon=True)
+        thread.start()
+        return thread
 
     # -- the steps of one reply ------------------------------------------------------------
 
@@ -615,11 +621,7 @@ class Assistant:
         started = time.perf_counter()
         if message.is_empty():
             raise InvalidParams("the message is empty: type something, attach a photo or record your voice")
-        system_text = (
-            system_prompt.strip()
-            if literal_system and system_prompt is not None
-            else self.system_prompt(system_prompt)
-        )
+        system_text = self._system_text(system_prompt, literal_system)
         # Text that cannot fit is refused from its length, before anything tokenizes it.
         history = limits.within_context(self.chat_model, history, message, system_text, params.max_new_tokens)
         transcribe_s = 0.0

@@ -83,8 +83,6 @@ def turns(assistant, chat, image, n: int, reps: int, log) -> dict[str, list[list
 def read_ahead(assistant, chat, image, n: int, reps: int) -> list[dict]:
     """A photo's turn, sent cold and sent after the photo was read ahead while "typing"
     (``Assistant.prepare``), alternating; each run a new picture, so only the read-ahead helps."""
-    import threading
-
     from assistant.conversation import Message
 
     rows = []
@@ -96,10 +94,9 @@ def read_ahead(assistant, chat, image, n: int, reps: int) -> list[dict]:
             read_s = 0.0
             if mode == "read ahead":
                 started = time.perf_counter()
-                assistant.prepare([], Message.user("", [photo]))
-                for thread in threading.enumerate():
-                    if thread.name == "read-ahead":
-                        thread.join()
+                reading = assistant.prepare([], Message.user("", [photo]))
+                if reading is not None:
+                    reading.join()
                 read_s = time.perf_counter() - started
             turn = _turn(assistant, [], Message.user(QUESTIONS[0], [photo]), n)
             rows.append(

@@ -20,7 +20,7 @@ from assistant.errors import MediaError
 from assistant.settings import Settings
 from tests.fakes import FakeChatModel
 from tests.pdf_samples import encrypted_pdf, scanned_pdf, text_pdf
-from tests.test_video import run_cli
+from tests.test_cli import run_cli
 from tools.random_models import build
 
 PAGES = [f"Page {n} of the report.\nThe secret word of page {n} is word{n * 7}." for n in range(1, 13)]

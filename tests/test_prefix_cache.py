@@ -240,8 +240,6 @@ def test_continue_carries_on_the_unfinished_reply_and_reuses_what_was_read(pair)
 def test_a_photo_attached_while_typing_is_read_before_the_message_is_sent(pair, tmp_path):
     """Assistant.prepare reads a draft's photos ahead; the sent message then reuses that reading
     (the photo's tokens come from the cache) and gets the reply a fresh model gives."""
-    import threading as _threading
-
     from assistant.core import Assistant
     from assistant.settings import Settings
 
@@ -250,10 +248,9 @@ def test_a_photo_attached_while_typing_is_read_before_the_message_is_sent(pair, 
     noise(7, (96, 64)).save(photo)
     assistant = Assistant(Settings(model="tiny", data_dir=tmp_path / "data"), reuse, None)
     reuse.prefix_cache.clear()
-    assert assistant.prepare([], Message.user("", [str(photo)]), system_prompt="", literal_system=True)
-    for thread in _threading.enumerate():
-        if thread.name == "read-ahead":
-            thread.join(timeout=120)
+    reading = assistant.prepare([], Message.user("", [str(photo)]), system_prompt="", literal_system=True)
+    assert reading is not None
+    reading.join(timeout=120)
     params = GenerationParams(max_new_tokens=6, min_new_tokens=6, temperature=0)
     sent = Message.user("What is this?", [str(photo)])
     reply = assistant.reply([], sent, params, system_prompt="", literal_system=True).wait()
@@ -263,4 +260,4 @@ def test_a_photo_attached_while_typing_is_read_before_the_message_is_sent(pair, 
     assert reply.text == expected.wait().text, arch
     assert reply.stats.cached_tokens >= reuse.image_tokens // 2, (arch, reply.stats.cached_tokens)
     # Text alone (no photo) is not read ahead: nothing slow to save.
-    assert not assistant.prepare([], Message.user("just words"))
+    assert assistant.prepare([], Message.user("just words")) is None

@@ -9,8 +9,6 @@ import base64
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,9 +24,8 @@ from assistant.models.base import ChatRequest, GenerationParams
 from assistant.settings import Settings
 from tests.clip_samples import SPOKEN, make_clip, mean_colour, photos
 from tests.fakes import FakeChatModel
+from tests.test_cli import run_cli
 from tools.random_models import build
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -347,18 +344,6 @@ def test_api_takes_video_url_data_urls_and_explains_bad_ones(clips):
     small, _ = api_client(max_video_bytes=1000)
     r = post(small, [{"type": "video_url", "video_url": {"url": url}}])
     assert r.status_code == 400 and r.json()["error"]["code"] == "video_too_large"
-
-
-def run_cli(*args, timeout=300):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "assistant", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=ROOT,
-    )
 
 
 @pytest.mark.slow

@@ -94,7 +94,11 @@ class Settings:
         cli=True,
     )
     quantization: str = setting(
-        "auto", "auto = nf4 on GPU, none on CPU", "chat model", choices=QUANTIZATIONS, cli=True
+        "auto",
+        "auto = nf4 on GPU, none on CPU; int8 on CPU = our weight-only int8 of the language model, on GPU bitsandbytes LLM.int8",
+        "chat model",
+        choices=QUANTIZATIONS,
+        cli=True,
     )
     device: str = setting(
         "auto",

@@ -29,7 +29,7 @@ from assistant.models.prefix_cache import Entry, ImageSpan, PrefixCache, image_d
 log = logging.getLogger(__name__)
 
 # Vision towers and projectors, by the module names transformers uses for them. Kept in
-# full precision when ``keep_vision_unquantized`` is asked for.
+# full precision when ``keep_vision_unquantized`` is asked for, and always by the CPU int8 path.
 VISION_MODULE_PATTERNS = [
     r"(?:model\.)?(?:visual|vision_tower|vision_model|vision_encoder|multi_modal_projector|connector|mm_projector|embed_vision)",
 ]
@@ -518,7 +518,10 @@ def _load_weights(model_id: str, device: str, quantization: str, keep_vision_unq
 
     torch_dtype = resolve_dtype(dtype, device)
     compute = torch_dtype if device_is_cuda(device) or torch_dtype != torch.float32 else torch.bfloat16
-    quant = quantization_config(quantization, compute, keep_vision_unquantized)
+    # int8 on CPU is our weight-only int8 (assistant.models.cpu_int8), applied after loading:
+    # bitsandbytes' LLM.int8 decodes at a few tokens/s there.
+    cpu_int8 = quantization == "int8" and not device_is_cuda(device)
+    quant = None if cpu_int8 else quantization_config(quantization, compute, keep_vision_unquantized)
     source = hub_load_options(model_id)
     try:
         processor = AutoProcessor.from_pretrained(model_id, **source)
@@ -539,13 +542,25 @@ def _load_weights(model_id: str, device: str, quantization: str, keep_vision_unq
             raise ModelUnavailable(
                 f"chat model '{model_id}' has no chat template; use an instruction-tuned model"
             )
+    prepare_for_inference(model, device, int8_on_cpu=cpu_int8)
+    return model, processor
+
+
+def prepare_for_inference(model, device: str, *, int8_on_cpu: bool = False) -> None:
+    """What the engine does to a freshly loaded model before serving it (benchmarks that build
+    a model in memory call it too)."""
     model.eval()
-    if not device_is_cuda(device) and getattr(model.config, "_attn_implementation", None) == "sdpa":
+    if device_is_cuda(device):
+        return
+    if int8_on_cpu:
+        from assistant.models.cpu_int8 import quantize_language_model
+
+        quantize_language_model(model, VISION_MODULE_PATTERNS, model.dtype)
+    if getattr(model.config, "_attn_implementation", None) == "sdpa":
         # A decoded token's attention as plain matmuls: CPU SDPA is slow for one query.
         from assistant.models import cpu_attention
 
         model.set_attn_implementation(cpu_attention.register())
-    return model, processor
 
 
 def default_prefix_cache_bytes(device: str) -> int:

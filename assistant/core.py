@@ -18,6 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
+from PIL import Image
+
 from assistant import documents, limits, media, prompts, video
 from assistant.conversation import (
     Attachment,
@@ -42,6 +44,7 @@ from assistant.models.base import (
     Usage,
     VoiceInfo,
 )
+from assistant.models.prefix_cache import image_digest
 from assistant.queueing import TurnQueue
 from assistant.settings import MB, Settings, resolve_defaults
 
@@ -181,6 +184,11 @@ class StopFilter:
         return out
 
 
+def photo_digests(messages: Sequence[Message]) -> frozenset[str]:
+    """Content hashes of the loaded photos in ``messages`` (as the prefix cache keys them)."""
+    return frozenset(image_digest(i) for m in messages for i in m.images if isinstance(i, Image.Image))
+
+
 class Assistant:
     def __init__(
         self,
@@ -198,6 +206,7 @@ class Assistant:
         self.chat_error = chat_error if chat_model is None else None
         # A model that runs one generation at a time gets a first-come, first-served queue.
         self.queue = TurnQueue() if chat_model is not None and not chat_model.concurrent else None
+        self._read_ahead_photos: frozenset[str] = frozenset()  # digests of the photos being read ahead
         self._image_cache: dict[tuple, Any] = {}
         self._media_cache: dict[tuple, Any] = {}  # clips, documents, rendered pages
         self._image_cache_lock = threading.Lock()
@@ -587,23 +596,36 @@ class Assistant:
         params = params or self.params()
         system_text = self._system_text(system_prompt, literal_system)
         photos_only = Message("user", "", tuple(ImageAttachment(p) for p in draft.images))
+        queue = self.queue
 
         def read_ahead() -> None:
-            ticket = self.queue.enter() if self.queue is not None else None
+            ticket = queue.enter() if queue is not None else None
             try:
                 messages = self.build_messages(history, photos_only, system_text, params.max_new_tokens)
-                if ticket is not None and self.queue is not None:
-                    self.queue.wait(ticket)
-                warm(ChatRequest(messages, params))
+                photos = photo_digests(messages[-1:])
+                self._read_ahead_photos = photos
+                if ticket is not None and queue is not None:
+                    queue.wait(ticket)
+                # Stop mid-photo for anyone else's turn; the message these photos are read for
+                # waits instead, and takes all of it.
+                give_way = (lambda: queue.someone_else_waits(photos)) if queue is not None else None
+                warm(ChatRequest(messages, params), give_way=give_way)
             except Exception as exc:  # e.g. a bad photo: sending it says what is wrong
                 log.debug("reading a draft's photos ahead failed: %s", exc)
             finally:
-                if ticket is not None and self.queue is not None:
-                    self.queue.leave(ticket)
+                self._read_ahead_photos = frozenset()
+                if ticket is not None and queue is not None:
+                    queue.leave(ticket)
 
         thread = threading.Thread(target=read_ahead, name="read-ahead", daemon=True)
         thread.start()
         return thread
+
+    def _photos_read_ahead_in(self, request: ChatRequest) -> frozenset[str]:
+        """The photos being read ahead that ``request`` brings (a read-ahead does not give way
+        to the message it is done for). Hashed only while a read-ahead runs."""
+        reading = self._read_ahead_photos
+        return reading & photo_digests(request.messages) if reading else frozenset()
 
     # -- the steps of one reply ------------------------------------------------------------
 
@@ -639,7 +661,7 @@ class Assistant:
         request = ChatRequest(
             self.build_messages(history, message, system_text, params.max_new_tokens, prefix), params, cancel
         )
-        ticket = self.queue.enter() if self.queue is not None else None
+        ticket = self.queue.enter(self._photos_read_ahead_in(request)) if self.queue is not None else None
         try:
             queued_s = yield from self._wait_for_turn(ticket, cancel)
             if queued_s is None:

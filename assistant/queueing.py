@@ -17,13 +17,23 @@ class TurnQueue:
         self._waiting: deque[int] = deque()
         self._tickets = itertools.count()
         self._holder: int | None = None
+        self._photos: dict[int, frozenset[str]] = {}  # what each waiting turn brings (image digests)
 
-    def enter(self) -> int:
-        """Take a ticket; the caller must later ``leave`` it (also when it never got its turn)."""
+    def enter(self, photos: frozenset[str] = frozenset()) -> int:
+        """Take a ticket; the caller must later ``leave`` it (also when it never got its turn).
+        ``photos``: digests of the images the turn brings (see ``someone_else_waits``)."""
         with self._cond:
             ticket = next(self._tickets)
             self._waiting.append(ticket)
+            if photos:
+                self._photos[ticket] = photos
             return ticket
+
+    def someone_else_waits(self, photos: frozenset[str]) -> bool:
+        """Whether a turn waits that does not bring all of ``photos``: a photo read ahead gives
+        way to it, but not to the message it is being read for."""
+        with self._cond:
+            return any(not photos <= self._photos.get(t, frozenset()) for t in self._waiting)
 
     def wait(self, ticket: int, timeout: float | None = None) -> bool:
         """Block until it is ``ticket``'s turn (True) or ``timeout`` passes (False)."""
@@ -44,6 +54,7 @@ class TurnQueue:
 
     def leave(self, ticket: int) -> None:
         with self._cond:
+            self._photos.pop(ticket, None)
             if self._holder == ticket:
                 self._holder = None
             elif ticket in self._waiting:

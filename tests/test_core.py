@@ -227,6 +227,57 @@ def test_turn_queue_positions_and_leaving_early():
     assert not q.busy
 
 
+def test_a_read_ahead_gives_way_to_other_turns_but_not_to_its_own_message():
+    q = TurnQueue()
+    reading = q.enter()
+    assert q.wait(reading, 0.1)
+    photos = frozenset({"photo-digest"})
+    assert not q.someone_else_waits(photos)  # nobody waits
+    own = q.enter(photos | {"another"})  # the message the photo is read for (and one more photo)
+    assert not q.someone_else_waits(photos)
+    other = q.enter()  # another user's turn
+    assert q.someone_else_waits(photos)
+    q.leave(other)
+    assert not q.someone_else_waits(photos)
+    q.leave(own)
+    q.leave(reading)
+    assert not q.busy
+
+
+class SlowReader(FakeChatModel):
+    """A model whose reading ahead takes ``read_s`` unless it is asked to give way."""
+
+    def __init__(self, read_s: float):
+        super().__init__()
+        self.read_s = read_s
+        self.gave_way: list[bool] = []
+
+    def warm(self, request, give_way=None):
+        deadline = time.monotonic() + self.read_s
+        while time.monotonic() < deadline:
+            if give_way is not None and give_way():
+                self.gave_way.append(True)
+                return
+            time.sleep(0.005)  # a layer
+        self.gave_way.append(False)
+
+
+@pytest.mark.parametrize("whose", ["another user's", "its own"])
+def test_a_read_ahead_stops_for_another_turn_and_finishes_for_its_own(whose, tmp_path):
+    model = SlowReader(read_s=2.0)
+    assistant = Assistant(Settings(model="fake", data_dir=tmp_path), model, None)
+    photo = Image.new("RGB", (64, 48), "orange")
+    reading = assistant.prepare([], Message.user("", [photo]))
+    assert reading is not None
+    time.sleep(0.2)  # the read-ahead has the model now
+    sent = Message.user("What is this?", [photo]) if whose == "its own" else Message.user("Hi there")
+    reply = assistant.reply([], sent, GenerationParams(max_new_tokens=2)).wait()
+    reading.join(5)
+    assert reply.text == "Hello, "
+    # Its own message waits for the reading it will reuse; anyone else's stops it.
+    assert model.gave_way == ([False] if whose == "its own" else [True])
+
+
 def test_conversation_history_ops():
     conv = [
         Message("user", "q1"),

@@ -237,6 +237,39 @@ def test_continue_carries_on_the_unfinished_reply_and_reuses_what_was_read(pair)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("where", ["vision tower", "language model"])
+def test_a_read_ahead_that_gives_way_stops_at_once_and_leaves_the_cache_whole(pair, where):
+    """A photo read ahead stops between two layers when someone else's turn waits: in the vision
+    tower, or in the language model after some of its layers have stored the new tokens. The
+    chat's cache it was extending is put back as it was: the next turn reuses it and answers as
+    a fresh model does."""
+    from torch import nn
+
+    arch, reuse, _ = pair
+    reuse.prefix_cache.clear()  # only this chat: what is reused can then only come from it
+    first = [user("What is this?", noise(8, (96, 64)))]
+    reply, _ = answer(reuse, first)
+    history = [*first, Message("assistant", reply)]
+    held = len(reuse.prepare_inputs(history)["input_ids"][0]) // 2  # surely cached
+    lists = [(n, m) for n, m in reuse.model.named_modules() if isinstance(m, nn.ModuleList)]
+    vision = sum(len(m) for n, m in lists if "vis" in n)
+    stop_at = 2 if where == "vision tower" else vision + 2  # the second text layer
+    polls = []
+
+    def give_way() -> bool:
+        polls.append(1)
+        return len(polls) >= stop_at
+
+    later = noise(9 if where == "vision tower" else 10, (96, 64))  # never seen before
+    reuse.warm(ChatRequest([*history, user("", later)]), give_way=give_way)
+    assert len(polls) == stop_at, f"{arch}: went on after giving way ({len(polls)} polls)"
+    assert not any(layer._forward_pre_hooks for _, m in lists for layer in m), "hooks outlived the read-ahead"
+    asked = [*history, user("And this one?", later)]
+    cached = same_answer(pair, asked)
+    assert held <= cached < len(reuse.prepare_inputs(history)["input_ids"][0]) + 2, (arch, cached)
+
+
+@pytest.mark.slow
 def test_a_photo_attached_while_typing_is_read_before_the_message_is_sent(pair, tmp_path):
     """Assistant.prepare reads a draft's photos ahead; the sent message then reuses that reading
     (the photo's tokens come from the cache) and gets the reply a fresh model gives."""

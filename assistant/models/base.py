@@ -7,7 +7,7 @@ everything above them (the Assistant, the page, the API, the CLI) knows only the
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import UnionType
@@ -211,6 +211,9 @@ class ChatRequest:
     messages: Sequence[Message]
     params: GenerationParams = field(default_factory=GenerationParams)
     cancel: threading.Event = field(default_factory=threading.Event)
+    # Work done ahead of need (a photo read while the words are typed): when this says True,
+    # the model stops at its next layer, mid-prompt, so someone else's turn need not wait.
+    give_way: Callable[[], bool] | None = None
 
     @property
     def continues(self) -> bool:

@@ -13,8 +13,9 @@ import os
 import re
 import threading
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -374,49 +375,58 @@ class LocalChatModel:
             cached_tokens=report.get("cached_tokens", 0),
         )
 
-    def warm(self, request: ChatRequest) -> None:
+    def warm(self, request: ChatRequest, give_way: Callable[[], bool] | None = None) -> None:
         """Read ``request``'s prompt into the prefix cache (one token generated, then dropped):
-        a later prompt that starts the same way, photos included, is answered from there."""
+        a later prompt that starts the same way, photos included, is answered from there.
+        ``give_way``: polled at every layer; when it says True the reading stops there."""
         if not self.prefix_cache.enabled:
             return
         params = GenerationParams(max_new_tokens=1, temperature=0)
-        for _ in self.stream(replace(request, params=params, cancel=threading.Event())):
+        for _ in self.stream(replace(request, params=params, cancel=threading.Event(), give_way=give_way)):
             pass
 
     def _generate(self, request: ChatRequest, streamer, report: dict[str, Any]) -> None:
         """On the inference thread: build the prompt, reuse what the prefix cache holds of it,
         generate into ``streamer``; fills ``report`` (prompt and cached token counts)."""
         try:
-            inputs = self.prepare_inputs(request.messages)
-            prompt_tokens = int(inputs["input_ids"].shape[-1])
-            report["prompt_tokens"] = prompt_tokens
-            params = request.params
-            if prompt_tokens + params.max_new_tokens > self.info.context_length:
-                room = self.info.context_length - prompt_tokens
-                raise InvalidParams(
-                    f"the conversation takes {prompt_tokens} tokens and the model's context is "
-                    f"{self.info.context_length}: start a new chat, send fewer images, or ask for at most {max(room, 0)} new tokens"
-                )
-            images = [image for m in request.messages for image in m.images]
-            try:
-                self._generate_with_cache(inputs, images, request, streamer, report)
-            except Exception as exc:
-                if not _out_of_memory(exc) or not self.prefix_cache.enabled or streamer.generated:
-                    raise
-                # The cache took the memory the prompt needed: free it, and try once without.
-                self.prefix_cache.clear()
-                _free_device_memory(self.info.device)
-                streamer.next_tokens_are_prompt = True  # the retry's generate puts the prompt again
-                self._generate_with_cache(inputs, images, request, streamer, report, reuse=False)
+            with stops_between_layers(self.model, request.give_way):
+                self._generate_within(request, streamer, report)
+        except GaveWay:
+            log.debug("a read-ahead gave way to a waiting turn")
         finally:
             streamer.end()  # the consumer never waits forever
             _free_device_memory(self.info.device)
+
+    def _generate_within(self, request: ChatRequest, streamer, report: dict[str, Any]) -> None:
+        """:meth:`_generate`'s work."""
+        report["prompt_tokens"] = 0  # also when giving way before the prompt is built
+        inputs = self.prepare_inputs(request.messages)
+        prompt_tokens = int(inputs["input_ids"].shape[-1])
+        report["prompt_tokens"] = prompt_tokens
+        params = request.params
+        if prompt_tokens + params.max_new_tokens > self.info.context_length:
+            room = self.info.context_length - prompt_tokens
+            raise InvalidParams(
+                f"the conversation takes {prompt_tokens} tokens and the model's context is "
+                f"{self.info.context_length}: start a new chat, send fewer images, or ask for at most {max(room, 0)} new tokens"
+            )
+        images = [image for m in request.messages for image in m.images]
+        try:
+            self._generate_with_cache(inputs, images, request, streamer, report)
+        except Exception as exc:
+            if not _out_of_memory(exc) or not self.prefix_cache.enabled or streamer.generated:
+                raise
+            # The cache took the memory the prompt needed: free it, and try once without.
+            self.prefix_cache.clear()
+            _free_device_memory(self.info.device)
+            streamer.next_tokens_are_prompt = True  # the retry's generate puts the prompt again
+            self._generate_with_cache(inputs, images, request, streamer, report, reuse=False)
 
     def _generate_with_cache(
         self, inputs, images, request: ChatRequest, streamer, report, reuse: bool = True
     ):
         import torch
-        from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList, set_seed
+        from transformers import DynamicCache, StoppingCriteria, set_seed
 
         cancel, params = request.cancel, request.params
 
@@ -449,19 +459,17 @@ class LocalChatModel:
         if params.seed is not None:
             set_seed(params.seed)
         # If generate raises, the cache is not put back: a half-updated one is inconsistent.
-        with torch.inference_mode():
-            out = self.model.generate(
-                **model_inputs,
-                **sampling,
-                past_key_values=kv,
-                max_new_tokens=params.max_new_tokens,
-                min_new_tokens=params.min_new_tokens or None,
-                streamer=streamer,
-                stopping_criteria=StoppingCriteriaList([CancelCriteria()]),
-                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
-                return_dict_in_generate=True,
-                output_logits=self.record_first_logits,
-            )
+        # Giving way is the exception: cut back to what it held, it is whole again.
+        try:
+            out = self._run_generate(model_inputs, sampling, kv, params, streamer, CancelCriteria())
+        except GaveWay:
+            if cached and self.prefix_cache.enabled:
+                for layer in kv.layers:  # the layers before the stop have the new tokens too
+                    if layer.get_seq_length() > cached:
+                        layer.crop(cached - layer.get_seq_length())
+                kept = [span for span in layout.spans if span.end <= cached]
+                self.prefix_cache.put(Entry(ids[:cached], kept, kv, cache_bytes(kv)))
+            raise
         if self.record_first_logits:
             self.first_logits = out.logits[0][0].float().cpu()
         if self.prefix_cache.enabled:  # a cancelled reply is fine: the ids say what the cache holds
@@ -469,6 +477,51 @@ class LocalChatModel:
             self.prefix_cache.put(
                 Entry(out.sequences[0, :length].tolist(), layout.spans, kv, cache_bytes(kv))
             )
+
+    def _run_generate(self, model_inputs, sampling, kv, params: GenerationParams, streamer, cancel_criteria):
+        import torch
+        from transformers import StoppingCriteriaList
+
+        with torch.inference_mode():
+            return self.model.generate(
+                **model_inputs,
+                **sampling,
+                past_key_values=kv,
+                max_new_tokens=params.max_new_tokens,
+                min_new_tokens=params.min_new_tokens or None,
+                streamer=streamer,
+                stopping_criteria=StoppingCriteriaList([cancel_criteria]),
+                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+                return_dict_in_generate=True,
+                output_logits=self.record_first_logits,
+            )
+
+
+class GaveWay(Exception):
+    """Raised between two layers when a read-ahead's ``give_way`` says so."""
+
+
+@contextmanager
+def stops_between_layers(model, give_way: Callable[[], bool] | None):
+    """While inside, every layer of ``model`` (each entry of its ``nn.ModuleList``s: the vision
+    tower's and the language model's) first asks ``give_way`` and raises :class:`GaveWay` when
+    it says True. On the inference thread only: no other work sees the hooks."""
+    if give_way is None:
+        yield
+        return
+    from torch import nn
+
+    def check(module, args):
+        if give_way():
+            raise GaveWay
+
+    layers = [layer for module in model.modules() if isinstance(module, nn.ModuleList) for layer in module]
+    handles = [layer.register_forward_pre_hook(check) for layer in layers]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 # -- the inference thread, loading, dtype -------------------------------------------------------

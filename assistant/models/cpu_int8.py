@@ -89,8 +89,22 @@ def quantize_language_model(model: nn.Module, keep: Iterable[str], compute_dtype
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, Int8Linear(getattr(parent, child), compute_dtype))
+    _own_remaining_weights(model)
     _give_back_freed_memory()
     return len(targets)
+
+
+def _own_remaining_weights(model: nn.Module) -> None:
+    """Copy the weights left as loaded (vision tower, embeddings, norms) out of the checkpoint's
+    memory map: while any tensor views it, the whole map stays, with every page the conversion
+    read still resident (a 256M model's process kept ~370 MiB more than in bfloat16)."""
+    with torch.no_grad():
+        for param in model.parameters():
+            param.data = param.data.clone()
+        for module in model.modules():
+            for key, buffer in module._buffers.items():
+                if buffer is not None and not isinstance(module, Int8Linear):
+                    module._buffers[key] = buffer.clone()
 
 
 def _give_back_freed_memory() -> None:

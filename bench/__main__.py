@@ -1,4 +1,4 @@
-"""python -m bench [--quick] [--only speech,chat,reuse,images,server,llama,voice] [--out docs] [--cache .cache/bench]"""
+"""python -m bench [--quick] [--only speech,chat,reuse,int8,vision,images,documents,server,llama,voice] [--out docs] [--cache .cache/bench]"""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ BUDGETS = {
     "speech": 200,
     "chat": 330,
     "reuse": 420,
+    "int8": 420,
+    "vision": 300,
     "images": 90,
     "documents": 420,
     "server": 200,

@@ -279,6 +279,17 @@ def word_token_ids(tokenizer) -> list[int]:
     return found
 
 
+def words_only(model, processor) -> None:
+    """Zero the output-layer rows of every id that is not a word-start token (see below)."""
+    import torch
+
+    tokenizer = getattr(processor, "tokenizer", processor)
+    keep = torch.zeros(model.get_output_embeddings().weight.shape[0], dtype=torch.bool)
+    keep[word_token_ids(tokenizer)] = True
+    with torch.no_grad():
+        model.get_output_embeddings().weight[~keep] = 0
+
+
 def chat_model_dir(cache: Path, arch: str = "idefics3", size: str = "full") -> Path:
     """A random-weight model of ``arch``/``size`` whose replies are always visible text.
 
@@ -303,17 +314,12 @@ def chat_model_dir(cache: Path, arch: str = "idefics3", size: str = "full") -> P
     except (OSError, ValueError):
         pass
 
-    import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     quiet_transformers()
     processor = AutoProcessor.from_pretrained(raw)
     model = AutoModelForImageTextToText.from_pretrained(raw, dtype="auto")
-    tokenizer = getattr(processor, "tokenizer", processor)
-    keep = torch.zeros(model.get_output_embeddings().weight.shape[0], dtype=torch.bool)
-    keep[word_token_ids(tokenizer)] = True
-    with torch.no_grad():
-        model.get_output_embeddings().weight[~keep] = 0
+    words_only(model, processor)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=models))
     try:
         model.save_pretrained(tmp)

@@ -105,6 +105,30 @@ def read_ahead(assistant, chat, image, n: int, reps: int) -> list[dict]:
     return rows
 
 
+def giving_way(assistant, chat, image, n: int, reps: int, after_s: float = 0.5) -> list[float]:
+    """Another person's text turn sent ``after_s`` into a photo's read-ahead: how long it waits
+    for the model (the read-ahead stops between two layers for it)."""
+    from assistant.conversation import Message
+
+    waits = []
+    for rep in range(reps):
+        chat.prefix_cache.clear()
+        photo = image.copy()
+        photo.putpixel((rep, 0), (rep * 53 % 256, 9, 9))  # a new picture: nothing cached
+        reading = assistant.prepare([], Message.user("", [photo]))
+        time.sleep(after_s)
+        other = assistant.reply(
+            [],
+            Message.user(QUESTIONS[1]),
+            assistant.params(max_new_tokens=n, min_new_tokens=n, temperature=0),
+        )
+        other.wait()
+        waits.append(other.stats.queued_s)
+        if reading is not None:
+            reading.join()
+    return waits
+
+
 def long_chat(assistant, chat, images, n: int, turns_: int, context: int) -> list[dict]:
     """One chat of ``turns_`` turns with photos at turns 1, 7 and 14, in a ``context``-token model."""
     from assistant.conversation import Message
@@ -151,8 +175,14 @@ def cache_memory(chat) -> dict:
 
 
 def dtype_agreement(cache, log) -> list[dict]:
-    """bf16 against float32 on the four tiny architectures: do greedy replies agree, and by how
-    much do the first-step logits differ (absolute, and relative to their range)?"""
+    """bf16 against float32 on the four tiny architectures."""
+    return load_agreement(cache, log, {"dtype": "float32"}, {"dtype": "bfloat16"}, "bf16 vs fp32")
+
+
+def load_agreement(cache, log, base: dict, other: dict, label: str) -> list[dict]:
+    """Two ways of loading (``LocalChatModel.load`` keywords) on the four tiny architectures: do
+    greedy replies agree, and by how much do the first-step logits differ (absolute, and
+    relative to their range)?"""
     from assistant.conversation import ImageAttachment, Message
     from assistant.models.base import ChatRequest, GenerationParams
     from assistant.models.local import LocalChatModel
@@ -163,23 +193,31 @@ def dtype_agreement(cache, log) -> list[dict]:
     rows = []
     for arch in ARCHITECTURES:
         path = str(build(arch, cache / "models" / f"{arch}-tiny-raw"))
-        replies = {}
-        for dtype in ("float32", "bfloat16"):
-            chat = LocalChatModel.load(path, dtype=dtype, prefix_cache_bytes=0, image_max_side=256)
+        replies = []
+        for options in (base, other):
+            chat = LocalChatModel.load(path, **options, prefix_cache_bytes=0, image_max_side=256)
             chat.record_first_logits = True
             request = ChatRequest(
                 messages, GenerationParams(max_new_tokens=8, min_new_tokens=8, temperature=0)
             )
             ids = chat.tokenizer("".join(i for i in chat.stream(request) if isinstance(i, str)))["input_ids"]
-            replies[dtype] = (ids, chat.first_logits)
+            replies.append((ids, chat.first_logits))
             chat.worker.shutdown()
-        (a, la), (b, lb) = replies["float32"], replies["bfloat16"]
+        (a, la), (b, lb) = replies
         agree = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
         diff = float((la - lb).abs().max())
         rows.append({"arch": arch, "agree": agree, "of": min(len(a), len(b)), "max_diff": diff,
                      "range": float(la.max() - la.min()), "top1_same": int(la.argmax()) == int(lb.argmax())})  # fmt: skip
-        log(f"reuse: {arch} bf16 vs fp32: {agree}/{rows[-1]['of']} tokens agree, max logit diff {diff:.3g}")
+        log(f"{arch} {label}: {agree}/{rows[-1]['of']} tokens agree, max logit diff {diff:.3g}")
     return rows
+
+
+def agreement_table(rows: list[dict]) -> str:
+    return table(
+        ["architecture", "leading tokens agree", "same first token", "max logit diff", "logit range", "diff / range"],
+        [[r["arch"], f"{r['agree']}/{r['of']}", "yes" if r["top1_same"] else "no", f"{r['max_diff']:.3g}",
+          f"{r['range']:.3g}", f"{r['max_diff'] / r['range']:.2%}"] for r in rows],
+    )  # fmt: skip
 
 
 def probe_runs(model_dir, reps: int, tokens: int, log) -> list[dict]:
@@ -230,6 +268,7 @@ def run(ctx: Context) -> SectionResult:
         assistant, chat, [image, *others], n, 6 if ctx.quick else 20, 1024 if ctx.quick else 1536
     )
     ahead = read_ahead(assistant, chat, image, n, 2 if ctx.quick else 4)
+    waits = giving_way(assistant, chat, image, n, 1 if ctx.quick else 3)
     probes = probe_runs(model_dir, 1 if ctx.quick else 2, 8 if ctx.quick else 32, ctx.log)
     agreement = dtype_agreement(ctx.cache, ctx.log)
 
@@ -339,7 +378,10 @@ def run(ctx: Context) -> SectionResult:
         f"alternating, a new picture every run). Reading ahead took {ahead_read['median']:.2f} s (the typing time it needs); "
         f"the reply then started after {ahead_ttft['median']:.2f} s instead of {cold_ttft['median']:.2f} s "
         f"({ahead_ratio:.3f}×), with {summary([r['cached_tokens'] for r in ahead if r['mode'] == 'read ahead'])['median']:.0f} "
-        "prompt tokens from the cache.",
+        "prompt tokens from the cache. "
+        f"Someone else's turn sent 0.5 s into a read-ahead waited {summary(waits)['median']:.2f} s for the model "
+        f"({summary(waits)['min']:.2f}–{summary(waits)['max']:.2f}, {len(waits)} runs; it stops between two layers for them) "
+        f"instead of the rest of the {ahead_read['median']:.2f}-s reading.",
         f"**Long chat** ({len(long_rows)} turns, photos at turns 1, 7 and 14, context cut to "
         f"{1024 if ctx.quick else 1536} tokens so the history must be trimmed"
         + (f"; the history was cut at turns {', '.join(map(str, trims))}" if trims else "")
@@ -360,11 +402,7 @@ def run(ctx: Context) -> SectionResult:
         "**bf16 replies against float32** on the four tiny architectures (one photo, 8 greedy tokens; random weights make "
         "near-ties between tokens common, so this is a harsh test): how many leading tokens agree, and the first-step "
         "logits' largest difference, absolute and against their range.",
-        table(
-            ["architecture", "leading tokens agree", "same first token", "max logit diff", "logit range", "diff / range"],
-            [[r["arch"], f"{r['agree']}/{r['of']}", "yes" if r["top1_same"] else "no", f"{r['max_diff']:.3g}",
-              f"{r['range']:.3g}", f"{r['max_diff'] / r['range']:.2%}"] for r in agreement],
-        ),
+        agreement_table(agreement),
     ])  # fmt: skip
     return SectionResult(
         key="reuse",
@@ -372,7 +410,7 @@ def run(ctx: Context) -> SectionResult:
         body=body,
         goals=goals,
         data={"turns": by_turn, "long_chat": long_rows, "memory": memory, "probes": probes, "bf16_agreement": agreement,
-              "ttft_ratio": ttft_ratio, "tps_ratio": tps_ratio, "read_ahead": ahead},
+              "ttft_ratio": ttft_ratio, "tps_ratio": tps_ratio, "read_ahead": ahead, "give_way_waits_s": waits},
     )  # fmt: skip
 
 

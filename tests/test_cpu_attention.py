@@ -74,3 +74,40 @@ def test_tiny_models_reply_as_with_sdpa(arch, tmp_path_factory):
     ours = reply()
     model.worker.submit(model.model.set_attn_implementation, "sdpa").result()
     assert reply() == ours, arch
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["idefics3", "llava", "gemma3"])
+def test_patch_convs_run_channels_last_with_the_same_numbers(arch, tmp_path_factory):
+    """The engine loads vision towers' patch convs channels-last on CPU (their output is then
+    laid out contiguously for all the tower's layers); the first-step logits are the ones a
+    channels-first conv gives."""
+    import numpy as np
+    from PIL import Image
+
+    from assistant.conversation import ImageAttachment, Message
+    from assistant.models.base import ChatRequest, GenerationParams
+    from assistant.models.local import LocalChatModel
+    from tools.random_models import build
+
+    path = str(build(arch, tmp_path_factory.getbasetemp() / f"tiny-{arch}"))
+    model = LocalChatModel.load(path, image_max_side=128, dtype="float32", prefix_cache_bytes=0)
+    convs = [m for m in model.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs), arch
+    photo = Image.fromarray(np.random.default_rng(4).integers(0, 255, (64, 96, 3), dtype=np.uint8))
+    request = ChatRequest(
+        [Message("user", "What is this?", (ImageAttachment(photo),))],
+        GenerationParams(max_new_tokens=1, temperature=0),
+    )
+    model.record_first_logits = True
+    list(model.stream(request))
+    engine = model.first_logits
+
+    def channels_first():
+        for conv in convs:
+            conv.to(memory_format=torch.contiguous_format)
+            conv.register_forward_pre_hook(lambda _m, args: (args[0].contiguous(), *args[1:]))
+
+    model.worker.submit(channels_first).result()
+    list(model.stream(request))
+    assert torch.allclose(engine, model.first_logits, atol=1e-5), arch

@@ -1,14 +1,16 @@
 """Weight-only int8 for the language model on CPU (``--quantization int8`` without a GPU).
 
-Decoding one token reads every weight once, so on CPU its speed is set by how many bytes the
-weights take. Here each ``nn.Linear`` of the language model keeps int8 weights with one scale per
-output row (symmetric, absmax): half the memory of bfloat16, and torch's own int8 weight-only
-kernel (``aten._weight_int8pack_mm``) multiplies one token's activations with them 1.5-1.8x
-faster than a bfloat16 matvec (docs/benchmarks.md, section 2c).
+Decoding one token reads every weight once. Here each ``nn.Linear`` of the language model keeps
+int8 weights with one scale per output row (symmetric, absmax): half the memory of bfloat16, and
+torch's own int8 weight-only kernel (``aten._weight_int8pack_mm``) multiplies one token's
+activations with them faster than a bfloat16 matvec (1.8x with the weights in cache, ~1.3x from
+memory on 2 AMD EPYC cores, where widening int8 to float bounds it): models decode ~1.2x faster
+(docs/benchmarks.md, section 2c).
 
-Why not a library: bitsandbytes' LLM.int8 is built for GPUs and decodes at a few tokens/s on
-CPU; torchao's ``Int8WeightOnlyConfig`` dequantizes the whole matrix on every call in eager mode
-(14 ms instead of 0.6 ms for a 2048x11008 matvec here) and is only fast under ``torch.compile``.
+Why not a library: bitsandbytes' LLM.int8 is built for GPUs (the SmolVLM-256M shape decoded at
+18 tokens/s with it on CPU, 70 with this); torchao's ``Int8WeightOnlyConfig`` dequantizes the whole
+matrix on every call in eager mode (14 ms instead of 0.6 ms for a 2048x11008 matvec here) and is
+only fast under ``torch.compile``.
 
 Prompts (many rows at once) are compute-bound, where the int8 kernel loses to a bfloat16 GEMM:
 there the weights are widened slice by slice (a few MiB each, so they stay in cache) and

@@ -572,7 +572,7 @@ def _load_weights(model_id: str, device: str, quantization: str, keep_vision_unq
     torch_dtype = resolve_dtype(dtype, device)
     compute = torch_dtype if device_is_cuda(device) or torch_dtype != torch.float32 else torch.bfloat16
     # int8 on CPU is our weight-only int8 (assistant.models.cpu_int8), applied after loading:
-    # bitsandbytes' LLM.int8 decodes at a few tokens/s there.
+    # bitsandbytes' LLM.int8 decodes at a quarter of its speed there.
     cpu_int8 = quantization == "int8" and not device_is_cuda(device)
     quant = None if cpu_int8 else quantization_config(quantization, compute, keep_vision_unquantized)
     source = hub_load_options(model_id)

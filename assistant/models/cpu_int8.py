@@ -43,6 +43,10 @@ def _kernel_available() -> bool:
 class Int8Linear(nn.Module):
     """``nn.Linear`` with int8 weights and a per-output-row scale."""
 
+    weight_int8: torch.Tensor
+    scale: torch.Tensor
+    bias: torch.Tensor | None
+
     def __init__(self, linear: nn.Linear, compute_dtype: torch.dtype):
         super().__init__()
         self.in_features = linear.in_features

@@ -464,9 +464,7 @@ class LocalChatModel:
             out = self._run_generate(model_inputs, sampling, kv, params, streamer, CancelCriteria())
         except GaveWay:
             if cached and self.prefix_cache.enabled:
-                for layer in kv.layers:  # the layers before the stop have the new tokens too
-                    if layer.get_seq_length() > cached:
-                        layer.crop(cached - layer.get_seq_length())
+                cut_back(kv, cached)
                 kept = [span for span in layout.spans if span.end <= cached]
                 self.prefix_cache.put(Entry(ids[:cached], kept, kv, cache_bytes(kv)))
             raise
@@ -495,6 +493,16 @@ class LocalChatModel:
                 return_dict_in_generate=True,
                 output_logits=self.record_first_logits,
             )
+
+
+def cut_back(kv: Any, length: int) -> None:
+    """Crop every layer of a cache to ``length`` tokens. Not ``DynamicCache.crop``: that drops the
+    same count from every layer, and after a forward stopped midway only the layers before the
+    stop hold the new tokens."""
+    for layer in kv.layers:
+        extra = layer.get_seq_length() - length
+        if extra > 0:
+            layer.crop(-extra)
 
 
 class GaveWay(Exception):

@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import Context, Goal, SectionResult, load_average, pyplot, summary, table
+from tools.chromium import CHROMIUM, CHROMIUM_ARGS
 
 FIRST_AUDIO_GOAL_S = 0.300
 OVERHEAD_GOAL_S = 0.100
 TOKENS_PER_S = 30.0
-CHROMIUM = "/usr/bin/chromium"
 TEXTS = {
     "sentence": "The capital of France is Paris.",
     "paragraph": (
@@ -342,15 +342,7 @@ def _round_trip(ctx: Context, turns: int) -> list[dict]:
     thread.start()
     while not running.started:
         time.sleep(0.05)
-    args = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
+    args = CHROMIUM_ARGS + [
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={_mic_file(folder)}",

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import time
 from pathlib import Path
@@ -13,20 +12,10 @@ import pytest
 
 from tests import speech_samples
 from tests.server import ROOT, start_app, tiny_model
+from tools.chromium import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = ROOT / "artifacts"
 FIRST_MESSAGE = "Hello from the browser! What is in this photo?"
 

@@ -112,8 +112,8 @@ def test_regenerate_keeps_the_old_reply_as_a_version_and_the_arrows_switch_back(
     }
     assert stored(env) == (["What is 2+2?", "It is 4."], ["Four."])
 
-    chat = switch(env, 1, -1)
-    assert chat[-1]["content"] == "Four."
+    chat, stats_line = switch(env, 1, -1)
+    assert chat[-1]["content"] == "Four." and stats_line == ""  # the last reply's figures are not this one's
     assert stored(env) == (["What is 2+2?", "Four."], ["It is 4."])  # the choice is saved
     # A follow-up is answered from the branch shown: the model never sees the other version.
     send(env, "And 3+3?", "Six.")

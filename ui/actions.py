@@ -58,16 +58,17 @@ def continue_reply(session: ChatSession):
 @unless_busy(1)
 def switch_version(store, session: ChatSession, pick: str):
     """Show another version of a message: ``pick`` is "INDEX:STEP[:NONCE]" (from the page's
-    ‹ › arrows; the nonce makes pressing the same arrow twice a change)."""
+    ‹ › arrows; the nonce makes pressing the same arrow twice a change). Returns the chat and
+    the stats line, emptied: it described a reply that may no longer be shown."""
     try:
         index, step = (int(part) for part in (pick or "").split(":")[:2])
     except ValueError:
-        return gr.skip()
+        return gr.skip(), gr.skip()
     if not 0 <= index < len(session.messages) or step not in (-1, 1):
-        return gr.skip()
+        return gr.skip(), gr.skip()
     session.messages, session.others = switch_version_of(session.messages, session.others, index, step)
     sidebar.save(store, session)
-    return render.chat(session.messages)
+    return render.chat(session.messages), ""
 
 
 @unless_busy(2, restore=lambda session: (render.chat(session.messages), gr.skip()))  # the bubble as it was

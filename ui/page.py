@@ -14,7 +14,10 @@ from ui.session import ChatSession, as_owner
 # position shown to whoever waits). Gradio's own queue only caps how many wait there.
 CONCURRENCY = 32
 UPLOAD_SWEEP = (3600, 24 * 3600)  # (every, older than) seconds
-PLACEHOLDER = "### Ask anything\nType, attach photos (drag & drop or paste), or record your voice with the microphone button."
+PLACEHOLDER = (
+    "### Ask anything\nType, attach photos, video clips or documents (PDF, text; drag & drop or paste), "
+    "or record your voice with the microphone button."
+)
 
 
 def build_ui(assistant, settings, store) -> gr.Blocks:
@@ -143,7 +146,10 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
             start.success(**answer).then(report_error, [session], None, **quick).then(**show_versions)
         # (.change: page.js writes the box, and Gradio's textbox fires .input for keys only)
         version_pick.change(
-            as_owner(partial(actions.switch_version, store)), [session, version_pick], [chatbot], **quick
+            as_owner(partial(actions.switch_version, store)),
+            [session, version_pick],
+            [chatbot, stats],
+            **quick,
         ).then(**show_versions)
         box.stop(actions.stop, [session], None, queue=False, api_visibility="private")  # at once
         spoken_then = dict(fn=report_error, inputs=[session], outputs=None, **quick)

@@ -92,6 +92,19 @@ def test_least_recently_used_entries_go_first_under_count_and_bytes():
     assert not PrefixCache(0).enabled
 
 
+def test_an_entry_another_holds_all_of_is_kept_once():
+    cache = PrefixCache(10_000, min_reuse=1)
+    red = ImageSpan(2, 5, "red")
+    cache.put(entry(range(20), [red]))
+    cache.put(entry(range(12), [red]))  # a cropped copy of it (a read-ahead that gave way)
+    assert len(cache) == 1 and len(cache._entries[0].ids) == 20
+    cache.put(entry(range(30), [red]))  # it, extended: the shorter one goes
+    assert len(cache) == 1 and len(cache._entries[0].ids) == 30
+    cache.put(entry(range(12), [ImageSpan(2, 5, "blue")]))  # same ids, another picture: both stay
+    cache.put(entry([0, 1, 7, 7]))  # a different prompt
+    assert len(cache) == 3
+
+
 def test_image_digest_sees_pixels_not_just_size():
     a, b = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue")
     assert image_digest(a) != image_digest(b) and image_digest(a) == image_digest(a.copy())

@@ -66,6 +66,16 @@ def reusable_length(entry: Entry, ids: Sequence[int], images: Sequence[ImageSpan
     return n
 
 
+def covers(big: Entry, small: Entry) -> bool:
+    """Whether ``big`` holds every token of ``small``, with the same pictures."""
+    n = len(small.ids)
+    return (
+        len(big.ids) >= n
+        and big.ids[:n] == small.ids
+        and [s for s in big.images if s.start < n] == list(small.images)
+    )
+
+
 class PrefixCache:
     def __init__(self, budget_bytes: int, max_entries: int = MAX_ENTRIES, min_reuse: int = MIN_REUSE_TOKENS):
         self.budget_bytes = budget_bytes
@@ -112,6 +122,14 @@ class PrefixCache:
     def put(self, entry: Entry) -> None:
         if not self.enabled or entry.nbytes > self.budget_bytes:
             return
+        # An entry that holds all of another serves every lookup at least as well: keep one.
+        # (A read-ahead that gave way puts back a cropped copy while the original is still here.)
+        holder = next((e for e in self._entries if covers(e, entry)), None)
+        if holder is not None:
+            holder.last_used = time.monotonic()
+            self._entries.sort(key=lambda e: e.last_used)
+            return
+        self._entries = [e for e in self._entries if not covers(entry, e)]
         entry.last_used = time.monotonic()
         self._entries.append(entry)
         self._entries.sort(key=lambda e: e.last_used)

@@ -59,6 +59,15 @@ def test_keeps_batch_dimensions_dtype_and_bias():
     assert no_bias.bias is None and torch.allclose(no_bias(torch.zeros(1, 128)), torch.zeros(1, 64))
 
 
+def test_nothing_of_the_loaded_layer_is_shared():
+    """A view of the checkpoint (its bias in the same dtype) would keep the whole memory map of
+    the file resident: a 3B model served from 12.8 GB instead of 5.7 GB."""
+    layer = _linear(128, 64)
+    q = Int8Linear(layer, torch.float32)
+    originals = {layer.weight.untyped_storage().data_ptr(), layer.bias.untyped_storage().data_ptr()}
+    assert not originals & {t.untyped_storage().data_ptr() for t in q.buffers()}
+
+
 def test_quantization_error_is_small_against_the_float_layer():
     layer = _linear(512, 256)
     q = Int8Linear(layer, torch.float32)

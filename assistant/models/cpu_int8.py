@@ -59,7 +59,8 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight_int8", quantized)
         self.register_buffer("scale", scale.to(compute_dtype))
         bias = linear.bias
-        self.register_buffer("bias", None if bias is None else bias.detach().to(compute_dtype))
+        # A copy even in the same dtype: a view would keep the checkpoint's memory map alive.
+        self.register_buffer("bias", None if bias is None else bias.detach().to(compute_dtype, copy=True))
         self.uses_kernel = _kernel_available() and (
             compute_dtype == torch.float32 or self.in_features % KERNEL_INNER_MULTIPLE == 0
         )

@@ -1,7 +1,7 @@
 """One measurement in a fresh process (for bench/int8.py): a model loaded as the engine loads it
 with one quantization, then TTFT, decode speed, weight bytes and memory.
 
-    python -m bench.int8_probe MODEL_DIR --quantization none|int8|bitsandbytes [--photo] [--tokens N]
+    python -m bench.int8_probe MODEL_DIR --quantization none|int8|bitsandbytes [--photo] [--tokens N] [--dtype D]
     python -m bench.int8_probe qwen2_5_vl-full ...   (built in memory with random weights: no disk)
 
 ``bitsandbytes`` is what ``--quantization int8`` meant on CPU before: LLM.int8 layers.
@@ -26,7 +26,7 @@ def rss_now_mib() -> float:
     return 0.0
 
 
-def load(model: str, quantization: str):
+def load(model: str, quantization: str, dtype: str = "auto"):
     """(LocalChatModel, seconds to load)."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -37,7 +37,7 @@ def load(model: str, quantization: str):
     started = time.perf_counter()
     on_disk = Path(model).is_dir()
     if on_disk and quantization != "bitsandbytes":
-        chat = LocalChatModel.load(model, quantization=quantization, prefix_cache_bytes=0)
+        chat = LocalChatModel.load(model, quantization=quantization, prefix_cache_bytes=0, dtype=dtype)
         return chat, time.perf_counter() - started
     if on_disk:  # bitsandbytes, as the engine loaded it on CPU before
         processor = AutoProcessor.from_pretrained(model)
@@ -79,12 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model")
     p.add_argument("--quantization", choices=("none", "int8", "bitsandbytes"), default="none")
     p.add_argument("--tokens", type=int, default=32)
+    p.add_argument("--dtype", default="auto", help="for a model directory (not bitsandbytes)")
     p.add_argument("--photo", action="store_true", help="a 1024-px photo with the question")
     p.add_argument("--prompt-words", type=int, default=0, help="text before the question instead")
     args = p.parse_args(argv)
     quiet_environment()
     quiet_transformers()
-    chat, load_s = load(args.model, args.quantization)
+    chat, load_s = load(args.model, args.quantization, args.dtype)
     rss_loaded = rss_now_mib()
     words = " ".join(f"word{i % 97}" for i in range(args.prompt_words))
     images = (ImageAttachment(photo_1024()),) if args.photo else ()

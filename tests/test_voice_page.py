@@ -63,6 +63,10 @@ def start_server(tmp: Path, **overrides):
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     running, thread, url, assistant = start_server(tmp_path_factory.mktemp("voice-data"))
+    # Load Whisper now: on a fresh machine its first load (cold files) ate into the first
+    # test's 40 s of waiting for the question to be heard.
+    folder = tmp_path_factory.mktemp("warm-up")
+    assistant.transcribe(str(speech_samples.make_speech("Hello.", folder / "hello.wav")))
     yield url, assistant
     running.should_exit = True
     thread.join(10)
@@ -138,12 +142,18 @@ def wait_for(page, what, check, timeout_s=40.0) -> dict:
 def test_hands_free_voice_mode_hears_answers_aloud_and_stops_when_talked_over(page):
     page.locator("#voice-mode").click()
     wait_for(page, "listening", lambda s: s["mode"] in ("listening", "hearing"))
-    # The question is heard, sent, and appears in the chat as the user's words.
-    page.locator("#chat [data-testid=user]").filter(has_text="capital of France").first.wait_for(
-        timeout=40_000
-    )
+    # The question is heard, sent, and appears in the chat as the user's words (the words that
+    # matter: Whisper sometimes hears "capital on France", as in the dictation test).
+    try:
+        page.locator("#chat [data-testid=user]").filter(has_text="France").first.wait_for(timeout=40_000)
+    except Exception as exc:  # say what was heard instead, for the next person reading a CI log
+        users = page.locator("#chat [data-testid=user]").all_inner_texts()
+        raise AssertionError(
+            f"the question was not heard: user messages {users}, voice state {voice(page)}"
+        ) from exc
     state = wait_for(page, "speaking", lambda s: s["playing"] and s["chunks"] > 0)
-    assert "capital of France" in state["transcripts"][0]
+    heard = state["transcripts"][0].lower()
+    assert "capital" in heard and "france" in heard, heard
     assert page.locator("#chat [data-testid=bot]").first.inner_text().startswith("The capital of France")
     # Heard while it is written: speech plays while the reply is still streaming.
     assert page.locator("#input button.stop-button, #input button[aria-label='Stop']").count() > 0

@@ -142,18 +142,17 @@ def wait_for(page, what, check, timeout_s=40.0) -> dict:
 def test_hands_free_voice_mode_hears_answers_aloud_and_stops_when_talked_over(page):
     page.locator("#voice-mode").click()
     wait_for(page, "listening", lambda s: s["mode"] in ("listening", "hearing"))
-    # The question is heard, sent, and appears in the chat as the user's words (the words that
-    # matter: Whisper sometimes hears "capital on France", as in the dictation test).
+    # The question is heard, sent, and appears in the chat as the user's words. Whisper hears
+    # espeak's voice imperfectly ("capital on France", "capital and friends" in CI runs), so the
+    # test checks that what was heard is what the chat shows, and the word it always gets.
     try:
-        page.locator("#chat [data-testid=user]").filter(has_text="France").first.wait_for(timeout=40_000)
-    except Exception as exc:  # say what was heard instead, for the next person reading a CI log
-        users = page.locator("#chat [data-testid=user]").all_inner_texts()
-        raise AssertionError(
-            f"the question was not heard: user messages {users}, voice state {voice(page)}"
-        ) from exc
+        page.locator("#chat [data-testid=user]").first.wait_for(timeout=40_000)
+    except Exception as exc:  # say what happened instead, for the next person reading a CI log
+        raise AssertionError(f"nothing was heard and sent: voice state {voice(page)}") from exc
     state = wait_for(page, "speaking", lambda s: s["playing"] and s["chunks"] > 0)
-    heard = state["transcripts"][0].lower()
-    assert "capital" in heard and "france" in heard, heard
+    heard = state["transcripts"][0]
+    assert "capital" in heard.lower(), heard
+    assert heard.strip() in page.locator("#chat [data-testid=user]").first.inner_text()
     assert page.locator("#chat [data-testid=bot]").first.inner_text().startswith("The capital of France")
     # Heard while it is written: speech plays while the reply is still streaming.
     assert page.locator("#input button.stop-button, #input button[aria-label='Stop']").count() > 0

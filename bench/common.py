@@ -153,8 +153,17 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
 def peak_rss_mib(pid: int | str = "self") -> float:
     """A process's peak resident memory (VmHWM). Not getrusage's ru_maxrss: on Linux that survives
     exec, so a child started by a big parent would report the parent's peak."""
+    return _status_mib(pid, "VmHWM")
+
+
+def rss_mib(pid: int | str = "self") -> float:
+    """A process's resident memory now (VmRSS)."""
+    return _status_mib(pid, "VmRSS")
+
+
+def _status_mib(pid: int | str, field: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 

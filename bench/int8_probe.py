@@ -19,13 +19,6 @@ from pathlib import Path
 QUESTION = "Describe this picture in detail."
 
 
-def rss_now_mib() -> float:
-    for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def load(model: str, quantization: str, dtype: str = "auto"):
     """(LocalChatModel, seconds to load)."""
     import torch
@@ -72,7 +65,7 @@ def weight_mib(model) -> float:
 def main(argv: list[str] | None = None) -> int:
     from assistant.conversation import ImageAttachment, Message
     from assistant.models.base import ChatRequest, GenerationParams
-    from bench.common import peak_rss_mib, quiet_environment, quiet_transformers
+    from bench.common import peak_rss_mib, quiet_environment, quiet_transformers, rss_mib
     from bench.gpu import photo_1024
 
     p = argparse.ArgumentParser()
@@ -86,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_environment()
     quiet_transformers()
     chat, load_s = load(args.model, args.quantization, args.dtype)
-    rss_loaded = rss_now_mib()
+    rss_loaded = rss_mib()
     words = " ".join(f"word{i % 97}" for i in range(args.prompt_words))
     images = (ImageAttachment(photo_1024()),) if args.photo else ()
     messages = [Message("user", f"{words} {QUESTION}".strip(), images)]
@@ -111,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_s": load_s,
         "weights_mib": weight_mib(chat.model),
         "rss_loaded_mib": rss_loaded,
-        "rss_serving_mib": rss_now_mib(),  # after two replies: every weight page has been read
+        "rss_serving_mib": rss_mib(),  # after two replies: every weight page has been read
         "rss_peak_mib": peak_rss_mib(),
         "dtype": chat.info.dtype,
     }

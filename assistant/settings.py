@@ -76,6 +76,17 @@ def setting(default: Any, help: str, group: str, **flag: Any) -> Any:
     return field(default=default, metadata={"flag": Flag(help, group, **flag)})
 
 
+def origin(text: str) -> str:
+    """'https://host[:port]' as a browser sends it in ``Origin`` (no path, no trailing slash)."""
+    from urllib.parse import urlsplit
+
+    value = text.strip().rstrip("/").lower()
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query:
+        raise ValueError(f"{text!r} is not an origin such as https://chat.example.org")
+    return value
+
+
 def login(text: str) -> tuple[str, str]:
     """'USER:PASSWORD' -> (user, password); the password may contain colons."""
     user, sep, password = text.partition(":")
@@ -275,6 +286,15 @@ class Settings:
         False,
         "serve a non-loopback --host (or --share) without --auth: anyone who reaches it may chat and read the history",
         "server",
+    )
+    allowed_origins: tuple[str, ...] = setting(
+        (),
+        "other web origins (scheme://host[:port]) whose pages may call this server with a user's login;"
+        " none by default (repeatable)",
+        "server",
+        repeat=True,
+        metavar="ORIGIN",
+        parse=origin,
     )
     session_hours: float = setting(
         SESSION_HOURS, "a page login lasts this long, then the user logs in again", "server"

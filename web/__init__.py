@@ -5,7 +5,9 @@
 
 Each piece is a plain ASGI middleware with its own module: :mod:`web.headers` (CSP and other
 headers), :mod:`web.body` (body caps while streaming), :mod:`web.sessions` (login rate limit,
-session lifetime, logout), :mod:`web.files` (who may fetch which photo, upload types).
+session lifetime, logout), :mod:`web.files` (who may fetch which photo, upload types),
+:mod:`web.payloads` (which files a call to the page may name), :mod:`web.origins` (no other
+website may act with a user's login).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from assistant.settings import MB, Settings
+from web import origins
 from web.body import BodyLimit
-from web.files import MediaGuard, UploadFilter, UploadOwners
+from web.files import FileAccess, MediaGuard, UploadFilter, UploadOwners
 from web.headers import SecurityHeaders
 from web.logins import Logins
+from web.payloads import PayloadFiles
 from web.sessions import GradioSessions, LoginGuard
 
 PAGE_BODY_BYTES = 16 * MB  # the page's JSON calls (its files come through the upload route)
@@ -86,22 +90,21 @@ def install(server, settings: Settings, store, logins: Logins) -> None:
         return found[0]
 
     sessions = GradioSessions(gradio_app, settings.session_hours * 3600)
-    uploads = UploadOwners() if logins else None
-    user_of = sessions.user if logins else (lambda scope: None)
-    default_user = None if logins else LOCAL_OWNER
-    # Innermost first: each add_middleware wraps everything added before it.
-    server.add_middleware(
-        MediaGuard,
+    access = FileAccess(
         media_dir=Path(store.media_dir),
         owner_of=store.owner_of,
-        user_of=user_of,
-        default_user=default_user,
-        uploads=uploads,
+        user_of=sessions.user if logins else (lambda scope: None),
+        default_user=None if logins else LOCAL_OWNER,
+        uploads=UploadOwners(),
     )
-    server.add_middleware(UploadFilter, uploads=uploads, user_of=user_of)
+    # Innermost first: each add_middleware wraps everything added before it.
+    server.add_middleware(MediaGuard, access=access)
+    server.add_middleware(PayloadFiles, access=access)
+    server.add_middleware(UploadFilter, access=access)
     if logins:
         server.add_middleware(LoginGuard, logins=logins, sessions=sessions)
     server.add_middleware(BodyLimit, limit_for=body_limits(settings))
+    origins.install(server, settings.allowed_origins)
     server.add_middleware(SecurityHeaders)
 
 

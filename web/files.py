@@ -100,39 +100,66 @@ class UploadOwners:
         return self._owners.get(str(path))
 
 
-class MediaGuard:
-    """``owner_of(conversation id)`` from the store; ``user_of(scope)`` the logged-in user
-    (``default_user`` when the app has no logins); ``uploads`` who uploaded what."""
+class FileAccess:
+    """Who may read which file: an upload only whoever uploaded it, a saved chat's photo
+    (``media_dir``/<conversation>/…) only the owner of that conversation (``owner_of``, from
+    the store). ``user_of(scope)`` is the logged-in user, ``default_user`` the one user of an
+    app without logins."""
 
     def __init__(
         self,
-        app: ASGIApp,
         media_dir: Path,
         owner_of: Callable[[str], str | None],
         user_of: Callable[[Scope], str | None],
         default_user: str | None,
-        uploads: UploadOwners | None = None,
+        uploads: UploadOwners,
     ):
-        self.app, self.media_dir = app, Path(media_dir).resolve()
+        self.media_dir = Path(media_dir).resolve()
         self.owner_of, self.user_of, self.default_user = owner_of, user_of, default_user
         self.uploads = uploads
+
+    def user(self, scope: Scope) -> str | None:
+        return self.user_of(scope) or self.default_user
+
+    def conversation_owner(self, target: Path) -> str | None:
+        parts = target.relative_to(self.media_dir).parts
+        return self.owner_of(parts[0]) if len(parts) > 1 and parts[0].isalnum() else None
+
+    def may_read(self, target: Path, user: str | None) -> bool:
+        """Whether ``user`` may hand ``target`` (resolved) to the page's functions: only their
+        own uploads and their own chats' photos, nothing else on the server."""
+        if user is None:
+            return False
+        uploaders = self.uploads.owners(target)
+        if uploaders is not None:
+            return user in uploaders
+        if target.is_relative_to(self.media_dir):
+            return self.conversation_owner(target) == user
+        return False
+
+
+class MediaGuard:
+    """The file routes: someone else's upload or chat photo is answered 404, as if absent;
+    other files (the page's own outputs) are left to Gradio's checks."""
+
+    def __init__(self, app: ASGIApp, access: FileAccess):
+        self.app, self.access = app, access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         target = requested_file(scope.get("path", "")) if scope["type"] == "http" else None
         if target is None:
             await self.app(scope, receive, send)
             return
-        uploaders = self.uploads.owners(target) if self.uploads is not None else None
-        if uploaders is not None and (self.user_of(scope) or self.default_user) not in uploaders:
+        access = self.access
+        user = access.user(scope)
+        uploaders = access.uploads.owners(target)
+        if uploaders is not None and user not in uploaders:
             await _answer(send, 404, "File not found.")
             return
-        if not target.is_relative_to(self.media_dir):
+        if not target.is_relative_to(access.media_dir):
             await self.app(scope, receive, send)
             return
-        parts = target.relative_to(self.media_dir).parts
-        owner = self.owner_of(parts[0]) if len(parts) > 1 and parts[0].isalnum() else None
-        user = self.user_of(scope) or self.default_user
-        if owner is None or user is None or owner != user:
+        if user is None or access.conversation_owner(target) != user:
             await _answer(send, 404, "File not found.")
             return
         kind = media.content_type(target)
@@ -150,15 +177,11 @@ class MediaGuard:
 
 
 class UploadFilter:
-    """With ``uploads`` and ``user_of``: remembers who uploaded each accepted file."""
+    """Remembers who uploaded each accepted file (``access.user``: the logged-in user, or the
+    one local user of an app without logins)."""
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        uploads: UploadOwners | None = None,
-        user_of: Callable[[Scope], str | None] | None = None,
-    ):
-        self.app, self.uploads, self.user_of = app, uploads, user_of
+    def __init__(self, app: ASGIApp, access: FileAccess):
+        self.app, self.access = app, access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path") not in UPLOAD_ROUTES or scope.get("method") != "POST":
@@ -202,9 +225,9 @@ class UploadFilter:
                 "(PDF, text, Markdown) can be uploaded",
             )
             return
-        user = self.user_of(scope) if self.user_of is not None else None
-        if self.uploads is not None and user is not None:
+        user = self.access.user(scope)
+        if user is not None:
             for p in paths:
-                self.uploads.add(p.resolve(), user)
+                self.access.uploads.add(p.resolve(), user)
         await send(start)
         await send({"type": "http.response.body", "body": body})

@@ -5,7 +5,10 @@ Gradio checks the password and keeps each login as a random token (cookie) in me
 middleware adds what it lacks:
 
 - ``POST /login`` is refused with 429 while the client has too many recent failures for that
-  user name (:class:`web.logins.Logins`); every answer Gradio gives is counted.
+  user name (:class:`web.logins.Logins`); every answer Gradio gives is counted. The form is
+  parsed as Gradio parses it, and one with a field twice is refused (the limiter would count
+  one name while Gradio checks another).
+- The session cookies are ``SameSite=Lax``: another site's page cannot send them.
 - A session lasts ``session_s`` from its login: its cookies carry that ``Max-Age``, and a token
   older than that is dropped from Gradio's table on its next use, so the user logs in again.
   Logging out, or restarting the server, ends every session at once.
@@ -16,18 +19,21 @@ middleware adds what it lacks:
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
-from urllib.parse import parse_qs
 
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from web.logins import Logins, TooManyAttempts
 
 MAX_LOGIN_BODY = 64 * 1024
+# Gradio sets one of its two session cookies SameSite=None: other sites' pages would send it.
+_SAME_SITE = re.compile(r";\s*samesite=[^;]*", re.IGNORECASE)
 TOKEN_COOKIE = "access-token"
 
 
@@ -125,8 +131,15 @@ class LoginGuard:
                 return
             if not message.get("more_body", False):
                 break
-        form = parse_qs(body.decode("utf-8", "replace"))
-        user = (form.get("username") or [""])[0].strip()  # as Gradio reads it
+        fields = await _form_fields(scope, body)
+        if fields is None:
+            await _json(send, 400, {"detail": "send the login as a form with one username and one password"})
+            return
+        repeated = sorted({name for name, _ in fields if sum(1 for n, _ in fields if n == name) > 1})
+        if repeated:  # the limiter and Gradio must read the same name
+            await _json(send, 400, {"detail": f"the login form has {repeated[0]!r} more than once"})
+            return
+        user = str(dict(fields).get("username", "")).strip()  # as Gradio reads it
         client = (scope.get("client") or ("?", 0))[0]
         wait = self.logins.retry_after(client, user)
         if wait > 0:
@@ -166,7 +179,9 @@ class LoginGuard:
             name, _, rest = cookie.partition("=")
             if name.startswith(TOKEN_COOKIE):
                 self.sessions.started_now(rest.split(";", 1)[0])
-                cookie += f"; Max-Age={int(self.sessions.session_s)}"
+                cookie = (
+                    _SAME_SITE.sub("", cookie) + f"; SameSite=Lax; Max-Age={int(self.sessions.session_s)}"
+                )
             headers.append("set-cookie", cookie)
 
     def _local_redirect(self, scope: Scope, send: Send) -> Send:
@@ -180,6 +195,28 @@ class LoginGuard:
             await send(message)
 
         return rewritten
+
+
+async def _form_fields(scope: Scope, body: bytes) -> list[tuple[str, str]] | None:
+    """The login form's fields in order, parsed as Gradio parses them (URL-encoded or
+    multipart, as the page's own login sends it); None if it is not a form."""
+    sent = False
+
+    async def once() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    kind = Headers(scope=scope).get("content-type", "")
+    if not kind.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        return None
+    try:
+        async with Request(scope, once).form(max_files=0, max_fields=16) as form:
+            return [(name, value if isinstance(value, str) else "") for name, value in form.multi_items()]
+    except Exception:  # a damaged form (Starlette's parsers raise their own kinds)
+        return None
 
 
 async def _json(send: Send, status: int, body: dict, headers: dict[str, str] | None = None) -> None:

@@ -29,8 +29,11 @@ from api.schemas import ChatCompletionRequest, generation_values
 from api.streaming import Workers
 from assistant.errors import InvalidParams, ModelUnavailable
 from assistant.settings import MB
+from assistant.store import LOCAL_OWNER
 from web.logins import Logins, TooManyAttempts
 
+# Who calls with the API key (a login's user name cannot contain a colon).
+API_KEY_USER = ":api-key"
 WHISPER_ALIAS = "whisper-1"  # the name OpenAI clients and tools send by default
 TRANSCRIPTION_FIELDS = ("file", "model", "language", "response_format")
 RESPONSE_FORMATS = ("json", "text", "verbose_json")
@@ -48,17 +51,19 @@ def route_class(api_key: str | None, max_body_bytes: int, logins: Logins | None 
     else:
         wanted = "send 'Authorization: Bearer <key>'"
 
-    def authenticate(request: Request) -> None:
+    def authenticate(request: Request) -> str:
+        """Who calls: a page login's user name, or API_KEY_USER for the API key."""
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
         if expected is not None and scheme.lower() == "bearer":
             if hmac.compare_digest(given.strip().encode(), expected):
-                return
+                return API_KEY_USER
         elif logins and scheme.lower() == "basic":
             client = request.client.host if request.client else "?"
             try:
-                if logins.check_basic(client, header) is not None:
-                    return
+                user = logins.check_basic(client, header)
+                if user is not None:
+                    return user
             except TooManyAttempts as exc:
                 raise ApiError(
                     429, str(exc), code="rate_limit_exceeded", headers={"Retry-After": str(exc.retry_after_s)}
@@ -72,8 +77,9 @@ def route_class(api_key: str | None, max_body_bytes: int, logins: Logins | None 
 
             async def guarded(request: Request):
                 try:
+                    request.state.user = LOCAL_OWNER
                     if expected is not None or logins:
-                        authenticate(request)
+                        request.state.user = authenticate(request)
                     length = request.headers.get("content-length", "")
                     if length.isdigit() and int(length) > max_body_bytes:
                         raise ApiError(
@@ -182,7 +188,13 @@ def build_router(assistant, settings, logins: Logins | None = None) -> APIRouter
             raise from_invalid_params(exc, fields) from None
         cancel = threading.Event()
         reply = assistant.reply(
-            history, message, params, system_prompt=system_prompt, literal_system=True, cancel=cancel
+            history,
+            message,
+            params,
+            system_prompt=system_prompt,
+            literal_system=True,
+            cancel=cancel,
+            user=request.state.user,
         )
         completion = Completion(name, workers.iterate(reply, request, cancel))
         if body.stream:

@@ -303,6 +303,16 @@ class Assistant:
             else self.system_prompt(system_prompt)
         )
 
+    def _system_is_servers(self, system_text: str) -> bool:
+        """Whether the system text is the server's own (the configured prompt or one of the
+        personas) rather than text a user wrote: only then may a model's cache of it serve
+        every user."""
+        if not system_text:
+            return False
+        if system_text == self._system_text(None, False):
+            return True
+        return system_text in prompts.texts(self.settings.prompts_dir)
+
     def params(self, **overrides: Any) -> GenerationParams:
         """Generation params with the configured defaults, validated (None = default)."""
         overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -556,13 +566,16 @@ class Assistant:
         language: str | None = None,
         literal_system: bool = False,
         prefix: str = "",
+        user: str = "",
     ) -> Reply:
         """The answer to ``message`` given ``history``. ``system_prompt`` is a persona name or
         free text (None = the configured default, "" = none); with ``literal_system`` it is
         always taken as text, even when it is one word that names a persona. A recording
         attached to ``message`` is transcribed first (voice works without a chat model).
         ``prefix``: the start of the reply, already written (Continue): the model carries on
-        from its last word, and the Reply's text is what comes after it."""
+        from its last word, and the Reply's text is what comes after it. ``user``: who asks
+        (the logged-in user, the API's caller): what a model caches of one user's prompt
+        serves no one else."""
         steps = self._answer(
             history,
             message,
@@ -572,6 +585,7 @@ class Assistant:
             cancel or threading.Event(),
             language,
             prefix,
+            user,
         )
         return Reply(message, steps)
 
@@ -583,6 +597,7 @@ class Assistant:
         *,
         system_prompt: str | None = None,
         literal_system: bool = False,
+        user: str = "",
     ) -> threading.Thread | None:
         """Start reading the photos of a message still being written, so its answer starts
         sooner: the model reads the chat up to them now (the slow part: the vision tower), and
@@ -609,7 +624,8 @@ class Assistant:
                 # Stop mid-photo for anyone else's turn; the message these photos are read for
                 # waits instead, and takes all of it.
                 give_way = (lambda: queue.someone_else_waits(photos)) if queue is not None else None
-                warm(ChatRequest(messages, params), give_way=give_way)
+                shared = self._system_is_servers(system_text)
+                warm(ChatRequest(messages, params, user=user, shared_system=shared), give_way=give_way)
             except Exception as exc:  # e.g. a bad photo: sending it says what is wrong
                 log.debug("reading a draft's photos ahead failed: %s", exc)
             finally:
@@ -639,6 +655,7 @@ class Assistant:
         cancel: threading.Event,
         language: str | None,
         prefix: str = "",
+        user: str = "",
     ) -> Generator[Event, None, None]:
         started = time.perf_counter()
         if message.is_empty():
@@ -659,7 +676,11 @@ class Assistant:
         transcribe_s += self._hear_clips([*history, message], language)
         model = self.require_chat()  # after transcription: voice works without a chat model
         request = ChatRequest(
-            self.build_messages(history, message, system_text, params.max_new_tokens, prefix), params, cancel
+            self.build_messages(history, message, system_text, params.max_new_tokens, prefix),
+            params,
+            cancel,
+            user=user,
+            shared_system=self._system_is_servers(system_text),
         )
         ticket = self.queue.enter(self._photos_read_ahead_in(request)) if self.queue is not None else None
         try:

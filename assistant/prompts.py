@@ -26,6 +26,11 @@ def load(name: str, prompts_dir: Path) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
+def texts(prompts_dir: Path) -> set[str]:
+    """The text of every persona (as :func:`load` gives it)."""
+    return {load(name, prompts_dir) for name in available(prompts_dir)}
+
+
 def resolve(name_or_text: str | None, prompts_dir: Path) -> str:
     """A persona name gives that file's text; anything else is taken as the prompt itself."""
     if not name_or_text:

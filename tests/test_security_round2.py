@@ -258,3 +258,68 @@ def test_a_repeated_login_field_is_refused_and_multipart_logins_are_counted(tmp_
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+# --------------------------------------------------------------------------- H3: the prefix cache
+
+
+PIN = "My bank PIN is 4812 and the card is in the blue drawer at home."
+
+
+@pytest.mark.slow
+def test_one_user_cannot_read_anothers_prompt_through_the_prefix_cache(tmp_path):
+    import httpx
+    from gradio_client import Client
+
+    from tests.server import start_app, tiny_model
+
+    logins = ["--auth", "alice:a", "--auth", "bob:b", "--auth", "carol:c"]
+    app = start_app(["--model", str(tiny_model()), "--data-dir", str(tmp_path), *logins])
+    try:
+        page = Client(app.url, auth=("alice", "a"), verbose=False)
+        page.predict(
+            {"text": PIN, "files": []}, [], {"max_new_tokens": 1, "temperature": 0}, api_name="/chat"
+        )
+
+        def cached(user: str, password: str, text: str) -> tuple[int, int]:
+            body = {"model": "tiny-smolvlm", "messages": [{"role": "user", "content": text}], "max_tokens": 1}
+            r = httpx.post(
+                app.url + "v1/chat/completions", json=body, headers=basic(user, password), timeout=120
+            )
+            assert r.status_code == 200, r.text
+            usage = r.json()["usage"]
+            return usage["prompt_tokens_details"]["cached_tokens"], usage["prompt_tokens"]
+
+        right, prompt = cached("bob", "b", PIN)  # bob guesses alice's whole message
+        anyone, _ = cached("carol", "c", "What is the weather like on Mars today?")
+        assert right == anyone  # what anyone reuses: the server's own system prompt
+        assert right < prompt - 10  # (it was prompt - 1: everything alice wrote)
+        again, prompt = cached("alice", "a", PIN)
+        assert again >= prompt - 2  # alice's own follow-up still comes from her cache
+    finally:
+        app.stop()
+
+
+def test_cache_entries_serve_their_owner_and_only_the_servers_part_to_others():
+    from assistant.models.prefix_cache import Entry, PrefixCache
+
+    class KV:
+        def __init__(self, n):
+            self.n = n
+
+        def get_seq_length(self):
+            return self.n
+
+        def crop(self, count):
+            self.n += count
+
+    cache = PrefixCache(budget_bytes=1 << 30, min_reuse=2)
+    persona = list(range(100, 120))  # 20 tokens the server wrote
+    alices = persona + [1, 2, 3, 4, 5, 6, 7, 8]
+    cache.put(Entry(alices, [], KV(len(alices)), 10, owner="alice", shared=len(persona)))
+    kv, n = cache.take(alices + [9], [], owner="bob", shared=len(persona))
+    assert n == len(persona) and kv.n == len(persona)
+    assert len(cache) == 1  # bob got a copy; alice's entry stays hers
+    assert cache.take(alices + [9], [], owner="bob", shared=0) == (None, 0)  # his own system text
+    kv, n = cache.take(alices + [9], [], owner="alice", shared=len(persona))
+    assert n == len(alices)

@@ -128,7 +128,12 @@ def read_ahead(assistant, session: ChatSession, value, *panel_values) -> None:
         return
     session.read_ahead = photos
     assistant.prepare(
-        answered(session.messages), draft, params, system_prompt=system_prompt, literal_system=True
+        answered(session.messages),
+        draft,
+        params,
+        system_prompt=system_prompt,
+        literal_system=True,
+        user=session.owner,
     )
 
 

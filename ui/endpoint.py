@@ -19,6 +19,7 @@ from assistant.core import Token
 from assistant.errors import AssistantError, InvalidParams
 from assistant.models.base import knobs
 from ui import inputs, render
+from ui.session import owner_of
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +34,18 @@ def install(assistant, concurrency_limit: int | None, media_dir: Path) -> None:
     reply = gr.Textbox(visible=False, label="reply")
     trigger = gr.Button(visible=False)
 
-    def chat(message: dict, history: list, options: dict | None = None):
+    def chat(request: gr.Request, message: dict, history: list, options: dict | None = None):
         """Answer ``message`` ({"text", "files"}) after ``history`` (messages format)."""
         try:
             params, system_prompt = generation_options(assistant, options)
             # A client that goes away closes this generator, and with it the reply, which
             # frees the model at once.
             with assistant.reply(
-                to_messages(history, readable), inputs.message(message), params, system_prompt=system_prompt
+                to_messages(history, readable),
+                inputs.message(message),
+                params,
+                system_prompt=system_prompt,
+                user=owner_of(request),
             ) as reply:
                 yielded = False
                 for event in reply:

@@ -194,7 +194,7 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
 
         # A photo attached to the draft is read by the model while the words are still typed.
         box.change(
-            partial(actions.read_ahead, assistant),
+            as_owner(partial(actions.read_ahead, assistant)),  # its cache entry is this user's
             [session, box, *panel.inputs],
             None,
             trigger_mode="always_last",

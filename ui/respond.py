@@ -158,6 +158,7 @@ def _answer(assistant, turn: _Turn, panel_values):
         literal_system=True,
         cancel=session.cancel,
         prefix=turn.prefix,
+        user=session.owner,
     )
     last_frame = 0.0
     with reply:  # leaving early (a closed tab, an error) frees the model at once

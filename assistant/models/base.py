@@ -214,6 +214,11 @@ class ChatRequest:
     # Work done ahead of need (a photo read while the words are typed): when this says True,
     # the model stops at its next layer, mid-prompt, so someone else's turn need not wait.
     give_way: Callable[[], bool] | None = None
+    # Whose prompt this is: what one user's prompt left in a prefix cache serves only that user.
+    user: str = ""
+    # The system message is the server's own (a persona, the configured prompt), not text a user
+    # wrote: its keys/values may serve every user.
+    shared_system: bool = False
 
     @property
     def continues(self) -> bool:

@@ -217,6 +217,7 @@ class LocalChatModel:
         )
         budget = default_prefix_cache_bytes(device) if prefix_cache_bytes is None else prefix_cache_bytes
         self.prefix_cache = PrefixCache(budget)
+        self._system_ids: dict[str, list[int]] = {}  # system text -> its turn's tokens alone
         self.record_first_logits = False  # tests and benchmarks compare reuse against a fresh prefill
         self.first_logits = None
         self.image_tokens = self.worker.submit(self._measure_image_tokens, image_max_side).result()
@@ -438,9 +439,11 @@ class LocalChatModel:
 
         ids = inputs["input_ids"][0].tolist()
         layout = image_layout(self, ids, inputs, images)
+        owner = request.user
+        shared = self._server_prefix(request, ids) if self.prefix_cache.enabled else 0
         kv, cached, model_inputs = None, 0, dict(inputs)
         if reuse and self.prefix_cache.enabled:
-            kv, cached = self.prefix_cache.take(ids, layout.spans)
+            kv, cached = self.prefix_cache.take(ids, layout.spans, owner, shared)
             usable = layout.usable(cached)
             if kv is not None and usable >= self.prefix_cache.min_reuse:
                 kv.crop(usable - cached)
@@ -466,15 +469,36 @@ class LocalChatModel:
             if cached and self.prefix_cache.enabled:
                 cut_back(kv, cached)
                 kept = [span for span in layout.spans if span.end <= cached]
-                self.prefix_cache.put(Entry(ids[:cached], kept, kv, cache_bytes(kv)))
+                self.prefix_cache.put(
+                    Entry(ids[:cached], kept, kv, cache_bytes(kv), owner, min(shared, cached))
+                )
             raise
         if self.record_first_logits:
             self.first_logits = out.logits[0][0].float().cpu()
         if self.prefix_cache.enabled:  # a cancelled reply is fine: the ids say what the cache holds
             length = kv.get_seq_length()
             self.prefix_cache.put(
-                Entry(out.sequences[0, :length].tolist(), layout.spans, kv, cache_bytes(kv))
+                Entry(out.sequences[0, :length].tolist(), layout.spans, kv, cache_bytes(kv), owner, shared)
             )
+
+    def _server_prefix(self, request: ChatRequest, ids: list[int]) -> int:
+        """How many leading tokens of the prompt ``ids`` only the server wrote (its system prompt
+        and the template around it): the part of a cache entry any user may reuse. The system
+        turn is rendered alone; nothing of it can depend on what a user wrote."""
+        first = request.messages[0] if request.messages else None
+        if not request.shared_system or first is None or first.role != "system":
+            return 0
+        rendered = self._system_ids.get(first.text)
+        if rendered is None:
+            try:
+                rendered = self.prepare_inputs([first])["input_ids"][0].tolist()
+            except Exception:  # a template that wants a user turn: share nothing
+                rendered = []
+            if len(self._system_ids) >= 32:
+                self._system_ids.pop(next(iter(self._system_ids)))
+            self._system_ids[first.text] = rendered
+        n = min(len(rendered), len(ids))
+        return next((i for i in range(n) if rendered[i] != ids[i]), n)
 
     def _run_generate(self, model_inputs, sampling, kv, params: GenerationParams, streamer, cancel_criteria):
         import torch

@@ -6,6 +6,11 @@ cache itself. A new prompt reuses the entry sharing the longest prefix with it, 
 first image whose pixels differ: two different photos of the same size give identical token ids,
 so the ids alone would silently reuse the wrong picture. Entries are evicted least recently used
 under an entry count and a byte budget. Touched only from the model's one inference thread.
+
+Entries belong to a user: a prompt reuses only its own user's entries, except for their
+``shared`` leading tokens (the server's own system prompt, which every user's prompt starts
+with), so neither the count of reused tokens nor the time to the first token can tell one user
+anything about what another wrote (as vLLM's per-request ``cache_salt`` does).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class Entry:
     images: list[ImageSpan]
     kv: Any  # transformers DynamicCache
     nbytes: int
+    owner: str = ""  # whose prompt this is
+    shared: int = 0  # leading tokens that are the server's, not the owner's: anyone may reuse them
     last_used: float = field(default_factory=time.monotonic)
 
 
@@ -70,7 +77,9 @@ def covers(big: Entry, small: Entry) -> bool:
     """Whether ``big`` holds every token of ``small``, with the same pictures."""
     n = len(small.ids)
     return (
-        len(big.ids) >= n
+        big.owner == small.owner
+        and big.shared >= small.shared
+        and len(big.ids) >= n
         and big.ids[:n] == small.ids
         and [s for s in big.images if s.start < n] == list(small.images)
     )
@@ -94,23 +103,29 @@ class PrefixCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def take(self, ids: Sequence[int], images: Sequence[ImageSpan]) -> tuple[Any, int]:
+    def take(
+        self, ids: Sequence[int], images: Sequence[ImageSpan], owner: str = "", shared: int = 0
+    ) -> tuple[Any, int]:
         """Keys/values for the longest reusable prefix of ``ids``, cropped to it, and its length
-        (None, 0 when no entry serves at least ``min_reuse`` tokens).
+        (None, 0 when no entry serves at least ``min_reuse`` tokens). ``owner``: whose prompt
+        ``ids`` is; ``shared``: how many of its leading tokens are the server's own.
 
         A continuation of an entry (a follow-up, a regenerate) takes the entry itself out: the
         caller extends it and puts the result back. A short share of a long entry (another chat
         with the same system prompt, an edit far back) gets a cropped copy, so the longer
-        conversation stays cached for its own next turn.
+        conversation stays cached for its own next turn. Another user's entry serves only the
+        part both prompts share with the server's (and always as a copy).
         """
         best, best_n = None, 0
         for entry in self._entries:
             n = reusable_length(entry, ids, images)
+            if entry.owner != owner:
+                n = min(n, entry.shared, shared)
             if n > best_n:
                 best, best_n = entry, n
         if best is None or best_n < self.min_reuse:
             return None, 0
-        if best_n >= len(best.ids) * CONTINUATION_SHARE:
+        if best.owner == owner and best_n >= len(best.ids) * CONTINUATION_SHARE:
             self._entries.remove(best)
             kv = best.kv
         else:

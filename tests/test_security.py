@@ -121,7 +121,7 @@ def server_client(tmp_path, model=None, **settings) -> tuple[TestClient, History
     settings.setdefault("data_dir", tmp_path / "data")
     s = Settings(**settings)
     server, _ = build_server(Assistant(s, model or FakeChatModel()), s)
-    return TestClient(server), HistoryStore(s.data_dir), s
+    return TestClient(server, base_url="http://127.0.0.1"), HistoryStore(s.data_dir), s
 
 
 def chunked(total: int, piece: int = 1024 * 1024):

@@ -219,6 +219,17 @@ def test_a_listed_origin_may_call_the_api(tmp_path):
     assert "access-control-allow-origin" not in other.headers
 
 
+def test_an_app_without_logins_answers_only_to_its_own_names(tmp_path):
+    """DNS rebinding: evil.example made to resolve to 127.0.0.1 is 'same origin' with itself."""
+    client, _, _ = server_client(tmp_path, allowed_origins=("https://chat.lan",))
+    rebound = {"Host": "evil.example:7860", "Origin": "http://evil.example:7860"}
+    for path in ("/config", "/gradio_api/info", "/v1/models", "/voice/config"):
+        refused = client.get(path, headers=rebound)
+        assert refused.status_code == 403 and "--allowed-origins" in refused.text, path
+    for host in ("127.0.0.1:7860", "localhost:7860", "[::1]:7860", "192.168.1.5", "chat.lan"):
+        assert client.get("/config", headers={"Host": host}).status_code == 200, host
+
+
 def test_session_cookies_are_same_site(tmp_path):
     client, _, _ = server_client(tmp_path, auth=USERS)
     cookies = client.post("/login", data={"username": "alice", "password": "a"}).headers.get_list(

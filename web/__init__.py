@@ -104,7 +104,7 @@ def install(server, settings: Settings, store, logins: Logins) -> None:
     if logins:
         server.add_middleware(LoginGuard, logins=logins, sessions=sessions)
     server.add_middleware(BodyLimit, limit_for=body_limits(settings))
-    origins.install(server, settings.allowed_origins)
+    origins.install(server, settings.allowed_origins, settings.host, bool(logins))
     server.add_middleware(SecurityHeaders)
 
 

@@ -15,10 +15,16 @@ credentials allowed: another site could then read a user's chats. Here:
 
 Same origin means the ``Origin`` header names the host the request was sent to (``Host``, or
 ``X-Forwarded-Host`` behind a reverse proxy, which a page cannot set on a cross-site request).
+
+- :class:`HostCheck`, for an app without logins: a site whose name is made to resolve to this
+  machine (DNS rebinding) is "same origin" with itself, and would need no login to read the
+  chats. Such an app answers only to IP addresses, ``localhost``, its ``--host`` and the hosts
+  of ``--allowed-origins``; a request for any other name gets 403 saying so.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Iterable
 from urllib.parse import urlsplit
@@ -97,8 +103,45 @@ class OriginCheck:
         await self.app(scope, receive, no_cors)
 
 
-async def _refuse(send: Send, path: str) -> None:
-    message = "requests from other websites are refused: open this app's own page (or list the site with --allowed-origins)"
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+class HostCheck:
+    """``names``: host names (lower case) this app may be reached under, besides IP addresses
+    and ``localhost``."""
+
+    def __init__(self, app: ASGIApp, names: Iterable[str] = ()):
+        self.app, self.names = app, frozenset({"localhost", *names})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        host, _ = _host_port(Headers(scope=scope).get("host", ""))
+        if not host or _is_address(host) or host in self.names or host.endswith(".localhost"):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await _refuse(
+            send,
+            scope.get("path", ""),
+            f"this app has no logins, so it answers only to its own address, not to {host!r} "
+            f"(another website could reach it under such a name): open it by IP address or "
+            f"localhost, or start it with --allowed-origins https://{host}",
+        )
+
+
+CROSS_SITE = "requests from other websites are refused: open this app's own page (or list the site with --allowed-origins)"
+
+
+async def _refuse(send: Send, path: str, message: str = CROSS_SITE) -> None:
     if path.startswith("/v1/"):
         body: dict = {
             "error": {
@@ -121,8 +164,9 @@ async def _refuse(send: Send, path: str) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
-def install(server, allowed: Iterable[str]) -> None:
-    """Both middlewares on the FastAPI ``server``; call it last, so they run first."""
+def install(server, allowed: Iterable[str], host: str, logins: bool) -> None:
+    """The middlewares on the FastAPI ``server``; call it last, so they run first. ``host``:
+    the address the app binds; ``logins``: whether it has any."""
     allowed = tuple(allowed)
     server.add_middleware(
         CORSMiddleware,
@@ -133,3 +177,6 @@ def install(server, allowed: Iterable[str]) -> None:
         expose_headers=["X-Sample-Rate", "X-Reply-Serial", "Retry-After"],
     )
     server.add_middleware(OriginCheck, allowed=allowed)
+    if not logins:
+        names = {_host_port(urlsplit(o).netloc)[0] for o in allowed} | {host.strip().lower()}
+        server.add_middleware(HostCheck, names=names)

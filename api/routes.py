@@ -194,7 +194,7 @@ def build_router(assistant, settings, logins: Logins | None = None) -> APIRouter
             system_prompt=system_prompt,
             literal_system=True,
             cancel=cancel,
-            user=request.state.user,
+            user=request.state.user + (f"\0{body.cache_salt}" if body.cache_salt else ""),
         )
         completion = Completion(name, workers.iterate(reply, request, cancel))
         if body.stream:

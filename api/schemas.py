@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from assistant.models.base import knobs, value_type
 
@@ -88,6 +88,9 @@ class ChatCompletionBase(Strict):
     stream_options: Optional[StreamOptions] = None
     n: Optional[int] = None
     user: Optional[str] = None  # an end-user id for the caller's own logs; unused here
+    # vLLM's: requests with different salts never reuse each other's cached prompt (a front end
+    # serving many people through one key sends one per person).
+    cache_salt: Optional[str] = Field(default=None, min_length=1, max_length=256)
     # Accepted only at their "off" values, which is what many clients send by default.
     frequency_penalty: Optional[float] = None
     presence_penalty: Optional[float] = None

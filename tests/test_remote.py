@@ -572,3 +572,44 @@ def test_continue_asks_vllm_to_carry_on_the_last_reply(owned_by, told):
     assert carry_on.get("continue_final_message", False) is told
     assert carry_on.get("add_generation_prompt", True) is not told
     assert "continue_final_message" not in fresh and "add_generation_prompt" not in fresh
+
+
+@pytest.mark.parametrize(
+    "owned_by, salted", [("vllm", True), ("multimodal-assistant", True), ("llamacpp", False)]
+)
+def test_vllm_gets_one_cache_salt_per_user(owned_by, salted):
+    """vLLM shares its prefix cache across requests unless each carries a cache_salt: each user
+    gets their own (a keyed hash, never the name), so no user can time another's prompt."""
+    bodies = []
+
+    def handler(request):
+        if request.url.path.endswith("/models"):
+            card = {"id": "m", "object": "model", "owned_by": owned_by, "max_model_len": 4096}
+            return httpx.Response(200, json={"object": "list", "data": [card]})
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, content=sse(delta("ok"), delta(finish="stop"), b"[DONE]"))
+
+    chat_model = RemoteChatModel(
+        URL, client=httpx.Client(base_url=URL + "/", transport=httpx.MockTransport(handler))
+    )
+    chat_model.discover()
+    for user in ("alice", "bob", "alice"):
+        list(chat_model.stream(ChatRequest([Message("user", "hi")], user=user)))
+    salts = [body.get("cache_salt") for body in bodies]
+    if not salted:
+        assert salts == [None, None, None]
+        return
+    assert salts[0] == salts[2] != salts[1] and all(salts)
+    assert "alice" not in json.dumps(bodies) and "bob" not in json.dumps(bodies)
+
+
+def test_a_cache_salt_keeps_one_keys_callers_apart(tmp_path):
+    """A front end that serves many people through one API key salts each one's requests."""
+    client, fake = engine_client()
+    body = {"model": fake.info.name, "messages": [{"role": "user", "content": "hi"}]}
+    for salt in ("a" * 32, "b" * 32, None):
+        assert client.post("chat/completions", json={**body, "cache_salt": salt}).status_code == 200
+    users = [request.user for request in fake.requests]
+    assert len(set(users)) == 3 and all(u.startswith(":api-key") for u in users)
+    empty = client.post("chat/completions", json={**body, "cache_salt": ""})
+    assert empty.status_code == 400 and "cache_salt" in empty.text

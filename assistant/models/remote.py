@@ -9,10 +9,12 @@ Network problems become :class:`ModelUnavailable` / :class:`GenerationFailed` na
 from __future__ import annotations
 
 import base64
+import hmac
 import io
 import json
 import logging
 import re
+import secrets
 import threading
 import time
 import wave
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CONTEXT_LENGTH = 32768  # used when the server does not say (vLLM reports max_model_len)
 IMAGE_TOKENS = 1280  # an upward estimate of one image's prompt cost on common VLMs
 VIDEO_SERVERS = ("vllm", "multimodal-assistant")  # owned_by of servers that take video_url parts
+SALTED_SERVERS = ("vllm", "multimodal-assistant")  # ... and of those that take cache_salt
 CHARS_PER_TOKEN = 3
 MESSAGE_OVERHEAD_TOKENS = 8
 JPEG_QUALITY = 90
@@ -213,6 +216,8 @@ class RemoteChatModel:
         self._closed = False
         self._send_usage_option = True  # cleared once if the server refuses stream_options
         self._server = "openai"  # or "llama.cpp" / "vllm", learned from /models: some options differ
+        self._salt_key = secrets.token_bytes(32)
+        self._salted = False  # the server takes a per-request cache_salt
         self._takes_video = False  # vLLM and this app take video_url parts; others get frames
         self._warned_min_tokens = False
         self.info = ModelInfo(
@@ -276,6 +281,7 @@ class RemoteChatModel:
         elif card.get("owned_by") == "vllm":
             self._server = "vllm"
         self._takes_video = card.get("owned_by") in VIDEO_SERVERS
+        self._salted = card.get("owned_by") in SALTED_SERVERS
         context = (
             self._context_length or served_context(card) or self._probe_context() or DEFAULT_CONTEXT_LENGTH
         )
@@ -335,6 +341,10 @@ class RemoteChatModel:
             body["continue_final_message"], body["add_generation_prompt"] = True, False
         if self._send_usage_option:
             body["stream_options"] = {"include_usage": True}
+        if self._salted:
+            # vLLM's prefix cache is shared by every request unless salted: one user could time
+            # another's prompt. The salt names the user to nobody (a keyed hash, per process).
+            body["cache_salt"] = hmac.new(self._salt_key, request.user.encode(), "sha256").hexdigest()[:32]
         return body
 
     def stream(self, request: ChatRequest) -> Generator[str | Usage, None, None]:

@@ -5,6 +5,9 @@
 - ``text``: a ``--mb`` MB text message to ``/v1/chat/completions`` of a real ``app.py`` (tiny
   random model): time to the 400, the server's resident memory before / at its peak / after,
   and the slowest of the health checks (``GET /v1/models``) sent meanwhile.
+- ``data``: the second round's data holes (H1 a server file named in a page message, H2
+  another site with a user's login, H3 another user's prompt through the prefix cache, H8 the
+  login limiter), tried against a real ``app.py`` with three logins (bench/security_data.py).
 - ``png``: peak memory and time of decoding one 16-bit 10000×10000 PNG (just under the pixel
   cap), each in a fresh process, with this tree's ``assistant/media.py`` and with the one of
   ``--before`` (a git revision; default the commit before the 16-bit change).
@@ -158,7 +161,7 @@ def measure_png(before: str) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.security")
-    p.add_argument("--only", default="text,png")
+    p.add_argument("--only", default="text,png,data,media,voice")
     p.add_argument("--mb", type=int, default=50)
     p.add_argument("--repeat", type=int, default=3, help="send the text message this many times")
     p.add_argument("--before", default="f800c53", help="git revision whose media.py is 'before'")
@@ -168,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure_text(args.mb, args.repeat)))
     if "png" in args.only:
         for row in measure_png(args.before):
+            print(json.dumps(row))
+    if "data" in args.only:
+        from bench.security_data import measure_data_holes
+
+        for row in measure_data_holes():
             print(json.dumps(row))
     return 0
 

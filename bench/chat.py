@@ -430,7 +430,7 @@ def run(ctx: Context) -> SectionResult:
             f"(1 run) instead of {med(engine, 'ttft_s')['median']:.1f} s. On CPU this is the largest latency lever there is."
             + (
                 f" The engine caps the processor at its own `image_max_side` (`size.longest_edge` = "
-                f"{-(-assistant.settings.image_max_side // tile) * tile}: 2×2 tiles + global; `local.cap_processor_upscaling`), "
+                f"{-(-assistant.settings.image_max_side // tile) * tile}: 2×2 tiles + global; `loading.cap_processor_upscaling`), "
                 f"which gives {capped_row['prompt_tokens']} prompt tokens and a TTFT of **{capped_row['ttft_s']:.1f} s** (1 run)."
                 if capped_row
                 else ""

@@ -100,7 +100,7 @@ def make_pdf(cache: Path, pages: int) -> Path:
 
 def video_inputs(processor, clip) -> Any:
     from assistant.conversation import Message, VideoAttachment
-    from assistant.models.local import video_options
+    from assistant.models.video_inputs import video_options
 
     conversation = [
         {
@@ -177,7 +177,7 @@ def run(ctx: Context) -> SectionResult:
     import torch
 
     from assistant import documents, video
-    from assistant.models.local import cap_processor_upscaling, inference_thread, resolve_dtype
+    from assistant.models.loading import cap_processor_upscaling, inference_thread, resolve_dtype
     from assistant.settings import Settings
     from bench.common import chat_model_dir, quiet_transformers
     from tools.random_models import build_config, build_parts

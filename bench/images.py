@@ -184,7 +184,7 @@ SHIPPED = "SmolVLM-256M, processor as shipped (upscales)"
 def run(ctx: Context) -> SectionResult:
     import copy
 
-    from assistant.models.local import cap_processor_upscaling
+    from assistant.models.loading import cap_processor_upscaling
     from assistant.settings import Settings
     from bench.common import quiet_transformers
     from tools.random_models import build_parts
@@ -329,7 +329,7 @@ def run(ctx: Context) -> SectionResult:
         f"processor as shipped (`size.longest_edge` = {shipped.image_processor.size['longest_edge']}, last rows) would *upscale* our "
         f"1024-px image again and cut it into more tiles: {shipped_r['proc']['median'] * 1000:.0f} ms instead of {proc_part * 1000:.0f} ms and "
         f"{shipped_tokens} prompt tokens instead of {smol_tokens}. The engine caps it at `image_max_side` rounded up to whole tiles "
-        f"(`size.longest_edge` = {smol.image_processor.size['longest_edge']}; `local.cap_processor_upscaling`), which also cuts the prefill on CPU.",
+        f"(`size.longest_edge` = {smol.image_processor.size['longest_edge']}; `loading.cap_processor_upscaling`), which also cuts the prefill on CPU.",
         f"The {images[1][0]} has no draft mode: it is decoded whole, then Lanczos-resized from full size. `media._fit` uses "
         f"`reducing_gap=1.5` (a box pre-shrink from 3× down; ratio here {png_resize['ratio']:.1f}): "
         f"{png_resize['gap1.5']['median'] * 1000:.0f} ms, vs {png_resize['gap3']['median'] * 1000:.0f} ms with the earlier 3.0, "

@@ -24,7 +24,8 @@ def load(model: str, quantization: str, dtype: str = "auto"):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from assistant.models.local import LocalChatModel, prepare_for_inference, quantization_config
+    from assistant.models.loading import prepare_for_inference, quantization_config
+    from assistant.models.local import LocalChatModel
     from bench.common import words_only
 
     started = time.perf_counter()

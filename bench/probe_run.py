@@ -36,7 +36,7 @@ def thread_per_reply(model_dir: str, dtype: str, n: int, image) -> dict:
     new thread per reply for ``generate``."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from assistant.models.local import cap_processor_upscaling, resolve_dtype
+    from assistant.models.loading import cap_processor_upscaling, resolve_dtype
     from bench.chat import TimingStreamer, greedy_generate
 
     torch_dtype = resolve_dtype(dtype, "cpu")

@@ -243,7 +243,8 @@ def run(ctx: Context) -> SectionResult:
     from skimage import data
 
     from assistant.core import Assistant
-    from assistant.models.local import LocalChatModel, cpu_supports_bf16
+    from assistant.models.loading import cpu_supports_bf16
+    from assistant.models.local import LocalChatModel
     from assistant.settings import Settings
     from bench.gpu import photo_1024
 

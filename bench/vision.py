@@ -8,7 +8,7 @@ path the model runs in prefill, ``model.model.get_image_features`` (tower + conn
 under ``torch.inference_mode`` in these variants, interleaved (ABBA order across repetitions):
 
 - as the engine runs it (SDPA, the patch-embedding conv channels-last:
-  ``assistant.models.local.channels_last_patch_convs``);
+  ``assistant.models.loading.channels_last_patch_convs``);
 - eager attention in the vision tower (``vision_model.set_attn_implementation("eager")``);
 - a channels-first conv, as transformers loads it (what the engine did before);
 - ``torch.compile(vision_model, dynamic=False)`` — full runs only, and only with the budget for
@@ -222,7 +222,7 @@ def run(ctx: Context) -> SectionResult:
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from assistant.models.local import cap_processor_upscaling, cpu_supports_bf16, prepare_for_inference
+    from assistant.models.loading import cap_processor_upscaling, cpu_supports_bf16, prepare_for_inference
     from bench.gpu import photo_1024
 
     size = "tiny" if ctx.quick else "full"

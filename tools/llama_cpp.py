@@ -142,7 +142,7 @@ def prepare_for_gguf(model_dir: Path, out_dir: Path, image_max_side: int = 1024)
     ready = out_dir / "hf"
     if (ready / "config.json").is_file():
         return ready
-    from assistant.models.local import cap_processor_upscaling
+    from assistant.models.loading import cap_processor_upscaling
 
     processor = AutoProcessor.from_pretrained(model_dir)
     # The same tiling as our engine's (it caps SmolVLM's 2048-px upscaling at the image side, 1024):

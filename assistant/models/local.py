@@ -1,149 +1,48 @@
 """Any Hugging Face image-text-to-text model, run in this process.
 
-Loading goes through ``AutoProcessor`` + ``AutoModelForImageTextToText`` (a hub id or a local
-directory), optionally quantized with bitsandbytes. Prompts are built with the processor's own
-chat template; replies stream from a worker thread through ``TextIteratorStreamer``.
+Loading (``AutoProcessor`` + ``AutoModelForImageTextToText``, a hub id or a local directory,
+optionally quantized) is :mod:`assistant.models.loading`. Here: prompts built with the
+processor's own chat template, generation on the one inference thread with the prefix cache
+(where the pictures are in a prompt: :mod:`assistant.models.prefix_layout`), and replies
+streamed through ``TextIteratorStreamer``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 from PIL import Image
 
 from assistant.conversation import ImageAttachment, Message, VideoAttachment
-from assistant.errors import AssistantError, GenerationFailed, InvalidParams, ModelUnavailable
+from assistant.errors import AssistantError, GenerationFailed, InvalidParams
 from assistant.models.base import ChatRequest, GenerationParams, ModelInfo, Usage
-from assistant.models.prefix_cache import Entry, ImageSpan, PrefixCache, image_digest
+from assistant.models.give_way import GaveWay, stops_between_layers
+from assistant.models.loading import (
+    cap_processor_upscaling,
+    context_length,
+    default_prefix_cache_bytes,
+    device_is_cuda,
+    first_line,
+    inference_thread,
+    load_weights,
+)
+from assistant.models.prefix_cache import Entry, PrefixCache
+from assistant.models.prefix_layout import cache_bytes, cut_back, image_layout, positions_for_reuse
+from assistant.models.video_inputs import takes_video, video_options
 
 log = logging.getLogger(__name__)
 
-# Vision towers and projectors, by the module names transformers uses for them. Kept in
-# full precision when ``keep_vision_unquantized`` is asked for, and always by the CPU int8 path.
-VISION_MODULE_PATTERNS = [
-    r"(?:model\.)?(?:visual|vision_tower|vision_model|vision_encoder|multi_modal_projector|connector|mm_projector|embed_vision)",
-]
 ZERO_WIDTH_SPACE = "\u200b"
-DEFAULT_CONTEXT_LENGTH = 4096
 TEMPLATE_OVERHEAD_TOKENS = 8  # role markers and separators around each message
-HUB_PROBE_TIMEOUT_S = 5.0
 VIDEO_PROBE_SIDE = 448  # the frame size the video token cost is measured at
-
-
-def unavailable_message(model_id: str, reason: str = "") -> str:
-    if Path(model_id).expanduser().exists():
-        return f"could not load chat model from {model_id}: {reason}".rstrip(": ")
-    return (
-        f"chat model '{model_id}' is not downloaded here and the model hub cannot be reached. "
-        f"Download it on a connected machine with `hf download {model_id}` (then copy the "
-        f"cache), or pass --model PATH to a local copy."
-    )
-
-
-def hub_load_options(model_id: str) -> dict:
-    """How ``from_pretrained`` should look for ``model_id``.
-
-    A local directory or a fully cached hub model loads without the network. Otherwise one quick
-    request tells whether the hub answers: an offline machine then fails in milliseconds with a
-    clear message instead of after a minute of download retries.
-    """
-    if Path(model_id).expanduser().is_dir():
-        return {}
-    from huggingface_hub import model_info, snapshot_download
-
-    try:
-        snapshot_download(model_id, local_files_only=True)
-        return {"local_files_only": True}
-    except Exception:  # not (fully) cached: fall through to the hub
-        pass
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        raise ModelUnavailable(unavailable_message(model_id))
-    try:
-        model_info(model_id, timeout=HUB_PROBE_TIMEOUT_S)
-    except Exception as exc:
-        name = type(exc).__name__
-        if "RepositoryNotFound" in name:
-            raise ModelUnavailable(
-                f"there is no model '{model_id}' on the Hugging Face hub: check the id, or pass --model PATH"
-            ) from None
-        if "Gated" in name:
-            raise ModelUnavailable(
-                f"'{model_id}' is gated: accept its license on the hub, run `hf auth login`, then `hf download {model_id}`"
-            ) from None
-        raise ModelUnavailable(unavailable_message(model_id)) from None
-    return {}
-
-
-def quantization_config(quantization: str, compute_dtype, keep_vision_unquantized: bool):
-    """bitsandbytes settings for 'nf4' / 'int8'; None for 'none'."""
-    if quantization == "none":
-        return None
-    from transformers import BitsAndBytesConfig
-
-    skip = VISION_MODULE_PATTERNS + ["lm_head"] if keep_vision_unquantized else None
-    if quantization == "nf4":
-        return BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute_dtype,
-            llm_int8_skip_modules=skip,
-        )
-    if quantization == "int8":
-        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
-    raise InvalidParams(f"unknown quantization {quantization!r}: use nf4, int8 or none")
-
-
-def cap_processor_upscaling(processor, max_side: int) -> None:
-    """Stop tiling processors (Idefics3 / SmolVLM) from enlarging our images again.
-
-    They resize every image's longest edge *up* to ``size.longest_edge`` (2048 px for SmolVLM)
-    and cut it into ``max_image_size`` tiles. After we have downscaled to ``max_side`` that adds
-    tokens and time but no detail: 878 vs 349 prompt tokens for a 1024-px photo (TTFT 29 s vs
-    8.5 s on 2 CPU cores, docs/benchmarks.md). Cap it at ``max_side`` rounded up to whole tiles.
-    """
-    import dataclasses
-    import math
-
-    image_processor = getattr(processor, "image_processor", None)
-    tile = getattr(image_processor, "max_image_size", None)
-    size: Any = getattr(image_processor, "size", None)
-    if (
-        image_processor is None
-        or not max_side
-        or not isinstance(tile, dict)
-        or not tile.get("longest_edge")
-        or size is None
-    ):
-        return
-    longest = size.get("longest_edge") if isinstance(size, dict) else getattr(size, "longest_edge", None)
-    cap = math.ceil(max_side / tile["longest_edge"]) * tile["longest_edge"]
-    if longest and cap < longest:
-        image_processor.size = (
-            dataclasses.replace(size, longest_edge=cap)
-            if dataclasses.is_dataclass(size) and not isinstance(size, type)
-            else {**size, "longest_edge": cap}
-        )
-
-
-def _context_length(config) -> int:
-    text_config = getattr(config, "text_config", None) or config
-    for source in (text_config, config):
-        value = getattr(source, "max_position_embeddings", None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return DEFAULT_CONTEXT_LENGTH
 
 
 def control_strings(processor) -> list[str]:
@@ -212,7 +111,7 @@ class LocalChatModel:
             backend="local",
             device=device,
             quantization=quantization,
-            context_length=_context_length(model.config),
+            context_length=context_length(model.config),
             dtype=str(model.dtype).removeprefix("torch."),
         )
         budget = default_prefix_cache_bytes(device) if prefix_cache_bytes is None else prefix_cache_bytes
@@ -244,7 +143,7 @@ class LocalChatModel:
             raise InvalidParams(f"unknown quantization {quantization!r}: use auto, nf4, int8 or none")
         worker = inference_thread(model_id)
         model, processor = worker.submit(
-            _load_weights, model_id, device, quantization, keep_vision_unquantized, dtype
+            load_weights, model_id, device, quantization, keep_vision_unquantized, dtype
         ).result()
         return cls(
             model,
@@ -448,7 +347,7 @@ class LocalChatModel:
             if kv is not None and usable >= self.prefix_cache.min_reuse:
                 kv.crop(usable - cached)
                 cached, model_inputs = usable, layout.inputs_after(inputs, usable)
-                model_inputs.update(_positions_for_reuse(self.model, inputs))
+                model_inputs.update(positions_for_reuse(self.model, inputs))
             else:
                 kv, cached = None, 0
         if kv is None:
@@ -519,178 +418,7 @@ class LocalChatModel:
             )
 
 
-def cut_back(kv: Any, length: int) -> None:
-    """Crop every layer of a cache to ``length`` tokens. Not ``DynamicCache.crop``: that drops the
-    same count from every layer, and after a forward stopped midway only the layers before the
-    stop hold the new tokens."""
-    for layer in kv.layers:
-        extra = layer.get_seq_length() - length
-        if extra > 0:
-            layer.crop(-extra)
-
-
-class GaveWay(Exception):
-    """Raised between two layers when a read-ahead's ``give_way`` says so."""
-
-
-@contextmanager
-def stops_between_layers(model, give_way: Callable[[], bool] | None):
-    """While inside, every layer of ``model`` (each entry of its ``nn.ModuleList``s: the vision
-    tower's and the language model's) first asks ``give_way`` and raises :class:`GaveWay` when
-    it says True. On the inference thread only: no other work sees the hooks."""
-    if give_way is None:
-        yield
-        return
-    from torch import nn
-
-    def check(module, args):
-        if give_way():
-            raise GaveWay
-
-    layers = [layer for module in model.modules() if isinstance(module, nn.ModuleList) for layer in module]
-    handles = [layer.register_forward_pre_hook(check) for layer in layers]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-# -- the inference thread, loading, dtype -------------------------------------------------------
-
-
-def inference_thread(name: str) -> ThreadPoolExecutor:
-    """The one long-lived thread a loaded model does all its torch work on."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"torch:{Path(name).name[:24]}")
-
-
-def cpu_supports_bf16() -> bool:
-    """Whether this CPU has bfloat16 matmul instructions (AVX512-BF16 or AMX-BF16).
-
-    Read from the kernel's CPU flags: free, exact, and it does not depend on how busy the
-    machine is at load time, as a timed probe would. On such a CPU a 1024×768×3072 matmul ran
-    at ~1,470 GFLOPS in bfloat16 against ~161 in float32; without the instructions bfloat16 is
-    emulated and slower than float32.
-    """
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def resolve_dtype(requested: str, device: str):
-    """'auto': bfloat16 on GPUs that have it (else float16); on CPUs bfloat16 where the CPU has
-    bf16 instructions, else float32."""
-    import torch
-
-    if requested != "auto":
-        try:
-            return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[requested]
-        except KeyError:
-            raise InvalidParams(
-                f"unknown dtype {requested!r}: use auto, float32, bfloat16 or float16"
-            ) from None
-    if device_is_cuda(device):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
-
-
-def _load_weights(model_id: str, device: str, quantization: str, keep_vision_unquantized: bool, dtype: str):
-    """(model, processor), loaded on the inference thread."""
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    torch_dtype = resolve_dtype(dtype, device)
-    compute = torch_dtype if device_is_cuda(device) or torch_dtype != torch.float32 else torch.bfloat16
-    # int8 on CPU is our weight-only int8 (assistant.models.cpu_int8), applied after loading:
-    # bitsandbytes' LLM.int8 decodes at a quarter of its speed there.
-    cpu_int8 = quantization == "int8" and not device_is_cuda(device)
-    quant = None if cpu_int8 else quantization_config(quantization, compute, keep_vision_unquantized)
-    source = hub_load_options(model_id)
-    try:
-        processor = AutoProcessor.from_pretrained(model_id, **source)
-        model = AutoModelForImageTextToText.from_pretrained(
-            model_id,
-            **source,
-            dtype=torch_dtype,
-            device_map={"": 0} if device_is_cuda(device) else ("cpu" if quant else None),
-            quantization_config=quant,
-        )
-    except (OSError, ValueError, KeyError, ImportError, RuntimeError) as exc:
-        raise ModelUnavailable(unavailable_message(model_id, _first_line(exc))) from exc
-    if (
-        getattr(processor, "chat_template", None) is None
-        and getattr(processor, "tokenizer", None) is not None
-    ):
-        if getattr(processor.tokenizer, "chat_template", None) is None:
-            raise ModelUnavailable(
-                f"chat model '{model_id}' has no chat template; use an instruction-tuned model"
-            )
-    prepare_for_inference(model, device, int8_on_cpu=cpu_int8)
-    if not device_is_cuda(device) and torch_dtype == torch.float32 and quantization == "none":
-        log.info("float32 weights on CPU: --quantization int8 decodes 2-3x faster (docs/benchmarks.md 2c)")
-    return model, processor
-
-
-def prepare_for_inference(model, device: str, *, int8_on_cpu: bool = False) -> None:
-    """What the engine does to a freshly loaded model before serving it (benchmarks that build
-    a model in memory call it too)."""
-    model.eval()
-    if device_is_cuda(device):
-        return
-    if int8_on_cpu:
-        from assistant.models.cpu_int8 import quantize_language_model
-
-        quantize_language_model(model, VISION_MODULE_PATTERNS, model.dtype)
-    if getattr(model.config, "_attn_implementation", None) == "sdpa":
-        # A decoded token's attention as plain matmuls: CPU SDPA is slow for one query.
-        from assistant.models import cpu_attention
-
-        model.set_attn_implementation(cpu_attention.register())
-    channels_last_patch_convs(model)
-
-
-def channels_last_patch_convs(model) -> None:
-    """Vision towers cut a photo into patches with one strided ``Conv2d``, then flatten and
-    transpose its output to (patches, width). From a channels-first conv that gives a
-    transposed layout which every elementwise op keeps, so all the tower's layers work on it;
-    from a channels-last conv it is contiguous. Same numbers; SmolVLM's tower 0.95x the time on
-    CPU (docs/benchmarks.md 2d)."""
-    import torch
-    from torch import nn
-
-    def channels_last_input(module, args):
-        return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
-
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            module.to(memory_format=torch.channels_last)
-            module.register_forward_pre_hook(channels_last_input)
-
-
-def default_prefix_cache_bytes(device: str) -> int:
-    """A quarter of the GPU memory still free after loading; on CPU an eighth of RAM, at most 4 GiB."""
-    if device_is_cuda(device):
-        import torch
-
-        free, _ = torch.cuda.mem_get_info()
-        return free // 4
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        ram = 8 * 2**30
-    return min(ram // 8, 4 * 2**30)
-
-
-def cache_bytes(kv) -> int:
-    """Bytes held by a DynamicCache's keys and values."""
-    total = 0
-    for layer in getattr(kv, "layers", ()):
-        for tensor in (getattr(layer, "keys", None), getattr(layer, "values", None)):
-            if tensor is not None and hasattr(tensor, "nbytes"):
-                total += int(tensor.nbytes)
-    return total
+# -- device memory and streaming ----------------------------------------------------------------
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -702,220 +430,6 @@ def _free_device_memory(device: str) -> None:
         import torch
 
         torch.cuda.empty_cache()
-
-
-# -- where the images are in a prompt (for the prefix cache) ------------------------------------
-
-# Model inputs we know how to split per image; a processor returning anything else gets reuse of
-# the text before its first image only (always correct).
-TOKEN_INPUTS = {"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"}
-VIDEO_INPUTS = {"pixel_values_videos", "video_grid_thw", "second_per_grid_ts"}
-PIXEL_INPUTS = {"pixel_values", "pixel_attention_mask", "image_grid_thw", "image_sizes"}
-
-
-@dataclass
-class ImageLayout:
-    """Each image's span of feature tokens in a prompt, and how many rows (Qwen patches) or
-    tiles (Idefics3) of the pixel tensors belong to it."""
-
-    spans: list[ImageSpan]  # every image's and clip's span, in prompt order (what the cache checks)
-    units: list[int]
-    first_image_token: int | None = None
-    known: bool = True
-    image_spans: list[ImageSpan] | None = None  # the images' own spans, where clips are in ``spans`` too
-    video_spans: list[ImageSpan] = field(default_factory=list)
-    video_units: list[int] = field(default_factory=list)  # Qwen: patch rows of each clip
-
-    def usable(self, cached: int) -> int:
-        """Cached tokens that may be reused: when the layout is unknown, none past the first image."""
-        if not self.known and self.first_image_token is not None:
-            return min(cached, self.first_image_token)
-        return cached
-
-    def inputs_after(self, inputs, cached: int) -> dict:
-        """The model inputs to continue from ``cached`` tokens: pixels of the later images only."""
-        out = self._videos_after(dict(inputs), cached)
-        images = self.spans if self.image_spans is None else self.image_spans
-        done = sum(1 for span in images if span.end <= cached) if self.known else 0
-        if done == 0:
-            return out
-        if done == len(images):
-            for key in PIXEL_INPUTS:
-                out.pop(key, None)
-            return out
-        before = sum(self.units[:done])
-        pixels = out["pixel_values"]
-        if "image_grid_thw" in out:  # Qwen: patch rows of all images stacked
-            out["pixel_values"], out["image_grid_thw"] = pixels[before:], out["image_grid_thw"][done:]
-        elif pixels.dim() == 5:  # Idefics3 / SmolVLM: (batch, tiles, channels, height, width)
-            out["pixel_values"] = pixels[:, before:]
-            if "pixel_attention_mask" in out:
-                out["pixel_attention_mask"] = out["pixel_attention_mask"][:, before:]
-        else:  # LLaVA, Gemma 3: one row per image
-            out["pixel_values"] = pixels[before:]
-            if "image_sizes" in out:
-                out["image_sizes"] = out["image_sizes"][done:]
-        return out
-
-    def _videos_after(self, out: dict, cached: int) -> dict:
-        """Only the clips after ``cached`` tokens keep their patch rows (Qwen's video inputs)."""
-        done = sum(1 for span in self.video_spans if span.end <= cached) if self.known else 0
-        if done == 0:
-            return out
-        if done == len(self.video_spans):
-            for key in VIDEO_INPUTS:
-                out.pop(key, None)
-            return out
-        before = sum(self.video_units[:done])
-        out["pixel_values_videos"] = out["pixel_values_videos"][before:]
-        out["video_grid_thw"] = out["video_grid_thw"][done:]
-        if "second_per_grid_ts" in out:
-            out["second_per_grid_ts"] = out["second_per_grid_ts"][done:]
-        return out
-
-
-def _runs(positions: list[int]) -> list[tuple[int, int]]:
-    runs: list[list[int]] = []
-    for p in positions:
-        if runs and runs[-1][1] == p:
-            runs[-1][1] = p + 1
-        else:
-            runs.append([p, p + 1])
-    return [(a, b) for a, b in runs]
-
-
-def video_spans(config, ids: list[int], inputs) -> tuple[list[ImageSpan], list[int]] | None:
-    """Each clip's span of video tokens and its patch rows, named by a hash of those pixels
-    (Qwen-style inputs: one run of video tokens per clip, ``video_grid_thw`` per clip); None
-    when the prompt does not look like that."""
-    import hashlib
-
-    token_id = getattr(config, "video_token_id", None)
-    grid = inputs.get("video_grid_thw")
-    pixels = inputs.get("pixel_values_videos")
-    if token_id is None or grid is None or pixels is None:
-        return None
-    runs = _runs([i for i, t in enumerate(ids) if t == token_id])
-    units = [int(n) for n in grid.prod(-1).tolist()]
-    if len(runs) != len(units) or sum(units) != pixels.shape[0]:
-        return None
-    spans: list[ImageSpan] = []
-    row = 0
-    for (start, end), n in zip(runs, units, strict=True):
-        h = hashlib.blake2b(digest_size=16)
-        h.update(str(grid[len(spans)].tolist()).encode())
-        h.update(pixels[row : row + n].float().cpu().numpy().tobytes())
-        spans.append(ImageSpan(start, end, "video:" + h.hexdigest()))
-        row += n
-    return spans, units
-
-
-def image_layout(chat: LocalChatModel, ids: list[int], inputs, images: Sequence[Any]) -> ImageLayout:
-    config = chat.model.config
-    if VIDEO_INPUTS & set(inputs.keys()):
-        clips = video_spans(config, ids, inputs)
-        plain = {k: v for k, v in inputs.items() if k not in VIDEO_INPUTS}
-        pictures = image_layout(chat, ids, plain, images) if clips is not None else None
-        if clips is None or pictures is None or not pictures.known:
-            # Unknown: everything from the first clip or image on is computed again (two clips
-            # with the same frame count have the same token ids).
-            marks = {
-                getattr(config, n, None) for n in ("video_token_id", "image_token_id", "image_token_index")
-            }
-            marks.discard(None)
-            first = next((i for i, t in enumerate(ids) if t in marks), 0)
-            return ImageLayout([ImageSpan(first, len(ids), f"video:{id(inputs)}")], [], first, known=False)
-        spans = sorted([*pictures.spans, *clips[0]], key=lambda span: span.start)
-        return ImageLayout(spans, pictures.units, spans[0].start, True, pictures.spans, clips[0], clips[1])
-    if not images:
-        return ImageLayout([], [])
-    token_id = getattr(config, "image_token_id", None)
-    if token_id is None:
-        token_id = getattr(config, "image_token_index", None)
-    positions = [i for i, t in enumerate(ids) if t == token_id] if token_id is not None else []
-    unknown = ImageLayout(
-        [ImageSpan(positions[0] if positions else 0, len(ids), f"unknown:{id(inputs)}")],
-        [],
-        positions[0] if positions else 0,
-        known=False,
-    )
-    if not positions or set(inputs.keys()) - TOKEN_INPUTS - PIXEL_INPUTS:
-        return unknown
-    runs = _runs(positions)
-    groups: list[list[tuple[int, int]]]
-    if len(runs) == len(images):
-        groups = [[run] for run in runs]
-    else:
-        # Idefics3 / SmolVLM: an image is its tiles' runs, then the global view after <global-img>.
-        global_id = getattr(chat.processor, "global_image_token_id", None)
-        groups, current = [], []
-        for run in runs:
-            current.append(run)
-            if global_id is not None and run[0] > 0 and ids[run[0] - 1] == global_id:
-                groups.append(current)
-                current = []
-        if current or len(groups) != len(images):
-            return unknown
-    pixels = inputs.get("pixel_values")
-    if "image_grid_thw" in inputs:
-        units = [int(n) for n in inputs["image_grid_thw"].prod(-1).tolist()]
-    elif pixels is not None and pixels.dim() == 5:
-        units = [len(g) for g in groups]
-    elif pixels is not None and pixels.shape[0] == len(images):
-        units = [1] * len(images)
-    else:
-        return unknown
-    spans = [ImageSpan(g[0][0], g[-1][1], image_digest(im)) for g, im in zip(groups, images, strict=True)]
-    return ImageLayout(spans, units, spans[0].start)
-
-
-def _positions_for_reuse(model, inputs) -> dict:
-    """Position ids of the whole prompt, for models whose positions depend on the images (Qwen's
-    3D RoPE). Without them generate continues from ``rope_deltas`` left by whatever ran last —
-    another conversation's images — and a new image in the suffix fails outright."""
-    from transformers.generation.utils import GenerationMixin
-
-    own = type(model)._prepare_position_ids_for_generation
-    if own is GenerationMixin._prepare_position_ids_for_generation:
-        return {}  # plain positions: generate derives them from the attention mask
-    return {"position_ids": model._prepare_position_ids_for_generation(inputs["input_ids"], dict(inputs))}
-
-
-def takes_video(processor) -> bool:
-    """Whether a processor reads video itself: a video processor, a video placeholder token, and
-    a chat template that places clips (the model's own capability, not a list of names)."""
-    if getattr(processor, "video_processor", None) is None or not getattr(processor, "video_token", None):
-        return False
-    template = getattr(processor, "chat_template", None) or ""
-    if isinstance(template, dict):
-        template = " ".join(str(t) for t in template.values())
-    return "video" in str(template)
-
-
-def video_options(messages: Sequence[Message]) -> dict[str, Any]:
-    """Processor options for the clips of a prompt: their frames were sampled already, and the
-    processor is told when each one was taken."""
-    clips = [clip for m in messages for clip in m.videos]
-    if not clips:
-        return {}
-    return {"processor_kwargs": {"video_metadata": video_metadata(clips), "do_sample_frames": False}}
-
-
-def video_metadata(clips: Sequence[Any]) -> list:
-    """transformers' VideoMetadata for clips we sampled: frame count, rate, length, frame times."""
-    from transformers.video_utils import VideoMetadata
-
-    return [
-        VideoMetadata(
-            total_num_frames=len(clip.frames),
-            fps=clip.sampled_fps,
-            duration=clip.duration_s,
-            frames_indices=list(range(len(clip.frames))),
-            height=clip.frames[0].size[1],
-            width=clip.frames[0].size[0],
-        )
-        for clip in clips
-    ]
 
 
 def text_streamer(tokenizer):
@@ -955,19 +469,10 @@ def text_streamer(tokenizer):
     )
 
 
-def device_is_cuda(device: str) -> bool:
-    return device.startswith("cuda")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def _generation_error(exc: BaseException) -> GenerationFailed:
     name = type(exc).__name__
     if "OutOfMemory" in name:
         return GenerationFailed(
             "the GPU ran out of memory: send fewer or smaller images, lower max tokens, or use --quantization nf4"
         )
-    return GenerationFailed(f"generation failed: {_first_line(exc)}")
+    return GenerationFailed(f"generation failed: {first_line(exc)}")

@@ -25,7 +25,10 @@ system-deps:
 run: $(RUNTIME_STAMP)
 	$(PY) app.py $(ARGS)
 
+# llama-server is built once into the user cache (7-10 minutes on 2 cores) before the tests,
+# which use it, so that no test's own time limit pays for the build.
 test: lint system-deps
+	$(PY) -m tools.llama_cpp build >/dev/null
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Lint, format and types; part of `make test`, so CI fails on any of them.

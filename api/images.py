@@ -72,10 +72,36 @@ def decode_data_url(url: str, max_bytes: int, param: str, kind: str = "image") -
         ) from None
 
 
+# IPv6 forms that stand for an IPv4 address (the last 32 bits): judged by that address.
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # ::127.0.0.1, deprecated (RFC 4291)
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # the well-known NAT64 prefix (RFC 6052)
+# Refused outright: local-use NAT64 (RFC 8215; the IPv4 address may sit anywhere in it) and
+# Teredo (a tunnel to whatever its server and client fields say).
+_REFUSED = (ipaddress.IPv6Network("64:ff9b:1::/48"), ipaddress.IPv6Network("2001::/32"))
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for: IPv4-mapped (::ffff:a.b.c.d),
+    IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::a.b.c.d), 6to4 (2002:AABB:CCDD::)."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _IPV4_COMPATIBLE or ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def is_public(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:  # ::ffff:127.0.0.1 is loopback
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if any(ip in network for network in _REFUSED):
+            return False
+        inner = embedded_ipv4(ip)
+        if inner is not None:  # ::ffff:127.0.0.1, ::7f00:1, 64:ff9b::7f00:1, 2002:7f00:1:: are loopback
+            return is_public(str(inner))
+        # Public IPv6 unicast is 2000::/3; Python counts much of the reserved rest as global.
+        return ip.is_global and not ip.is_multicast and not ip.is_reserved
     return ip.is_global and not ip.is_multicast
 
 

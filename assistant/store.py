@@ -9,7 +9,12 @@ are copied into ``media/<conversation id>/`` (named by content hash) because the
 of the web server is temporary; the copies are what saved messages point at.
 
 Every call opens its own short-lived connection, so the store is safe to share between the
-web server's worker threads.
+web server's worker threads. When SQLite cannot do what is asked (a full disk, a read-only or
+locked database) the store raises :class:`StoreError`, an ``OSError`` with a short reason of
+its own, never SQLite's text; the page then keeps chatting without saving.
+
+Besides the history, the store keeps what the page remembers for a user in a browser between
+visits (the last open chat, the unsent draft, the settings): :meth:`HistoryStore.remember`.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ import shutil
 import sqlite3
 import time
 import uuid
-from collections.abc import Sequence
-from contextlib import closing
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -51,6 +56,13 @@ CREATE TABLE IF NOT EXISTS messages (
     images TEXT NOT NULL,
     PRIMARY KEY (conversation_id, position)
 );
+CREATE TABLE IF NOT EXISTS preferences (
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (owner, name)
+);
 """
 # Added since the first schema; a database from before gets them on open.
 # ``shown`` 0: a version not on the branch shown (its ``parent_id`` says where it hangs).
@@ -64,6 +76,33 @@ NEW_MESSAGE_COLUMNS = {
 NEW_CONVERSATION_COLUMNS = {"version": "INTEGER NOT NULL DEFAULT 0"}
 # Full-text search over each conversation's title and words (SQLite FTS5), one row per chat.
 SEARCH_SCHEMA = "CREATE VIRTUAL TABLE search_index USING fts5(conversation_id UNINDEXED, title, body)"
+# What a search query may hold: SQLite's FTS5 reads a query up to its first NUL ("unterminated
+# string"), and no stored text holds a control character or a lone surrogate to be found.
+_NOT_SEARCHABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+_NOT_IN_A_TITLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+PREFERENCE_BYTES = 256 * 1024  # one remembered value, at most (a draft, the settings)
+PREFERENCE_DAYS = 365  # what the page remembers and nobody changed for a year is forgotten
+
+
+class StoreError(OSError):
+    """The history could not be read or written: ``reason`` says why in a few words of our
+    own (SQLite's message stays in the log, as the ``__cause__``)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _reason(exc: sqlite3.Error) -> str:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = f"{name} {exc}".lower()
+    if "full" in text:
+        return "the server's disk is full"
+    if "readonly" in text or "read-only" in text:
+        return "the history database is read-only"
+    if "busy" in text or "locked" in text:
+        return "the history database is busy"
+    return "the history database cannot be used"
 
 
 class StaleConversation(Exception):
@@ -146,7 +185,7 @@ class HistoryStore:
         self.media_dir = self.data_dir / "media"
         self.media_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / DB_NAME
-        with closing(self._connect()) as db, db:
+        with self._open() as db, db:
             db.executescript(SCHEMA)
             have = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
             for column, kind in NEW_MESSAGE_COLUMNS.items():
@@ -157,6 +196,13 @@ class HistoryStore:
                 if column not in have:
                     db.execute(f"ALTER TABLE conversations ADD COLUMN {column} {kind}")
             self.searchable = self._ensure_search(db)
+        try:  # (the page remembers per browser, and browsers come and go)
+            with self._open() as db, db:
+                db.execute(
+                    "DELETE FROM preferences WHERE updated_at < ?", (time.time() - PREFERENCE_DAYS * 86400,)
+                )
+        except StoreError:  # a read-only history forgets nothing
+            pass
 
     def _ensure_search(self, db: sqlite3.Connection) -> bool:
         """The search index (built from what is stored when first made); False: this SQLite
@@ -188,11 +234,12 @@ class HistoryStore:
 
     def search(self, query: str, owner: str = LOCAL_OWNER, limit: int = 50) -> list[Summary]:
         """This owner's conversations whose title or messages hold every word of ``query``
-        (prefixes count: 'lis' finds Lisbon), most recently changed first."""
-        words = query.split()
+        (prefixes count: 'lis' finds Lisbon), most recently changed first. Control characters
+        and lone surrogates in ``query`` separate words (nothing stored holds them)."""
+        words = _NOT_SEARCHABLE.sub(" ", query).split()
         if not words:
             return self.conversations(owner)
-        with closing(self._connect()) as db:
+        with self._open() as db:
             if self.searchable:
                 match = " ".join('"' + w.replace('"', '""') + '"*' for w in words)
                 rows = db.execute(
@@ -224,11 +271,47 @@ class HistoryStore:
         db.execute("PRAGMA foreign_keys = ON")
         return db
 
+    @contextmanager
+    def _open(self) -> Iterator[sqlite3.Connection]:
+        """A connection, closed after use; what SQLite refuses (a full disk, a read-only or
+        locked database, a commit that fails) comes out as :class:`StoreError`."""
+        try:
+            with closing(self._connect()) as db:
+                yield db
+        except sqlite3.OperationalError as exc:
+            raise StoreError(_reason(exc)) from exc
+
+    # -- what the page remembers per user ----------------------------------------------
+
+    def remember(self, owner: str, name: str, value) -> None:
+        """Keep ``value`` (JSON-able) as this owner's ``name``; ``None`` forgets it. A value
+        larger than :data:`PREFERENCE_BYTES` is not kept (ValueError)."""
+        with self._open() as db, db:
+            if value is None:
+                db.execute("DELETE FROM preferences WHERE owner = ? AND name = ?", (owner, name))
+                return
+            text = json.dumps(value)  # (ASCII: a lone surrogate would be kept escaped)
+            if len(text) > PREFERENCE_BYTES:
+                raise ValueError(f"{name} is larger than {PREFERENCE_BYTES} bytes")
+            db.execute(
+                "INSERT INTO preferences (owner, name, value, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (owner, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                (owner, name, text, time.time()),
+            )
+
+    def recall(self, owner: str, name: str):
+        """What :meth:`remember` kept for this owner under ``name`` (None: nothing)."""
+        with self._open() as db:
+            row = db.execute(
+                "SELECT value FROM preferences WHERE owner = ? AND name = ?", (owner, name)
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
     # -- conversations -----------------------------------------------------------------
 
     def conversations(self, owner: str = LOCAL_OWNER) -> list[Summary]:
         """This owner's conversations, most recently changed first."""
-        with closing(self._connect()) as db:
+        with self._open() as db:
             rows = db.execute(
                 "SELECT id, title, updated_at FROM conversations WHERE owner = ? ORDER BY updated_at DESC",
                 (owner,),
@@ -236,12 +319,12 @@ class HistoryStore:
         return [Summary(*row) for row in rows]
 
     def load(self, conversation_id: str, owner: str = LOCAL_OWNER) -> StoredConversation | None:
-        with closing(self._connect()) as db:
+        with self._open() as db:
             return self._load(db, conversation_id, owner)
 
     def version(self, conversation_id: str, owner: str = LOCAL_OWNER) -> int | None:
         """How many times this conversation was saved (None: not this owner's, or gone)."""
-        with closing(self._connect()) as db:
+        with self._open() as db:
             row = db.execute(
                 "SELECT version FROM conversations WHERE id = ? AND owner = ?", (conversation_id, owner)
             ).fetchone()
@@ -306,7 +389,7 @@ class HistoryStore:
             for group in (shown, reachable(shown, others))
         )
         now = time.time()
-        with closing(self._connect()) as db, db:
+        with self._open() as db, db:
             db.execute("BEGIN IMMEDIATE")  # read the version and write under one lock
             row = db.execute(
                 "SELECT owner, version FROM conversations WHERE id = ?", (conversation_id,)
@@ -357,21 +440,21 @@ class HistoryStore:
         return StoredConversation(conversation_id, title, stored, version, kept)
 
     def _title(self, conversation_id: str) -> str:
-        with closing(self._connect()) as db:
+        with self._open() as db:
             row = db.execute("SELECT title FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
         return row[0] if row else ""
 
     def owner_of(self, conversation_id: str) -> str | None:
         """Whose conversation this is (None: no such conversation)."""
-        with closing(self._connect()) as db:
+        with self._open() as db:
             row = db.execute("SELECT owner FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
         return row[0] if row else None
 
     def rename(self, conversation_id: str, title: str, owner: str = LOCAL_OWNER) -> bool:
-        title = " ".join(title.split())[:200]
+        title = " ".join(_NOT_IN_A_TITLE.sub(" ", title).split())[:200]
         if not title:
             return False
-        with closing(self._connect()) as db, db:
+        with self._open() as db, db:
             renamed = (
                 db.execute(
                     "UPDATE conversations SET title = ? WHERE id = ? AND owner = ?",
@@ -384,7 +467,7 @@ class HistoryStore:
             return renamed
 
     def delete(self, conversation_id: str, owner: str = LOCAL_OWNER) -> bool:
-        with closing(self._connect()) as db, db:
+        with self._open() as db, db:
             gone = (
                 db.execute(
                     "DELETE FROM conversations WHERE id = ? AND owner = ?", (conversation_id, owner)

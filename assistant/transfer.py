@@ -4,6 +4,11 @@ Both carry the photos (as ``data:`` URLs in Markdown, base64 in JSON), so an exp
 its own instead of pointing at this server's file URLs. Importing trusts nothing: the format
 and every field are checked, and a photo is kept only if its content is a supported image.
 Recordings are not kept in the history, so neither format carries them (the transcript is).
+
+An import is bounded by what the app itself would ever keep: one message's text (with its
+transcript) of at most :data:`MAX_MESSAGE_CHARS`, :data:`MAX_MESSAGES` messages and
+:data:`MAX_CHARS` characters in all. Before these bounds a single 62.5 MB message was imported
+(seconds of work, again at every reopen).
 """
 
 from __future__ import annotations
@@ -12,11 +17,12 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from assistant import media
+from assistant import limits, media
 from assistant.conversation import DocumentAttachment, ImageAttachment, Message, VideoAttachment
 from assistant.errors import InvalidParams
 
@@ -24,7 +30,14 @@ FORMAT = "multimodal-assistant/chat"
 VERSION = 1
 MAX_IMPORT_BYTES = 64 * 1024 * 1024
 MAX_MESSAGES = 10_000
+# One message's words (with its transcript): about 250,000 tokens of ordinary English text,
+# twice what a 128k-token context (the largest of the local models this app is made for)
+# holds, and far beyond a reply (at most max_new_tokens_cap, 4096 tokens).
+MAX_MESSAGE_CHARS = 1_000_000
+MAX_CHARS = 5_000_000  # all messages of one import together
+MAX_TITLE_CHARS = 200  # as HistoryStore.rename keeps
 ROLES = ("user", "assistant")
+LATEST_STAMP = 253402300799.0  # 9999-12-31 23:59:59 UTC: later than that no clock shows a date
 
 
 def _photo(source) -> tuple[str, bytes] | None:
@@ -41,7 +54,7 @@ def to_markdown(title: str, messages: Sequence[Message], embed_photos: bool = Tr
     out = [f"# {title}", ""]
     for m in messages:
         who = "You" if m.role == "user" else "Assistant"
-        out += [f"**{who}** · {time.strftime('%Y-%m-%d %H:%M', time.localtime(m.created))}", ""]
+        out += [f"**{who}** · {_when(m.created)}", ""]
         for source in m.images:
             photo = _photo(source) if embed_photos else None
             if photo is not None:
@@ -60,6 +73,23 @@ def to_markdown(title: str, messages: Sequence[Message], embed_photos: bool = Tr
     return "\n".join(out).rstrip() + "\n"
 
 
+def _when(stamp: float) -> str:
+    """A message's time as shown in Markdown (a stamp no calendar holds: left out)."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp))
+    except (OverflowError, OSError, ValueError):
+        return "?"
+
+
+def _stamp(created) -> float:
+    """When an imported message was written: its own stamp if it is a real time, else now."""
+    if isinstance(created, (int, float)) and not isinstance(created, bool):
+        stamp = float(created)
+        if math.isfinite(stamp) and 0 < stamp <= LATEST_STAMP:
+            return stamp
+    return time.time()
+
+
 def to_json(title: str, messages: Sequence[Message]) -> dict:
     rows = []
     for m in messages:
@@ -69,7 +99,7 @@ def to_json(title: str, messages: Sequence[Message]) -> dict:
                 "role": m.role,
                 "text": m.text,
                 "transcript": m.transcript,
-                "created": m.created,
+                "created": m.created if math.isfinite(m.created) else None,  # (JSON has no Infinity)
                 "attachments": [
                     {"kind": "image", "media_type": kind, "data": base64.b64encode(data).decode()}
                     for kind, data in photos
@@ -114,15 +144,22 @@ def from_json(raw: bytes | str, folder: Path) -> tuple[str, list[Message]]:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise _bad("it is not JSON") from None
+    except RecursionError:  # (json nests a Python call per level: 100,000 levels overflow)
+        raise _bad("it is nested too deeply") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise _bad(f'no "format": "{FORMAT}"')
     if data.get("version") != VERSION:
         raise _bad(f"version {data.get('version')!r} is not {VERSION}")
     rows = data.get("messages")
-    if not isinstance(rows, list) or not rows or len(rows) > MAX_MESSAGES:
+    if not isinstance(rows, list) or not rows:
         raise _bad("no messages")
-    title: str = data["title"] if isinstance(data.get("title"), str) else ""
+    if len(rows) > MAX_MESSAGES:
+        raise InvalidParams(
+            f"the chat has {len(rows):,} messages, more than the {MAX_MESSAGES:,} an import may hold"
+        )
+    title: str = data["title"][:MAX_TITLE_CHARS] if isinstance(data.get("title"), str) else ""
     messages = []
+    total = 0
     for i, row in enumerate(rows):
         if (
             not isinstance(row, dict)
@@ -132,10 +169,23 @@ def from_json(raw: bytes | str, folder: Path) -> tuple[str, list[Message]]:
             raise _bad(f"message {i + 1} has no user/assistant role or text")
         transcript = row.get("transcript")
         transcript = transcript if isinstance(transcript, str) else None
-        created = row.get("created")
-        stamp = float(created) if isinstance(created, (int, float)) and created > 0 else time.time()
+        size = len(row.get("text", "")) + len(transcript or "")
+        if size > MAX_MESSAGE_CHARS:
+            raise InvalidParams(
+                f"message {i + 1} is {size:,} characters long, more than the {MAX_MESSAGE_CHARS:,} "
+                "a message may have"
+            )
+        total += size
+        if total > MAX_CHARS:
+            raise InvalidParams(f"the chat holds more than the {MAX_CHARS:,} characters an import may have")
+        _check_text(row.get("text", ""), f"message {i + 1}")
+        _check_text(transcript or "", f"message {i + 1}")
+        stamp = _stamp(row.get("created"))
+        attachments = row.get("attachments") or []
+        if not isinstance(attachments, list):
+            raise _bad(f"the attachments of message {i + 1} are not a list")
         photos: list[ImageAttachment | DocumentAttachment] = []
-        for item in row.get("attachments") or []:
+        for item in attachments:
             if (
                 not isinstance(item, dict)
                 or item.get("kind") not in ("image", "document")
@@ -161,6 +211,17 @@ def from_json(raw: bytes | str, folder: Path) -> tuple[str, list[Message]]:
     return title, messages
 
 
+def _check_text(text: str, where: str) -> None:
+    """Text the history can keep and the page can show: no lone UTF-16 surrogate (JSON's
+    "\\ud800" decodes to one; SQLite and every JSON encoder downstream refuse it)."""
+    try:
+        limits.check_unicode(text)
+    except InvalidParams:
+        raise InvalidParams(
+            f"{where} holds an invalid character (a lone surrogate such as \\ud800)"
+        ) from None
+
+
 def _document_from(item: dict, i: int, folder: Path) -> DocumentAttachment:
     """A document of an export, checked by its content like a new upload (a PDF or named text)."""
     try:
@@ -169,6 +230,7 @@ def _document_from(item: dict, i: int, folder: Path) -> DocumentAttachment:
         raise _bad(f"a document in message {i + 1} is not base64") from None
     name = item.get("name") if isinstance(item.get("name"), str) else None
     name = Path(name).name[:200] if name else None
+    _check_text(name or "", f"the name of a document in message {i + 1}")
     if media.kind_of(content, name=name or "") != "document":
         raise InvalidParams(f"a document in message {i + 1} is not a PDF, text or Markdown file")
     suffix = (

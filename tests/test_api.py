@@ -832,3 +832,49 @@ def test_load_16_concurrent_streams(server, oai, model_id):
     # here client threads on a busy 2-core box can swap near-simultaneous arrivals a little.
     assert max(abs(position - i) for position, i in enumerate(order)) <= 2, order
     assert after < baseline + 150, "memory did not come back near its baseline"
+
+
+# --------------------------------------------------------------------------- image URLs: IPv6 forms of IPv4 (issue 29)
+
+
+@pytest.mark.parametrize(
+    "address,public",
+    [
+        ("::7f00:1", False),  # IPv4-compatible 127.0.0.1
+        ("::127.0.0.1", False),
+        ("::a00:5", False),  # 10.0.0.5
+        ("::a9fe:a9fe", False),  # 169.254.169.254, the cloud metadata address
+        ("::ffff:a9fe:a9fe", False),  # IPv4-mapped
+        ("::ffff:8.8.8.8", True),
+        ("64:ff9b::7f00:1", False),  # NAT64 of 127.0.0.1
+        ("64:ff9b::a00:5", False),
+        ("64:ff9b::a9fe:a9fe", False),
+        ("64:ff9b::808:808", True),  # NAT64 of 8.8.8.8
+        ("64:ff9b:1::7f00:1", False),  # local-use NAT64: refused outright
+        ("64:ff9b:1:7f00:1::", False),
+        ("2002:7f00:1::", False),  # 6to4 of 127.0.0.1
+        ("2002:a00:5::1", False),
+        ("2002:a9fe:a9fe::1", False),
+        ("2002:808:808::1", True),  # 6to4 of 8.8.8.8
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),  # Teredo: refused outright
+        ("2001::1", False),
+        ("100::1", False),  # discard-only
+        ("4000::1", False),  # reserved, outside 2000::/3 where public unicast lives
+        ("ff02::1", False),
+    ],
+)
+def test_ipv6_forms_of_an_ipv4_address_are_judged_by_it(address, public):
+    assert is_public(address) is public
+
+
+@pytest.mark.parametrize("literal", ["::7f00:1", "64:ff9b::7f00:1", "2002:7f00:1::", "2001::7f00:1"])
+def test_an_ipv6_literal_standing_for_loopback_is_not_fetched(literal):
+    seen = []
+
+    def handler(request):
+        seen.append(request.url.host)
+        return httpx.Response(200, content=b"secret")
+
+    with pytest.raises(ApiError, match="private or local"):
+        fetch(fetcher({literal: [literal]}, handler), f"https://[{literal}]/x.png")
+    assert seen == []

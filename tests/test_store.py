@@ -209,3 +209,21 @@ def test_an_existing_history_is_indexed_when_first_opened(tmp_path):
     with sqlite3.connect(tmp_path / "history.sqlite3") as db:
         db.execute("DROP TABLE search_index")
     assert [c.id for c in HistoryStore(tmp_path).search("volcano")] == [cid]
+
+
+def test_what_the_page_remembers_is_kept_per_owner_and_forgotten_on_none(tmp_path):
+    from assistant import store as store_module
+
+    store = HistoryStore(tmp_path)
+    store.remember("alice", "page.draft.x", "hello \ud800")  # (kept escaped: SQLite takes no surrogate)
+    store.remember("bob", "page.draft.x", {"a": 1})
+    assert store.recall("alice", "page.draft.x") == "hello \ud800" and store.recall(
+        "bob", "page.draft.x"
+    ) == {"a": 1}
+    store.remember("alice", "page.draft.x", None)
+    assert store.recall("alice", "page.draft.x") is None and store.recall("carol", "page.draft.x") is None
+    with pytest.raises(ValueError):
+        store.remember("alice", "page.draft.x", "x" * store_module.PREFERENCE_BYTES)
+    with store._open() as db, db:  # a year untouched: forgotten when the store is next opened
+        db.execute("UPDATE preferences SET updated_at = 0")
+    assert HistoryStore(tmp_path).recall("bob", "page.draft.x") is None

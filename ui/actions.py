@@ -1,5 +1,9 @@
 """Start a turn: send, regenerate, edit a past message, undo. Each one only rearranges the
-tab's history and marks a user message as pending; ``respond`` then answers it."""
+tab's history and marks a user message as pending; ``respond`` then answers it.
+
+Text that is not valid Unicode (a lone UTF-16 surrogate, which a browser can send) is refused
+here, before it is shown: Gradio could not encode a chat holding it, and the tab's event
+stream would end. The box (or the edited bubble) keeps what was typed."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from pathlib import Path
 import gradio as gr
 from gradio.utils import get_upload_folder
 
+from assistant import limits
 from assistant.conversation import answered, branch_off, for_regenerate, new_id, undo_last_turn
 from assistant.conversation import switch_version as switch_version_of
 from assistant.errors import AssistantError
@@ -21,6 +26,7 @@ from ui.session import ChatSession, Pending, unless_busy
 def send(session: ChatSession, value):
     try:
         user = inputs.message(value)
+        limits.check_unicode(user.text)
     except AssistantError as exc:
         session.error = str(exc)  # shown by respond.report_error; the box keeps its value
         return gr.skip(), gr.skip()
@@ -77,8 +83,14 @@ def edit(session: ChatSession, data: gr.EditData):
     index = data.index[0] if isinstance(data.index, (tuple, list)) else data.index
     if not 0 <= index < len(session.messages) or session.messages[index].role != "user":
         return render.chat(session.messages), gr.skip()
+    text = _edited_text(data.value)
+    try:
+        limits.check_unicode(text)
+    except AssistantError as exc:
+        session.error = str(exc)  # shown by respond.report_error; the bubble keeps the edit
+        return gr.skip(), gr.skip()
     previous = list(session.messages)
-    session.messages, user = render.edited(session.messages, index, _edited_text(data.value))
+    session.messages, user = render.edited(session.messages, index, text)
     # What the edit replaces (the old message and what followed) stays as a version.
     session.begin(Pending(user, previous=previous, replaced=branch_off(previous, index)))
     return render.chat(session.messages, user, ""), busy_box()

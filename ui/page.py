@@ -24,7 +24,9 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
     # delete_cache: uploads older than a day are swept every hour (saved chats keep their own copies).
     with gr.Blocks(title="Multimodal assistant", fill_height=True, delete_cache=UPLOAD_SWEEP) as demo:
         session = gr.State(ChatSession())
-        chat_kept, draft_kept, settings_kept = prefs.states(store.data_dir)
+        # This browser's token (what the server remembers for it: ui/prefs.py) and, only to be
+        # moved to the server, the copies browsers kept themselves before.
+        browser, chat_kept, draft_kept, settings_kept = prefs.states(store.data_dir)
         # The open chat's id, for page.js to put in the address bar (?chat=ID).
         chat_id = gr.Textbox(visible="hidden", elem_id="chat-id", show_label=False)
         # Replies read aloud, dictation, voice mode: ui/voice.py and ui/static/voice.js.
@@ -200,21 +202,25 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
             trigger_mode="always_last",
             **quick,
         )
-        # What the browser keeps for next time: the open chat, the draft, the settings.
-        history.change(prefs.remember_chat, [chat_kept, history], [chat_kept, chat_id], **quick)
+        # What the server keeps for this user's next visit in this browser: the open chat, the
+        # draft, the settings.
+        history.change(prefs.chat_remembering(store), [browser, history], [chat_id], **quick)
         # Any change, a send's clearing included (a sent message is no draft any more).
-        box.change(prefs.remember_draft, [draft_kept, box], [draft_kept], trigger_mode="always_last", **quick)
+        box.change(prefs.draft_remembering(store), [browser, box], None, trigger_mode="always_last", **quick)
         controls = {"persona": panel.persona, "custom_prompt": panel.custom_prompt, **panel.options}
-        remember = prefs.settings_remembering(list(controls))
+        remember = prefs.settings_remembering(store, list(controls))
         for control in controls.values():
-            control.input(remember, [settings_kept, *controls.values()], [settings_kept], **quick)
+            control.input(remember, [browser, *controls.values()], None, **quick)
 
         # Every handler that reads or writes the history takes its owner from the request
         # (as_owner), so a client that never fires this load event is no one else.
-        demo.load(
+        kept = [chat_kept, draft_kept, settings_kept]
+        loaded = demo.load(
             prefs.restorer(store, controls),
-            [session, chat_kept, draft_kept, settings_kept],
+            [session, *kept, browser],
             [chatbot, stats, title, history, box, *controls.values()],
             **quick,
-        ).then(**show_versions)
+        )
+        loaded.then(**show_versions)
+        loaded.success(prefs.mover(store), [browser, *kept], [browser, *kept], **quick)
     return demo

@@ -6,7 +6,9 @@ words return to the input box, so nothing is lost and the session goes on.
 
 The history is written as the turn goes: the user's message as soon as it is sent (a voice
 message once transcribed), the reply every :data:`SAVE_EVERY_S` while it streams, and when it
-ends, is stopped, or the tab goes away mid-reply. A reload therefore finds the turn.
+ends, is stopped, or the tab goes away mid-reply. A reload therefore finds the turn. When
+the history cannot be written (a full disk, a read-only database) the turn goes on unsaved,
+and one toast per turn says so.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class _Turn:
         self.answer = pending.continues or Message.assistant("")
         self.answer_id, self.prefix = self.answer.id, self.answer.text
         self.saved = False  # something of this turn is in the store
+        self.unsaved = False  # a save of this turn failed (and the toast said so, once)
         self.last_save = 0.0
 
     def refresh(self) -> None:
@@ -78,7 +81,11 @@ class _Turn:
         session = self.session
         if not self.pending.appends or session.conversation_id is None:
             return
-        version = self.store.version(session.conversation_id, session.owner)
+        try:
+            version = self.store.version(session.conversation_id, session.owner)
+        except OSError as exc:  # the history cannot be read: answer what the tab shows
+            log.error("could not read the conversation: %s", exc.__cause__ or exc)
+            return
         if version is None:  # deleted elsewhere: this turn starts it again
             session.version = None
         elif version != session.version:
@@ -93,9 +100,15 @@ class _Turn:
         self.user = user = user.without_audio()  # recordings are not kept yet: the transcript is
         turn = [user] if reply is None else [user, self.reply(reply)]
         stored = sidebar.save_turn(
-            self.store, self.session, turn, drop=(self.answer_id,), replaced=self.pending.replaced
+            self.store,
+            self.session,
+            turn,
+            drop=(self.answer_id,),
+            replaced=self.pending.replaced,
+            warn=not self.unsaved,
         )
         self.saved, self.last_save = self.saved or stored is not None, time.monotonic()
+        self.unsaved = self.unsaved or stored is None
         return stored
 
     def reply(self, text: str) -> Message:
@@ -110,7 +123,7 @@ class _Turn:
             # (Only a new turn's messages may be dropped from another tab's copy: a regenerate's
             # question and a Continue's reply are in the history as it was.)
             drop = (self.user.id, self.answer_id) if self.pending.appends else ()
-            sidebar.save_turn(self.store, session, [], drop=drop)
+            sidebar.save_turn(self.store, session, [], drop=drop, warn=not self.unsaved)
             session.messages = list(self.pending.previous)
 
 

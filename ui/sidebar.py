@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import re
@@ -15,13 +16,30 @@ import gradio as gr
 from assistant import transfer
 from assistant.conversation import Message
 from assistant.errors import AssistantError
-from assistant.store import StaleConversation, plain_text
+from assistant.store import StaleConversation, StoreError, plain_text
 from ui import inputs, render
 from ui.session import ChatSession, owner_of, unless_busy
 
 log = logging.getLogger(__name__)
 
 CHANGED_ELSEWHERE = "This chat was changed in another tab: it is shown as saved now. Try again."
+UNSAVED = (
+    "This conversation could not be saved to the history ({}): what is shown will be gone after a reload."
+)
+
+
+def why_not_stored(exc: OSError) -> str:
+    """A few words on why the history (or a file of it) could not be written: never the
+    exception's own text, which may name server paths."""
+    if isinstance(exc, StoreError):
+        return exc.reason
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the server's disk is full"
+    if exc.errno == errno.EROFS:
+        return "the history folder is read-only"
+    if isinstance(exc, PermissionError) and exc.errno is None:  # (HistoryStore: not this owner's)
+        return "it belongs to another login"
+    return "a file of it could not be stored"
 
 
 def history_update(store, session: ChatSession):
@@ -70,7 +88,12 @@ def rename(store, session: ChatSession, title: str):
     if session.conversation_id is None:
         gr.Info("Send a message first: new chats get their name from it.")
         return gr.skip()
-    if not store.rename(session.conversation_id, title or "", session.owner):
+    try:
+        renamed = store.rename(session.conversation_id, title or "", session.owner)
+    except StoreError as exc:
+        gr.Warning(f"The chat could not be renamed: {exc.reason}.")
+        return gr.skip()
+    if not renamed:
         gr.Warning("Type a new name first.")
     return history_update(store, session)
 
@@ -78,7 +101,11 @@ def rename(store, session: ChatSession, title: str):
 @unless_busy(4)
 def delete(store, session: ChatSession):
     if session.conversation_id is not None:
-        store.delete(session.conversation_id, session.owner)
+        try:
+            store.delete(session.conversation_id, session.owner)
+        except StoreError as exc:
+            gr.Warning(f"The chat could not be deleted: {exc.reason}.")
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         gr.Info("Conversation deleted.")
     session.open(None, [])
     return [], "", "", history_update(store, session)
@@ -117,9 +144,9 @@ def save(store, session: ChatSession) -> bool:
         session.show(stale.current)
         gr.Warning(CHANGED_ELSEWHERE)
         return False
-    except (OSError, PermissionError) as exc:  # e.g. a full disk: keep chatting
-        log.error("could not save the conversation: %s", exc)
-        gr.Warning("This conversation could not be saved to the history.")
+    except OSError as exc:  # e.g. a full disk: keep chatting (PermissionError is one too)
+        log.error("could not save the conversation: %s", exc.__cause__ or exc)
+        gr.Warning(UNSAVED.format(why_not_stored(exc)))
     return True
 
 
@@ -129,13 +156,14 @@ def save_turn(
     turn: list[Message],
     drop: Collection[str] = (),
     replaced: Sequence[Message] = (),
+    warn: bool = True,
 ) -> list[Message] | None:
     """Save the tab's history followed by ``turn`` (the turn being answered, as far as it
     got), never overwriting what another tab saved meanwhile: when the store has moved on, the
     turn is put after what is stored now (and the tab's history becomes that). Messages whose
     ids are in ``drop`` (an earlier save of this turn) are left out. ``replaced`` is what a
     regenerate or an edit set aside: kept as versions. Returns the history as stored (None:
-    not saved)."""
+    not saved, and, with ``warn``, a toast says so)."""
     ids = {m.id for m in turn} | set(drop)
     try:
         for _ in range(5):
@@ -161,9 +189,12 @@ def save_turn(
                 continue
             session.conversation_id, session.version = saved.id, saved.version
             return saved.messages
-    except (OSError, PermissionError) as exc:
-        log.error("could not save the conversation: %s", exc)
-    gr.Warning("This conversation could not be saved to the history.")
+        why = "another tab kept changing it"
+    except OSError as exc:  # a full disk, a read-only database (StoreError): keep chatting
+        log.error("could not save the conversation: %s", exc.__cause__ or exc)
+        why = why_not_stored(exc)
+    if warn:
+        gr.Warning(UNSAVED.format(why))
     return None
 
 
@@ -204,13 +235,27 @@ def import_chat(store, session: ChatSession, upload):
     path = inputs.file_path(upload) if upload else None
     try:
         raw = Path(path).read_bytes() if path else b""
+    except OSError:
+        gr.Warning("Could not import that file: it could not be read (upload it again).")
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    try:
         with tempfile.TemporaryDirectory() as folder:
             title, messages = transfer.from_json(raw, Path(folder))
             saved = store.write(None, messages, session.owner)
         if title:
             store.rename(saved.id, title, session.owner)
-    except (AssistantError, OSError) as exc:
-        gr.Warning(f"Could not import that file: {exc}")
+    except AssistantError as exc:
+        why = str(exc)
+    except OSError as exc:
+        log.error("could not import a chat: %s", exc.__cause__ or exc)
+        why = f"it could not be stored ({why_not_stored(exc)})"
+    except Exception:  # what an export cannot hold is refused by name; anything else is a bug
+        log.exception("importing a chat failed")
+        why = "this app cannot read it as a chat export"
+    else:
+        why = ""
+    if why:
+        gr.Warning(f"Could not import that file: {why}")
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     found = store.load(saved.id, session.owner)
     assert found is not None

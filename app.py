@@ -93,7 +93,7 @@ def build_server(assistant, settings: Settings):
         auth=list(settings.auth) or None,
         max_file_size=settings.max_upload_bytes,  # each kind's own limit is checked by the engine
         allowed_paths=[str(store.media_dir)],
-        show_error=True,
+        show_error=False,  # only gr.Error messages (ours, written for users) reach the page
         css=CSS,
         head=PAGE_HEAD + ui.voice.HEAD,
         footer_links=["api", "gradio"],  # the page's own Settings is the only one

@@ -12,7 +12,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from assistant.models.base import knobs, value_type
+from assistant.options import knobs, value_type
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 

@@ -134,7 +134,7 @@ def cmd_chat(args) -> int:
     from assistant.conversation import Message
     from assistant.core import Assistant, Token, Transcribed
     from assistant.flags import settings_from_args
-    from assistant.models.base import knobs
+    from assistant.options import knobs
 
     for path in [*args.image, *([args.audio] if args.audio else []), *args.video, *args.file]:
         if not os.path.isfile(path):

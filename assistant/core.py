@@ -35,7 +35,6 @@ from assistant.models.base import (
     AudioInput,
     ChatModel,
     ChatRequest,
-    GenerationParams,
     ModelInfo,
     SpeechChunk,
     Synthesizer,
@@ -45,6 +44,7 @@ from assistant.models.base import (
     VoiceInfo,
 )
 from assistant.models.prefix_cache import image_digest
+from assistant.options import GenerationParams
 from assistant.queueing import TurnQueue
 from assistant.settings import MB, Settings, resolve_defaults
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from assistant.models.base import knobs, value_type
+from assistant.options import knobs, value_type
 from assistant.settings import Flag, Settings, flags
 
 ENV_PREFIX = "ASSISTANT_"

@@ -65,7 +65,8 @@ def weight_mib(model) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     from assistant.conversation import ImageAttachment, Message
-    from assistant.models.base import ChatRequest, GenerationParams
+    from assistant.models.base import ChatRequest
+    from assistant.options import GenerationParams
     from bench.common import peak_rss_mib, quiet_environment, quiet_transformers, rss_mib
     from bench.gpu import photo_1024
 

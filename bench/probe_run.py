@@ -17,8 +17,9 @@ import time
 def engine(model_dir: str, dtype: str, n: int, image) -> dict:
     """The engine as it is: one long-lived inference thread does all torch work."""
     from assistant.conversation import ImageAttachment, Message
-    from assistant.models.base import ChatRequest, GenerationParams
+    from assistant.models.base import ChatRequest
     from assistant.models.local import LocalChatModel
+    from assistant.options import GenerationParams
 
     chat = LocalChatModel.load(model_dir, dtype=dtype, prefix_cache_bytes=0, image_max_side=1024)
     messages = [Message("user", "Describe this picture in detail.", (ImageAttachment(image),))]

@@ -184,8 +184,9 @@ def load_agreement(cache, log, base: dict, other: dict, label: str) -> list[dict
     greedy replies agree, and by how much do the first-step logits differ (absolute, and
     relative to their range)?"""
     from assistant.conversation import ImageAttachment, Message
-    from assistant.models.base import ChatRequest, GenerationParams
+    from assistant.models.base import ChatRequest
     from assistant.models.local import LocalChatModel
+    from assistant.options import GenerationParams
     from bench.gpu import photo_1024
     from tools.random_models import ARCHITECTURES, build
 

@@ -16,7 +16,7 @@ from assistant.conversation import (
 )
 from assistant.core import Assistant, Done, Queued, StopFilter, Token
 from assistant.errors import InvalidParams, ModelUnavailable
-from assistant.models.base import GenerationParams
+from assistant.options import GenerationParams
 from assistant.queueing import TurnQueue
 from assistant.settings import Settings
 from tests.fakes import FakeChatModel

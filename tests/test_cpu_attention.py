@@ -55,8 +55,9 @@ def test_tiny_models_reply_as_with_sdpa(arch, tmp_path_factory):
 
     from assistant.conversation import ImageAttachment, Message
     from assistant.models import cpu_attention
-    from assistant.models.base import ChatRequest, GenerationParams
+    from assistant.models.base import ChatRequest
     from assistant.models.local import LocalChatModel
+    from assistant.options import GenerationParams
     from tools.random_models import build
 
     path = str(build(arch, tmp_path_factory.getbasetemp() / f"tiny-{arch}"))
@@ -86,8 +87,9 @@ def test_patch_convs_run_channels_last_with_the_same_numbers(arch, tmp_path_fact
     from PIL import Image
 
     from assistant.conversation import ImageAttachment, Message
-    from assistant.models.base import ChatRequest, GenerationParams
+    from assistant.models.base import ChatRequest
     from assistant.models.local import LocalChatModel
+    from assistant.options import GenerationParams
     from tools.random_models import build
 
     path = str(build(arch, tmp_path_factory.getbasetemp() / f"tiny-{arch}"))

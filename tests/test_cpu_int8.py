@@ -106,8 +106,9 @@ def test_tiny_models_load_int8_and_answer_like_float(arch, tmp_path_factory):
     from PIL import Image
 
     from assistant.conversation import ImageAttachment, Message
-    from assistant.models.base import ChatRequest, GenerationParams
+    from assistant.models.base import ChatRequest
     from assistant.models.local import LocalChatModel
+    from assistant.options import GenerationParams
     from tools.random_models import build
 
     path = str(build(arch, tmp_path_factory.getbasetemp() / f"tiny-{arch}"))

@@ -21,8 +21,9 @@ from PIL import Image
 
 from assistant.conversation import Message
 from assistant.errors import GenerationFailed, InvalidParams
-from assistant.models.base import ChatRequest, GenerationParams, Usage
+from assistant.models.base import ChatRequest, Usage
 from assistant.models.remote import RemoteChatModel
+from assistant.options import GenerationParams
 from tests.server import free_port, start_app
 from tools.random_models import build
 

@@ -11,8 +11,9 @@ from PIL import Image
 from assistant.conversation import Message
 from assistant.core import Assistant, Done, Token
 from assistant.errors import InvalidParams, ModelUnavailable
-from assistant.models.base import ChatRequest, GenerationParams, Usage
+from assistant.models.base import ChatRequest, Usage
 from assistant.models.local import LocalChatModel
+from assistant.options import GenerationParams
 from assistant.settings import Settings
 from tools.random_models import ARCHITECTURES, build
 

@@ -15,8 +15,9 @@ import pytest
 from PIL import Image
 
 from assistant.conversation import ImageAttachment, Message
-from assistant.models.base import ChatRequest, GenerationParams, Usage
+from assistant.models.base import ChatRequest, Usage
 from assistant.models.prefix_cache import Entry, ImageSpan, PrefixCache, image_digest, reusable_length
+from assistant.options import GenerationParams
 from tools.random_models import ARCHITECTURES, build
 
 LOGIT_TOLERANCE = 1e-4

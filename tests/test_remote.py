@@ -23,8 +23,9 @@ from api import install_api
 from assistant.conversation import Message
 from assistant.core import Assistant, Done, Token
 from assistant.errors import GenerationFailed, InvalidParams, ModelUnavailable
-from assistant.models.base import ChatRequest, GenerationParams, Usage
+from assistant.models.base import ChatRequest, Usage
 from assistant.models.remote import RemoteChatModel, RemoteTranscriber
+from assistant.options import GenerationParams
 from assistant.settings import Settings
 from tests.fakes import FakeChatModel
 from tests.test_api import FakeTranscriber

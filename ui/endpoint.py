@@ -17,7 +17,7 @@ from assistant import media
 from assistant.conversation import Message
 from assistant.core import Token
 from assistant.errors import AssistantError, InvalidParams
-from assistant.models.base import knobs
+from assistant.options import knobs
 from ui import inputs, render
 from ui.session import owner_of
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import gradio as gr
 
@@ -30,7 +31,7 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
         # The open chat's id, for page.js to put in the address bar (?chat=ID).
         chat_id = gr.Textbox(visible="hidden", elem_id="chat-id", show_label=False)
         # Replies read aloud, dictation, voice mode: ui/voice.py and ui/static/voice.js.
-        demo.voice_hub = voice.VoiceHub()  # type: ignore[attr-defined]
+        demo.voice_hub = voice.VoiceHub()
         voice_state, voice_send = voice.controls()
         # Answer versions: which messages have them (for page.js's "‹ 2/3 ›" arrows), and the
         # arrow pressed ("INDEX:STEP", written by page.js).
@@ -121,8 +122,8 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
         endpoint.install(assistant, CONCURRENCY, store.media_dir)
 
         # -- wiring ----------------------------------------------------------------------
-        answer = dict(
-            fn=voice.speaking(demo.voice_hub, assistant, as_owner(partial(respond, assistant, store))),  # type: ignore[attr-defined]
+        answer: dict[str, Any] = dict(
+            fn=voice.speaking(demo.voice_hub, assistant, as_owner(partial(respond, assistant, store))),
             inputs=[voice_state, session, *panel.inputs],
             outputs=[chatbot, stats, box, history],
             concurrency_limit=CONCURRENCY,
@@ -131,9 +132,9 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
         )
         # Quick handlers still go through the queue (toasts from queue=False events are
         # dropped), but nothing limits how many run at once.
-        quick = dict(concurrency_limit=None, show_progress="hidden", api_visibility="private")
+        quick: dict[str, Any] = dict(concurrency_limit=None, show_progress="hidden", api_visibility="private")
         # After anything that changes which messages are shown: their versions, for the arrows.
-        show_versions = dict(
+        show_versions: dict[str, Any] = dict(
             fn=lambda tab: render.versions(tab.messages, tab.others),
             inputs=[session],
             outputs=[versions],
@@ -154,7 +155,7 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
             **quick,
         ).then(**show_versions)
         box.stop(actions.stop, [session], None, queue=False, api_visibility="private")  # at once
-        spoken_then = dict(fn=report_error, inputs=[session], outputs=None, **quick)
+        spoken_then: dict[str, Any] = dict(fn=report_error, inputs=[session], outputs=None, **quick)
         voice.wire(voice_send, answer, actions.send, session, box, spoken_then, show_versions)  # voice mode
 
         undo = as_owner(partial(actions.undo, store))
@@ -210,7 +211,7 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
         controls = {"persona": panel.persona, "custom_prompt": panel.custom_prompt, **panel.options}
         remember = prefs.settings_remembering(store, list(controls))
         for control in controls.values():
-            control.input(remember, [browser, *controls.values()], None, **quick)
+            control.input(remember, [browser, *controls.values()], None, **quick)  # type: ignore[attr-defined]
 
         # Every handler that reads or writes the history takes its owner from the request
         # (as_owner), so a client that never fires this load event is no one else.

@@ -18,7 +18,7 @@ UNEXPECTED = "Something went wrong while answering. The details are in the serve
 PARAGRAPH = "\n\n"
 # Maths as models write it: $$…$$ and \[…\] as a block, \(…\) inline (KaTeX, Gradio's own
 # renderer). A single "$" is left out: the renderer pairs any two, so "$5 or $10" became maths.
-LATEX_DELIMITERS = [
+LATEX_DELIMITERS: list[dict[str, str | bool]] = [
     {"left": "$$", "right": "$$", "display": True},
     {"left": "\\[", "right": "\\]", "display": True},
     {"left": "\\(", "right": "\\)", "display": False},
@@ -59,7 +59,7 @@ def edited(messages: list[Message], index: int, shown: str) -> tuple[list[Messag
 def attachment_files(message: Message) -> list[dict]:
     """What a user bubble shows of its files: photos inline, clips as a playable video, documents
     as a chip with the file's name (the chat's own file views; paths only, nothing read here)."""
-    shown = [{"path": str(p)} for p in message.images]
+    shown: list[dict] = [{"path": str(p)} for p in message.images]
     shown += [{"path": str(p)} for p in message.videos if isinstance(p, (str, Path))]
     shown += [
         {"file": {"path": str(a.source), "orig_name": a.name or Path(str(a.source)).name}}

@@ -12,7 +12,7 @@ import gradio as gr
 
 from assistant import prompts
 from assistant.errors import InvalidParams
-from assistant.models.base import GenerationParams, knobs, value_type
+from assistant.options import GenerationParams, knobs, value_type
 from ui import render
 
 CUSTOM_HINT = "Leave empty to use the persona above."

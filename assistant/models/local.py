@@ -23,7 +23,7 @@ from PIL import Image
 
 from assistant.conversation import ImageAttachment, Message, VideoAttachment
 from assistant.errors import AssistantError, GenerationFailed, InvalidParams
-from assistant.models.base import ChatRequest, GenerationParams, ModelInfo, Usage
+from assistant.models.base import ChatRequest, ModelInfo, Usage
 from assistant.models.give_way import GaveWay, stops_between_layers
 from assistant.models.loading import (
     cap_processor_upscaling,
@@ -37,6 +37,7 @@ from assistant.models.loading import (
 from assistant.models.prefix_cache import Entry, PrefixCache
 from assistant.models.prefix_layout import cache_bytes, cut_back, image_layout, positions_for_reuse
 from assistant.models.video_inputs import takes_video, video_options
+from assistant.options import GenerationParams
 
 log = logging.getLogger(__name__)
 

@@ -147,7 +147,8 @@ def test_too_large_file_is_rejected(client, files):
 
 
 def test_bad_history_and_options_are_refused(client):
-    with pytest.raises(Exception, match="uploaded with the request"):
+    # A path the caller did not upload is refused before Gradio reads it (web.payloads).
+    with pytest.raises(Exception, match="403"):
         ask(client, "hi", history=[{"role": "user", "content": {"path": "/etc/passwd"}}])
     with pytest.raises(Exception, match="unknown option 'temprature'"):
         ask(client, "hi", options={"temprature": 0})

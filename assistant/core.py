@@ -9,26 +9,19 @@ typed errors from :mod:`assistant.errors`; each boundary translates them once.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from PIL import Image
 
-from assistant import documents, limits, media, prompts, video
+from assistant import limits
 from assistant.conversation import (
-    Attachment,
-    DocumentAttachment,
     ImageAttachment,
     Message,
-    VideoAttachment,
-    fit_to_context,
-    limit_images,
 )
 from assistant.errors import InvalidParams, ModelUnavailable
 from assistant.models.base import (
@@ -45,6 +38,7 @@ from assistant.models.base import (
 )
 from assistant.models.prefix_cache import image_digest
 from assistant.options import GenerationParams
+from assistant.prompting import PromptBuilder
 from assistant.queueing import TurnQueue
 from assistant.settings import MB, Settings, resolve_defaults
 
@@ -54,8 +48,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 QUEUE_POLL_S = 0.5
-IMAGE_CACHE_ENTRIES = 64
-MEDIA_CACHE_ENTRIES = 16
 
 
 @dataclass(frozen=True)
@@ -207,9 +199,7 @@ class Assistant:
         # A model that runs one generation at a time gets a first-come, first-served queue.
         self.queue = TurnQueue() if chat_model is not None and not chat_model.concurrent else None
         self._read_ahead_photos: frozenset[str] = frozenset()  # digests of the photos being read ahead
-        self._image_cache: dict[tuple, Any] = {}
-        self._media_cache: dict[tuple, Any] = {}  # clips, documents, rendered pages
-        self._image_cache_lock = threading.Lock()
+        self.prompt = PromptBuilder(settings, lambda: self.chat_model)
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -291,27 +281,8 @@ class Assistant:
     # -- chat ------------------------------------------------------------------------------
 
     def system_prompt(self, name_or_text: str | None) -> str:
-        chosen = self.settings.system_prompt if name_or_text is None else name_or_text
-        return prompts.resolve(chosen, self.settings.prompts_dir)
-
-    def _system_text(self, system_prompt: str | None, literal: bool) -> str:
-        """The system text a reply uses: ``system_prompt`` as given when ``literal``, else a
-        persona name or free text (None = the configured default)."""
-        return (
-            system_prompt.strip()
-            if literal and system_prompt is not None
-            else self.system_prompt(system_prompt)
-        )
-
-    def _system_is_servers(self, system_text: str) -> bool:
-        """Whether the system text is the server's own (the configured prompt or one of the
-        personas) rather than text a user wrote: only then may a model's cache of it serve
-        every user."""
-        if not system_text:
-            return False
-        if system_text == self._system_text(None, False):
-            return True
-        return system_text in prompts.texts(self.settings.prompts_dir)
+        """A persona's text by name, or the text itself (None: the configured prompt)."""
+        return self.prompt.system_prompt(name_or_text)
 
     def params(self, **overrides: Any) -> GenerationParams:
         """Generation params with the configured defaults, validated (None = default)."""
@@ -326,234 +297,7 @@ class Assistant:
             raise ModelUnavailable(self.chat_error or "no chat model is loaded")
         return self.chat_model
 
-    def load_image(self, source: Any, name: str | None = None) -> Any:
-        """Validated, oriented, RGB, downscaled image; files are cached by path and mtime."""
-        s = self.settings
-        key = None
-        if isinstance(source, (str, Path)):
-            try:
-                stat = Path(source).stat()
-                key = (str(source), stat.st_mtime_ns, stat.st_size)
-            except OSError:
-                key = None
-        if key is not None:
-            with self._image_cache_lock:
-                if key in self._image_cache:
-                    return self._image_cache[key]
-        image = media.load_image(
-            source,
-            max_bytes=s.max_image_bytes,
-            max_pixels=s.max_image_pixels,
-            max_side=s.image_max_side,
-            name=name,
-        )
-        if key is not None:
-            with self._image_cache_lock:
-                if len(self._image_cache) > IMAGE_CACHE_ENTRIES:
-                    self._image_cache.clear()
-                self._image_cache[key] = image
-        return image
-
     # -- clips and documents ---------------------------------------------------------------
-
-    def _cached(self, kind: str, source: Any, extra: tuple, load: Any) -> Any:
-        """``load()``, remembered by the file's path, mtime and size (or the bytes' hash)."""
-        if isinstance(source, (str, Path)):
-            try:
-                st = Path(source).stat()
-                key: tuple = (kind, str(source), st.st_mtime_ns, st.st_size, *extra)
-            except OSError:
-                return load()
-        elif isinstance(source, (bytes, bytearray)):
-            key = (kind, hashlib.blake2b(source, digest_size=16).hexdigest(), *extra)
-        else:
-            return load()
-        with self._image_cache_lock:
-            if key in self._media_cache:
-                return self._media_cache[key]
-        value = load()
-        with self._image_cache_lock:
-            if len(self._media_cache) > MEDIA_CACHE_ENTRIES:
-                self._media_cache.clear()
-            self._media_cache[key] = value
-        return value
-
-    def load_clip(self, source: Any, name: str | None = None) -> video.Clip:
-        """A validated clip: frames sampled and downscaled, the sound track decoded (cached)."""
-        if isinstance(source, video.Clip):
-            return source
-        s = self.settings
-
-        def load() -> video.Clip:
-            return video.load_clip(
-                source,
-                max_bytes=s.max_video_bytes,
-                max_seconds=s.max_video_seconds,
-                max_pixels=s.max_video_pixels,
-                max_frames=s.video_frames,
-                fps=s.video_fps,
-                max_side=s.video_max_side,
-                name=name,
-            )
-
-        return self._cached("clip", source, (), load)
-
-    def load_document(self, source: Any, name: str | None = None) -> documents.Document:
-        """A validated PDF or text file with its text (cached)."""
-        s = self.settings
-
-        def load() -> documents.Document:
-            return documents.load_document(
-                source,
-                max_bytes=s.max_document_bytes,
-                max_pages=s.max_document_pages,
-                max_page_inches=s.max_page_inches,
-                name=name,
-            )
-
-        return self._cached("document", source, (), load)
-
-    def _pages(self, document: documents.Document, numbers: list[int]) -> list[tuple[int, Any]]:
-        side = self.settings.image_max_side
-        return self._cached(
-            "pages",
-            document.source,
-            (tuple(numbers), side),
-            lambda: documents.render_pages(document, numbers, max_side=side),
-        )
-
-    def _video_native(self) -> bool:
-        return bool(getattr(self.chat_model, "accepts_video", False))
-
-    def _hear_clips(self, messages: Sequence[Message], language: str | None) -> float:
-        """Transcribe the sound track of every clip not heard yet; seconds spent."""
-        spent = 0.0
-        for message in messages:
-            for source in message.videos:
-                clip = self.load_clip(source)
-                if clip.audio is None or clip.transcript is not None or self.transcriber is None:
-                    continue
-                transcript = self.transcribe(clip.audio, language=language)
-                spent += transcript.elapsed_s
-                heard = replace(clip, transcript=transcript.text)
-                with self._image_cache_lock:  # the cached clip now knows what is said in it
-                    for key, value in self._media_cache.items():
-                        if value is clip:
-                            self._media_cache[key] = heard
-        return spent
-
-    def _clip_parts(self, clip: video.Clip, native: bool) -> tuple[list[Any], list[Any], str]:
-        """(videos, images, text) a model gets for one clip."""
-        said = ""
-        if clip.transcript:
-            said = f"\n[said in {clip.name}: {clip.transcript}]"
-        elif clip.transcript == "":
-            said = f"\n[nothing is said in {clip.name}]"
-        if native:
-            times = ", ".join(media._seconds(t) for t in clip.timestamps)
-            return [clip], [], f"[{clip.describe()}; {len(clip.frames)} frames at {times}]{said}"
-        frames, note = video.frames_as_images(clip, self.settings.video_frames_as_images)
-        return [], frames, note + said
-
-    def _document_parts(self, document: documents.Document, question: str) -> tuple[list[Any], str]:
-        """(page pictures, text) a model gets for one document."""
-        shown = documents.pages_to_show(document, question, self.settings.document_page_images)
-        pages = self._pages(document, shown)
-        text = documents.for_model(document, [n for n, _ in pages], self._document_chars())
-        return [image for _, image in pages], text
-
-    def _document_chars(self) -> int:
-        """Characters of document text that may go to the model: the setting, held to about half
-        the context (a token is at least ~2 characters of prose)."""
-        cap = self.settings.document_max_chars
-        if self.chat_model is not None:
-            cap = min(cap, self.chat_model.info.context_length)
-        return max(1000, cap)
-
-    def sent_summary(self, message: Message) -> str:
-        """What the model got of this message's clips and documents, as the stats line says it."""
-        parts = []
-        native = self._video_native()
-        for source in message.videos:
-            clip = self.load_clip(source)
-            if native:
-                parts.append(f"video: {len(clip.frames)} frames")
-            else:
-                count = min(len(clip.frames), max(1, self.settings.video_frames_as_images))
-                parts.append(f"video: {count} frames as pictures")
-            if clip.transcript:
-                parts.append("its speech as text")
-        for attachment in message.attachments:
-            if not isinstance(attachment, DocumentAttachment):
-                continue
-            document = self.load_document(attachment.source, attachment.name)
-            if document.kind == "text":
-                parts.append(f"{document.name}: text")
-                continue
-            wanted = documents.pages_to_show(document, message.words, self.settings.document_page_images)
-            shown = [n for n, _ in self._pages(document, wanted)]
-            pages = f"page{'s' * (len(shown) != 1)} {', '.join(map(str, shown))}" if shown else "no pages"
-            text = " + text" if document.has_text else ""
-            parts.append(f"{document.name}: {pages} of {document.page_count} as pictures{text}")
-        return ", ".join(parts)
-
-    def _for_model(self, message: Message) -> Message:
-        """What a model reads: the words it should hear, images loaded and normalised; clips as
-        video (models that take it) or as a few timed frames, with what is said in them;
-        documents as their text and pictures of their first and asked-about pages."""
-        images: list[Any] = [self.load_image(src) for src in message.images]
-        clips: list[Any] = []
-        notes: list[str] = []
-        native = self._video_native()
-        for source in message.videos:
-            clip_videos, clip_images, note = self._clip_parts(self.load_clip(source), native)
-            clips += clip_videos
-            images += clip_images
-            notes.append(note)
-        for attachment in message.attachments:
-            if not isinstance(attachment, DocumentAttachment):
-                continue
-            document = self.load_document(attachment.source, attachment.name)
-            pages, note = self._document_parts(document, message.words)
-            images += pages
-            notes.append(note)
-        text = "\n\n".join([*notes, message.words]) if notes else message.words
-        attachments: list[Attachment] = [ImageAttachment(im) for im in images]
-        attachments += [VideoAttachment(clip) for clip in clips]
-        return Message(message.role, text.strip(), tuple(attachments), id=message.id, created=message.created)
-
-    def _expand_for_model(self, messages: Sequence[Message]) -> list[Message]:
-        """Each message as a model reads it; frames and pages count as images for the cap, and
-        only the newest clip goes as video (older ones keep their words)."""
-        chat = [self._for_model(m) for m in messages]
-        chat = limit_images(chat, self.settings.max_images_in_context)
-        seen_video = False
-        for i in range(len(chat) - 1, -1, -1):
-            if chat[i].videos:
-                if seen_video:
-                    kept = tuple(a for a in chat[i].attachments if not isinstance(a, VideoAttachment))
-                    chat[i] = replace(chat[i], attachments=kept)
-                seen_video = True
-        return chat
-
-    def build_messages(
-        self,
-        history: Sequence[Message],
-        user: Message,
-        system_prompt: str | None,
-        max_new_tokens: int,
-        prefix: str = "",
-    ) -> list[Message]:
-        """System + as much history as fits the context, newest images kept up to the cap;
-        then, to be continued, the reply's ``prefix`` when there is one."""
-        model = self.require_chat()
-        trimmed = limit_images([*history, user], self.settings.max_images_in_context)
-        chat = self._expand_for_model(trimmed)
-        system = Message("system", system_prompt) if system_prompt else None
-        started = Message.assistant(prefix) if prefix else None
-        budget = model.info.context_length - max_new_tokens - (model.count_tokens(started) if started else 0)
-        fitted = fit_to_context(system, chat, model.count_tokens, budget)
-        return [*fitted, started] if started else fitted
 
     def reply(
         self,
@@ -609,14 +353,16 @@ class Assistant:
         if warm is None or not draft.images or (self.queue is not None and self.queue.busy):
             return None
         params = params or self.params()
-        system_text = self._system_text(system_prompt, literal_system)
+        system_text = self.prompt.system_text(system_prompt, literal_system)
         photos_only = Message("user", "", tuple(ImageAttachment(p) for p in draft.images))
         queue = self.queue
 
         def read_ahead() -> None:
             ticket = queue.enter() if queue is not None else None
             try:
-                messages = self.build_messages(history, photos_only, system_text, params.max_new_tokens)
+                messages = self.prompt.build(
+                    history, photos_only, system_text, params.max_new_tokens
+                ).messages
                 photos = photo_digests(messages[-1:])
                 self._read_ahead_photos = photos
                 if ticket is not None and queue is not None:
@@ -624,7 +370,7 @@ class Assistant:
                 # Stop mid-photo for anyone else's turn; the message these photos are read for
                 # waits instead, and takes all of it.
                 give_way = (lambda: queue.someone_else_waits(photos)) if queue is not None else None
-                shared = self._system_is_servers(system_text)
+                shared = self.prompt.is_servers(system_text)
                 warm(ChatRequest(messages, params, user=user, shared_system=shared), give_way=give_way)
             except Exception as exc:  # e.g. a bad photo: sending it says what is wrong
                 log.debug("reading a draft's photos ahead failed: %s", exc)
@@ -660,7 +406,7 @@ class Assistant:
         started = time.perf_counter()
         if message.is_empty():
             raise InvalidParams("the message is empty: type something, attach a photo or record your voice")
-        system_text = self._system_text(system_prompt, literal_system)
+        system_text = self.prompt.system_text(system_prompt, literal_system)
         # Text that cannot fit is refused from its length, before anything tokenizes it.
         history = limits.within_context(self.chat_model, history, message, system_text, params.max_new_tokens)
         transcribe_s = 0.0
@@ -673,14 +419,12 @@ class Assistant:
                 raise InvalidParams(
                     "no speech was heard in the recording: try again closer to the microphone"
                 )
-        transcribe_s += self._hear_clips([*history, message], language)
+        hear = (lambda audio: self.transcribe(audio, language=language)) if self.transcriber else None
+        transcribe_s += self.prompt.hear_clips([*history, message], hear)
         model = self.require_chat()  # after transcription: voice works without a chat model
+        prompt = self.prompt.build(history, message, system_text, params.max_new_tokens, prefix)
         request = ChatRequest(
-            self.build_messages(history, message, system_text, params.max_new_tokens, prefix),
-            params,
-            cancel,
-            user=user,
-            shared_system=self._system_is_servers(system_text),
+            prompt.messages, params, cancel, user=user, shared_system=self.prompt.is_servers(system_text)
         )
         ticket = self.queue.enter(self._photos_read_ahead_in(request)) if self.queue is not None else None
         try:
@@ -693,7 +437,7 @@ class Assistant:
             if self.queue is not None and ticket is not None:
                 self.queue.leave(ticket)
         stats = self._stats(started, usage, stopped, queued_s, transcribe_s)
-        yield Done(replace(stats, sent=self.sent_summary(message)), text)
+        yield Done(replace(stats, sent=prompt.sent), text)
 
     def _wait_for_turn(
         self, ticket: int | None, cancel: threading.Event

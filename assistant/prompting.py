@@ -1,0 +1,309 @@
+"""From a chat to what the model reads, in one pass: the system text, as much history as fits the
+context, and every attachment in the form the model takes it — photos loaded and normalised,
+clips as video (models that take it) or as a few timed frames with what is said in them,
+documents as their text and pictures of their first and asked-about pages.
+
+    prompt = builder.build(history, user, system_text, max_new_tokens)
+    prompt.messages  # for ChatRequest
+    prompt.sent      # what the model got of the new message's clips and documents (stats line)
+
+Loaded media are remembered by path, mtime and size (or the bytes' hash): a chat's photos are
+read once, not once per turn. No model work here; the model's own ``count_tokens`` decides
+what fits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from assistant import documents, media, prompts, video
+from assistant.conversation import (
+    Attachment,
+    DocumentAttachment,
+    ImageAttachment,
+    Message,
+    VideoAttachment,
+    fit_to_context,
+    limit_images,
+)
+from assistant.errors import ModelUnavailable
+from assistant.models.base import ChatModel, Transcript
+from assistant.settings import Settings
+
+# How many loaded items of each kind are remembered (photos are small and often reused).
+CACHE_ENTRIES = {"image": 64}
+DEFAULT_CACHE_ENTRIES = 16
+
+
+@dataclass(frozen=True)
+class Prompt:
+    messages: list[Message]  # system, the history that fits, the new turn (and a reply's start)
+    sent: str  # what the model got of the new message's clips and documents, as the stats say it
+
+
+class MediaCache:
+    """Loaded photos, clips, documents and rendered pages, each kind with its own size."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, dict[tuple, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, kind: str, source: Any, extra: tuple, load: Callable[[], Any]) -> Any:
+        """``load()``, remembered by the file's path, mtime and size (or the bytes' hash)."""
+        if isinstance(source, (str, Path)):
+            try:
+                st = Path(source).stat()
+                key: tuple = (str(source), st.st_mtime_ns, st.st_size, *extra)
+            except OSError:
+                return load()
+        elif isinstance(source, (bytes, bytearray)):
+            key = (hashlib.blake2b(source, digest_size=16).hexdigest(), *extra)
+        else:
+            return load()
+        with self._lock:
+            found = self._entries.get(kind, {}).get(key)
+        if found is not None:
+            return found
+        value = load()
+        with self._lock:
+            entries = self._entries.setdefault(kind, {})
+            if len(entries) >= CACHE_ENTRIES.get(kind, DEFAULT_CACHE_ENTRIES):
+                entries.clear()
+            entries[key] = value
+        return value
+
+    def swap(self, kind: str, old: Any, new: Any) -> None:
+        """Remember ``new`` wherever ``old`` was (a clip that now knows what is said in it)."""
+        with self._lock:
+            entries = self._entries.get(kind, {})
+            for key, value in entries.items():
+                if value is old:
+                    entries[key] = new
+
+
+class PromptBuilder:
+    """``model()`` is the chat model (raises when none is loaded)."""
+
+    def __init__(self, settings: Settings, model: Callable[[], ChatModel | None]):
+        self.settings = settings
+        self._model = model
+        self.cache = MediaCache()
+
+    # -- the system text -------------------------------------------------------------------
+
+    def system_prompt(self, name_or_text: str | None) -> str:
+        chosen = self.settings.system_prompt if name_or_text is None else name_or_text
+        return prompts.resolve(chosen, self.settings.prompts_dir)
+
+    def system_text(self, system_prompt: str | None, literal: bool) -> str:
+        """The system text a reply uses: ``system_prompt`` as given when ``literal``, else a
+        persona name or free text (None = the configured default)."""
+        if literal and system_prompt is not None:
+            return system_prompt.strip()
+        return self.system_prompt(system_prompt)
+
+    def is_servers(self, system_text: str) -> bool:
+        """Whether the system text is the server's own (the configured prompt or one of the
+        personas) rather than text a user wrote: only then may a model's cache of it serve
+        every user."""
+        if not system_text:
+            return False
+        if system_text == self.system_text(None, False):
+            return True
+        return system_text in prompts.texts(self.settings.prompts_dir)
+
+    # -- attachments -----------------------------------------------------------------------
+
+    def load_image(self, source: Any, name: str | None = None) -> Any:
+        """Validated, oriented, RGB, downscaled image (cached)."""
+        s = self.settings
+        return self.cache.get(
+            "image",
+            source,
+            (),
+            lambda: media.load_image(
+                source,
+                max_bytes=s.max_image_bytes,
+                max_pixels=s.max_image_pixels,
+                max_side=s.image_max_side,
+                name=name,
+            ),
+        )
+
+    def load_clip(self, source: Any, name: str | None = None) -> video.Clip:
+        """A validated clip: frames sampled and downscaled, the sound track decoded (cached)."""
+        if isinstance(source, video.Clip):
+            return source
+        s = self.settings
+
+        def load() -> video.Clip:
+            return video.load_clip(
+                source,
+                max_bytes=s.max_video_bytes,
+                max_seconds=s.max_video_seconds,
+                max_pixels=s.max_video_pixels,
+                max_frames=s.video_frames,
+                fps=s.video_fps,
+                max_side=s.video_max_side,
+                name=name,
+            )
+
+        return self.cache.get("clip", source, (), load)
+
+    def load_document(self, source: Any, name: str | None = None) -> documents.Document:
+        """A validated PDF or text file with its text (cached)."""
+        s = self.settings
+
+        def load() -> documents.Document:
+            return documents.load_document(
+                source,
+                max_bytes=s.max_document_bytes,
+                max_pages=s.max_document_pages,
+                max_page_inches=s.max_page_inches,
+                name=name,
+            )
+
+        return self.cache.get("document", source, (), load)
+
+    def _pages(self, document: documents.Document, numbers: list[int]) -> list[tuple[int, Any]]:
+        side = self.settings.image_max_side
+        return self.cache.get(
+            "pages",
+            document.source,
+            (tuple(numbers), side),
+            lambda: documents.render_pages(document, numbers, max_side=side),
+        )
+
+    def hear_clips(
+        self, messages: Sequence[Message], transcribe: Callable[[Any], Transcript] | None
+    ) -> float:
+        """Transcribe the sound track of every clip not heard yet; seconds spent."""
+        spent = 0.0
+        for message in messages:
+            for source in message.videos:
+                clip = self.load_clip(source)
+                if clip.audio is None or clip.transcript is not None or transcribe is None:
+                    continue
+                transcript = transcribe(clip.audio)
+                spent += transcript.elapsed_s
+                self.cache.swap("clip", clip, replace(clip, transcript=transcript.text))
+        return spent
+
+    # -- one pass ----------------------------------------------------------------------------
+
+    def build(
+        self,
+        history: Sequence[Message],
+        user: Message,
+        system_text: str,
+        max_new_tokens: int,
+        prefix: str = "",
+    ) -> Prompt:
+        """System + as much history as fits the context, newest images kept up to the cap;
+        then, to be continued, the reply's ``prefix`` when there is one."""
+        model = self._model()
+        if model is None:
+            raise ModelUnavailable("no chat model is loaded")
+        trimmed = limit_images([*history, user], self.settings.max_images_in_context)
+        expanded = [self._for_model(m) for m in trimmed]
+        chat = self._newest_clip_only(
+            limit_images([m for m, _ in expanded], self.settings.max_images_in_context)
+        )
+        system = Message("system", system_text) if system_text else None
+        started = Message.assistant(prefix) if prefix else None
+        budget = model.info.context_length - max_new_tokens - (model.count_tokens(started) if started else 0)
+        fitted = fit_to_context(system, chat, model.count_tokens, budget)
+        return Prompt([*fitted, started] if started else fitted, ", ".join(expanded[-1][1]))
+
+    def _video_native(self) -> bool:
+        return bool(getattr(self._model(), "accepts_video", False))
+
+    def _for_model(self, message: Message) -> tuple[Message, list[str]]:
+        """What a model reads of one message, and what it got of its clips and documents."""
+        images: list[Any] = [self.load_image(src) for src in message.images]
+        clips: list[Any] = []
+        notes: list[str] = []
+        sent: list[str] = []
+        native = self._video_native()
+        for source in message.videos:
+            clip = self.load_clip(source)
+            clip_videos, clip_images, note = self._clip_parts(clip, native)
+            clips += clip_videos
+            images += clip_images
+            notes.append(note)
+            sent.append(
+                f"video: {len(clip.frames)} frames"
+                if native
+                else f"video: {len(clip_images)} frames as pictures"
+            )
+            if clip.transcript:
+                sent.append("its speech as text")
+        for attachment in message.attachments:
+            if not isinstance(attachment, DocumentAttachment):
+                continue
+            document = self.load_document(attachment.source, attachment.name)
+            pages, note, shown = self._document_parts(document, message.words)
+            images += pages
+            notes.append(note)
+            if document.kind == "text":
+                sent.append(f"{document.name}: text")
+            else:
+                named = f"page{'s' * (len(shown) != 1)} {', '.join(map(str, shown))}" if shown else "no pages"
+                text = " + text" if document.has_text else ""
+                sent.append(f"{document.name}: {named} of {document.page_count} as pictures{text}")
+        text = "\n\n".join([*notes, message.words]) if notes else message.words
+        attachments: list[Attachment] = [ImageAttachment(im) for im in images]
+        attachments += [VideoAttachment(clip) for clip in clips]
+        shown_message = Message(
+            message.role, text.strip(), tuple(attachments), id=message.id, created=message.created
+        )
+        return shown_message, sent
+
+    @staticmethod
+    def _newest_clip_only(chat: list[Message]) -> list[Message]:
+        """Only the newest clip goes as video (older ones keep their words)."""
+        seen_video = False
+        for i in range(len(chat) - 1, -1, -1):
+            if chat[i].videos:
+                if seen_video:
+                    kept = tuple(a for a in chat[i].attachments if not isinstance(a, VideoAttachment))
+                    chat[i] = replace(chat[i], attachments=kept)
+                seen_video = True
+        return chat
+
+    def _clip_parts(self, clip: video.Clip, native: bool) -> tuple[list[Any], list[Any], str]:
+        """(videos, images, text) a model gets for one clip."""
+        said = ""
+        if clip.transcript:
+            said = f"\n[said in {clip.name}: {clip.transcript}]"
+        elif clip.transcript == "":
+            said = f"\n[nothing is said in {clip.name}]"
+        if native:
+            times = ", ".join(media._seconds(t) for t in clip.timestamps)
+            return [clip], [], f"[{clip.describe()}; {len(clip.frames)} frames at {times}]{said}"
+        frames, note = video.frames_as_images(clip, self.settings.video_frames_as_images)
+        return [], frames, note + said
+
+    def _document_parts(
+        self, document: documents.Document, question: str
+    ) -> tuple[list[Any], str, list[int]]:
+        """(page pictures, text, the page numbers shown) a model gets for one document."""
+        wanted = documents.pages_to_show(document, question, self.settings.document_page_images)
+        pages = self._pages(document, wanted)
+        shown = [n for n, _ in pages]
+        text = documents.for_model(document, shown, self._document_chars())
+        return [image for _, image in pages], text, shown
+
+    def _document_chars(self) -> int:
+        """Characters of document text that may go to the model: the setting, held to about half
+        the context (a token is at least ~2 characters of prose)."""
+        cap = self.settings.document_max_chars
+        model = self._model()
+        if model is not None:
+            cap = min(cap, model.info.context_length)
+        return max(1000, cap)

@@ -6,21 +6,23 @@ first few and the ones the question names ("page 7", "pages 3-5"). Every problem
 too many pages, a page larger than any paper, a password, damage, an HTML page named ``.pdf`` —
 is a :class:`MediaError` naming the file and saying what is wrong.
 
-pypdfium2 (PDFium's Python binding; Apache-2.0 / BSD-3-Clause) is not thread-safe: every call
-into it holds one process-wide lock. No torch here.
+PDFs are parsed by pypdfium2 (PDFium's Python binding; Apache-2.0 / BSD-3-Clause) in worker
+processes (:mod:`assistant.pdf_worker`), never in this one: PDFium is not thread-safe, and a
+small PDF can hold page content that inflates to gigabytes of drawing operators. Each worker
+has a memory cap and each document a CPU-time limit; two documents are read in parallel, and
+a bomb only costs the worker it landed on. No torch here.
 """
 
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
 
-from assistant import media
+from assistant import media, pdf_worker
 from assistant.errors import MediaError
 from assistant.settings import (
     DOCUMENT_PAGE_IMAGES,
@@ -31,10 +33,9 @@ from assistant.settings import (
 )
 
 DOCUMENT_HINT = "Send a PDF, a plain-text or a Markdown file."
-POINTS_PER_INCH = 72
+POINTS_PER_INCH = pdf_worker.POINTS_PER_INCH
 # Pixels rendered for one document at most (pages beyond it are given as text only).
 RENDER_BUDGET_PIXELS = 40_000_000
-_PDFIUM = threading.Lock()  # PDFium is not thread-safe
 _PAGE_WORDS = re.compile(r"\b(?:pages?|p\.|pp\.)\s*(\d{1,5})(?:\s*(?:-|–|to|and|&)\s*(\d{1,5}))?", re.I)
 
 
@@ -77,31 +78,6 @@ class Document:
         return any(p.text.strip() for p in self.pages)
 
 
-def _pdfium():
-    import pypdfium2 as pdfium  # imported when a PDF arrives: the page stays light without one
-
-    return pdfium
-
-
-def _open_pdf(data: bytes, label: str):
-    pdfium = _pdfium()
-    try:
-        return pdfium.PdfDocument(data)
-    except pdfium.PdfiumError as exc:
-        if "password" in str(exc).lower():
-            raise MediaError(
-                f"{label} is protected by a password: remove the protection and send it again"
-            ) from None
-        raise MediaError(f"{label} is truncated or corrupt (PDFium: {_reason(exc)})") from None
-    except Exception:
-        raise MediaError(f"{label} is truncated or corrupt") from None
-
-
-def _reason(exc: Exception) -> str:
-    found = re.search(r"\(PDFium: ([^)]*)\)", str(exc))
-    return found.group(1) if found else str(exc) or type(exc).__name__
-
-
 def _text_file(data: bytes, label: str) -> Document:
     try:
         text = data.decode("utf-8-sig")
@@ -134,44 +110,9 @@ def load_document(
         else:
             looks = f"looks like {seen.removesuffix(' image')}" if seen else "unrecognised content"
             raise MediaError(f"{label} is not a PDF or a text file ({looks}). {DOCUMENT_HINT}")
-    with _PDFIUM:
-        pdf = _open_pdf(data, label)
-        try:
-            count = len(pdf)
-            if count == 0:
-                raise MediaError(f"{label} has no pages")
-            if max_pages and count > max_pages:
-                raise MediaError(f"{label} has {count:,} pages, over the {max_pages:,}-page limit")
-            pages = []
-            for i in range(count):
-                w, h = pdf.get_page_size(i)
-                if max_page_inches and max(w, h) > max_page_inches * POINTS_PER_INCH:
-                    raise MediaError(
-                        f"{label}: page {i + 1} is {w / POINTS_PER_INCH:.0f} x {h / POINTS_PER_INCH:.0f} "
-                        f"inches, over the {max_page_inches:g}-inch limit"
-                    )
-                pages.append(Page(i + 1, _page_text(pdf, i, label), float(w), float(h)))
-        finally:
-            pdf.close()
-    return Document(label, "pdf", tuple(pages), source if not isinstance(source, bytes) else data)
-
-
-def _page_text(pdf, index: int, label: str) -> str:
-    try:
-        page = pdf[index]
-        try:
-            textpage = page.get_textpage()
-            try:
-                text = textpage.get_text_bounded()
-            finally:
-                textpage.close()
-        finally:
-            page.close()
-    except MediaError:
-        raise
-    except Exception:
-        raise MediaError(f"{label}: page {index + 1} is damaged and cannot be read") from None
-    return text.replace("\r\n", "\n").replace("\r", "\n").strip()
+    sizes_and_texts = pdf_worker.POOL.read(data, label, max_pages, max_page_inches)
+    pages = tuple(Page(i + 1, text, w, h) for i, (w, h, text) in enumerate(sizes_and_texts))
+    return Document(label, "pdf", pages, source if not isinstance(source, bytes) else data)
 
 
 def pages_named(question: str, page_count: int) -> list[int]:
@@ -214,32 +155,15 @@ def render_pages(
     data = document.source
     if not isinstance(data, (bytes, bytearray)):
         data = media._read(data, None, document.name)
-    out: list[tuple[int, Image.Image]] = []
-    spent = 0
-    with _PDFIUM:
-        pdf = _open_pdf(bytes(data), document.name)
-        try:
-            for n in numbers:
-                page_info = document.pages[n - 1]
-                longest = max(page_info.width_pt, page_info.height_pt, 1.0)
-                scale = max_side / longest
-                pixels = round(page_info.width_pt * scale) * round(page_info.height_pt * scale)
-                if out and spent + pixels > budget_pixels:
-                    break
-                page = pdf[n - 1]
-                try:
-                    bitmap = page.render(scale=scale, may_draw_forms=True)
-                    image = bitmap.to_pil().convert("RGB")
-                    bitmap.close()
-                except Exception:
-                    raise MediaError(f"{document.name}: page {n} is damaged and cannot be drawn") from None
-                finally:
-                    page.close()
-                spent += image.size[0] * image.size[1]
-                out.append((n, image))
-        finally:
-            pdf.close()
-    return out
+    wanted = []
+    for n in numbers:
+        page_info = document.pages[n - 1]
+        longest = max(page_info.width_pt, page_info.height_pt, 1.0)
+        scale = max_side / longest
+        wanted.append((n, scale, round(page_info.width_pt * scale) * round(page_info.height_pt * scale)))
+    if not wanted:
+        return []
+    return pdf_worker.POOL.render(bytes(data), document.name, wanted, budget_pixels)
 
 
 def for_model(document: Document, shown: list[int], max_chars: int) -> str:

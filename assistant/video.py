@@ -4,8 +4,15 @@
 frames sampled uniformly over the clip (``fps`` per second, at most ``max_frames``), each
 downscaled like a photo (longest side ``max_side``) with its time in seconds, and the sound
 track as 16 kHz mono samples for the speech recognizer. Every problem — too big, too long, too
-many pixels, no video stream, a corrupt file, a codec FFmpeg cannot decode — is a
+many pixels (in the header or in any decoded frame), too many streams, no video stream, a
+corrupt file, a codec FFmpeg cannot decode, more decoding work than any clip should need — is a
 :class:`MediaError` naming the file and saying what is wrong.
+
+Size and length caps alone do not bound the work: a 90 KB clip can hold 3,250 frames behind
+one keyframe, and a seek then lands back on it for every sampled frame. So every decode runs
+against a :class:`DecodeWork` budget (frames and pixels decoded, packets demuxed, seeks, CPU
+seconds of the decoding thread), and a seek that lands where decoding already was turns
+seeking off until a later keyframe is seen: such a clip is decoded straight through, once.
 
 No torch here (the page and the API import this module).
 """
@@ -17,6 +24,7 @@ import io
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +58,19 @@ SEEK_GAP_S = 5.0
 SEEK_INTERVALS = 1.5
 # Decode keyframes only once the sampled times are this many keyframe intervals apart.
 KEYFRAME_SPACING = 1.5
+# Streams a clip may hold (picture, sound, a few metadata or subtitle tracks). Counted while
+# the container is opened, before FFmpeg probes each one with a decoder of its own (999
+# H.264 streams cost ~1 GB in that probe alone).
+MAX_CLIP_STREAMS = 8
+# The work sampling one clip may cost, whatever its size and length. Decoded straight
+# through, a 600-s clip at 60 fps is 36,000 frames; 8 gigapixels is ~1,000 4K or ~4,000 1080p
+# frames (10-30 s of H.264 decoding on 2 cores). The CPU seconds are the decoding thread's
+# own (demuxing, seeking, converting; FFmpeg's frame threads are bounded by the pixels).
+MAX_DECODED_FRAMES = 40_000
+MAX_DECODED_PIXELS = 8_000_000_000
+MAX_DEMUXED_PACKETS = 100_000
+MAX_SEEKS = 4 * VIDEO_FRAMES_CAP + 16
+MAX_DECODE_CPU_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +116,87 @@ class Clip:
         return f"video {self.name}: {media._seconds(self.duration_s)}, {w}x{h}, {sound}"
 
 
+class DecodeWork:
+    """What decoding one clip has cost so far, against fixed caps; over one -> MediaError.
+
+    The defaults are read when the budget is made (the module constants)."""
+
+    def __init__(
+        self,
+        label: str = "video",
+        *,
+        max_frames: int | None = None,
+        max_pixels: int | None = None,
+        max_packets: int | None = None,
+        max_seeks: int | None = None,
+        max_cpu_s: float | None = None,
+    ) -> None:
+        self.label = label
+        self.max_frames = MAX_DECODED_FRAMES if max_frames is None else max_frames
+        self.max_pixels = MAX_DECODED_PIXELS if max_pixels is None else max_pixels
+        self.max_packets = MAX_DEMUXED_PACKETS if max_packets is None else max_packets
+        self.max_seeks = MAX_SEEKS if max_seeks is None else max_seeks
+        self.max_cpu_s = MAX_DECODE_CPU_S if max_cpu_s is None else max_cpu_s
+        self.frames = self.pixels = self.packets = self.seeks = 0
+        self._cpu_start: float | None = None  # the decoding thread's CPU clock when it began
+        self._cpu_spent = 0.0
+
+    @property
+    def cpu_s(self) -> float:
+        """CPU seconds the decoding thread has spent since it first read or sought (the budget
+        may be made on another thread)."""
+        if self._cpu_start is not None:
+            self._cpu_spent = time.thread_time() - self._cpu_start
+        return self._cpu_spent
+
+    def _over(self, what: str) -> MediaError:
+        return MediaError(
+            f"{self.label} needs too much decoding to be sampled ({what}): its keyframes are "
+            "too far apart or it is damaged. Re-encode it with a keyframe every few seconds, "
+            "or send a shorter or smaller clip"
+        )
+
+    def _start(self) -> None:
+        if self._cpu_start is None:
+            self._cpu_start = time.thread_time()
+
+    def packet(self) -> None:
+        self._start()
+        self.packets += 1
+        if self.packets > self.max_packets:
+            raise self._over(f"over {self.max_packets:,} packets read")
+        if self.cpu_s > self.max_cpu_s:
+            raise self._over(f"over {self.max_cpu_s:g} s of CPU")
+
+    def frame(self, width: int, height: int) -> None:
+        self.frames += 1
+        self.pixels += max(0, width) * max(0, height)
+        if self.frames > self.max_frames:
+            raise self._over(f"over {self.max_frames:,} frames decoded")
+        if self.pixels > self.max_pixels:
+            raise self._over(f"over {media._megapixels(self.max_pixels)} megapixels decoded")
+
+    def seek(self) -> None:
+        self._start()
+        self.seeks += 1
+        if self.seeks > self.max_seeks:
+            raise self._over(f"over {self.max_seeks:,} seeks")
+
+
+def check_frame(frame, label: str, max_pixels: int | None, header: tuple[int, int]) -> None:
+    """A decoded frame within the pixel limit (a stream may change size after its header)."""
+    check_size(int(frame.width or 0), int(frame.height or 0), label, max_pixels, header)
+
+
+def check_size(w: int, h: int, label: str, max_pixels: int | None, header: tuple[int, int]) -> None:
+    if max_pixels and w * h > max_pixels:
+        said = f" (its header says {header[0]}x{header[1]})" if (w, h) != tuple(header) else ""
+        raise MediaError(
+            f"{label} has {w}x{h} frames ({media._megapixels(w * h)} megapixels a frame){said}, "
+            f"over the {media._megapixels(max_pixels)}-megapixel limit: send a smaller video"
+        )
+
+
 def sample_times(duration_s: float, fps: float, max_frames: int) -> list[float]:
     """Uniform times over ``duration_s``: ``fps`` per second, at most ``max_frames``, at least one;
     each at the middle of its share of the clip (never the black first frame, never past the end)."""
@@ -112,11 +214,18 @@ def _open(source, max_bytes: int | None, label: str):
             raise MediaError(f"{label} is audio, not a video (looks like {seen}). {VIDEO_HINT}")
         raise MediaError(f"{label} is not a video (looks like {seen.removesuffix(' image')}). {VIDEO_HINT}")
     try:
-        container = av.open(target, mode="r", metadata_errors="ignore")
+        # One stream over the cap is opened (Matroska stops there quietly, MP4 fails with ENOMEM).
+        limit = {"max_streams": str(MAX_CLIP_STREAMS + 1)}
+        container = av.open(target, mode="r", metadata_errors="ignore", container_options=limit)
+    except av.error.MemoryError:
+        raise MediaError(_too_many_streams(label)) from None
     except Exception:
         if seen:
             raise MediaError(f"{label} is truncated or corrupt (a damaged {seen} file)") from None
         raise MediaError(f"{label} is not a supported video (unrecognised content). {VIDEO_HINT}") from None
+    if len(container.streams) > MAX_CLIP_STREAMS:
+        container.close()
+        raise MediaError(_too_many_streams(label))
     streams = [s for s in container.streams.video if not media._cover_art(s)]
     if not streams:
         audio = bool(container.streams.audio)
@@ -124,6 +233,13 @@ def _open(source, max_bytes: int | None, label: str):
         why = "it is a sound recording only" if audio else "it holds no pictures"
         raise MediaError(f"{label} has no video stream ({why})")
     return container, streams[0], target, seen or ""
+
+
+def _too_many_streams(label: str) -> str:
+    return (
+        f"{label} holds more than {MAX_CLIP_STREAMS} streams: a clip needs one picture track and "
+        "its sound. Send the clip on its own"
+    )
 
 
 def _duration(container, stream) -> float | None:
@@ -151,22 +267,43 @@ def _picture(frame, max_side: int | None) -> Image.Image:
     return image
 
 
-def _sample(container, stream, times: list[float], max_side: int | None, label: str, max_seconds):
+def _sample(
+    container,
+    stream,
+    times: list[float],
+    max_side: int | None,
+    label: str,
+    max_seconds,
+    max_pixels: int | None = None,
+    work: DecodeWork | None = None,
+):
     """(frames, their times): for each target time the first frame at or after it (the last frame
     when the clip ends early). Decodes straight through, seeking over gaps longer than a few
     keyframe intervals. Once the sampled times are 1.5 keyframe intervals apart or more (a
     60-s phone clip with 1-2 s keyframes), only keyframes are decoded: each target then takes
     the keyframe the seek lands on (at most one interval early; its own time is reported), 16
-    decoded pictures instead of 1,800."""
+    decoded pictures instead of 1,800.
+
+    A seek that lands at or before where decoding already was (the keyframe before the target
+    is one already passed: 130 s behind a single keyframe) is not repeated: seeking stays off
+    until a keyframe past that point is decoded, so no stretch is decoded more than twice.
+    Every packet, frame and seek is charged to ``work``."""
+    work = work or DecodeWork(label)
+    codec = stream.codec_context
+    header = (int(codec.width or 0), int(codec.height or 0))
+    if max_pixels:  # FFmpeg then refuses a larger picture before allocating it
+        codec.options = {**dict(codec.options or {}), "max_pixels": str(max_pixels)}
     start = float(stream.start_time * stream.time_base) if stream.start_time and stream.time_base else 0.0
     frames: list[Image.Image] = []
     stamps: list[float] = []
     last = None
-    decoded = errors = 0
+    errors = 0
     target = 0
     position = -1.0
     keys: list[float] = []
     keyframes_only = False
+    seeked_from: float | None = None  # where decoding was before the last seek, until it lands
+    seek_after: float | None = None  # no seeking until a keyframe later than this is decoded
 
     def interval() -> float:
         return min((b - a for a, b in zip(keys, keys[1:])), default=SEEK_GAP_S)  # seeks skip some
@@ -174,31 +311,46 @@ def _sample(container, stream, times: list[float], max_side: int | None, label: 
     def far(gap: float) -> bool:
         return gap > max(0.5, SEEK_INTERVALS * interval())
 
+    def may_seek() -> bool:
+        return seek_after is None and bool(stream.time_base)
+
     def take(frame, t: float) -> None:
         frames.append(_picture(frame, max_side))
         stamps.append(round(max(t, 0.0), 3))
 
     try:
         while target < len(times):
-            if (keyframes_only or far(times[target] - position)) and stream.time_base:
+            if may_seek() and (keyframes_only or far(times[target] - position)):
+                work.seek()
+                seeked_from = position
                 container.seek(int((times[target] + start) / stream.time_base), stream=stream, backward=True)
             restarted = False
             for packet in container.demux(stream):
+                work.packet()
                 try:
                     decoded_frames = packet.decode()
                 except Exception:
-                    errors += 1
+                    errors += 1  # a larger picture than allowed is one: the decoder says its size
+                    check_size(int(codec.width or 0), int(codec.height or 0), label, max_pixels, header)
                     continue
                 for frame in decoded_frames:
-                    decoded += 1
+                    work.frame(frame.width, frame.height)
+                    check_frame(frame, label, max_pixels, header)  # before it is converted
                     if frame.time is None:
                         continue
                     t = float(frame.time) - start
                     if max_seconds and t > max_seconds + media._HEADER_SLACK_S:
                         raise MediaError(f"{label} is longer than the {media._seconds(max_seconds)} limit")
+                    if seeked_from is not None:  # the first frame after a seek: did it help?
+                        if t <= seeked_from + 1e-3:
+                            seek_after = seeked_from
+                        seeked_from = None
                     position, last = t, frame
-                    if frame.key_frame and (not keys or t > keys[-1]):
-                        keys.append(t)
+                    if frame.key_frame:
+                        if not keys or t > keys[-1]:
+                            keys.append(t)
+                        if seek_after is not None and t > seek_after + 1e-3:
+                            seek_after = None
                     if keyframes_only:
                         if not stamps or t > stamps[-1]:
                             take(frame, t)
@@ -214,8 +366,8 @@ def _sample(container, stream, times: list[float], max_side: int | None, label: 
                         and _spacing(times, target) >= KEYFRAME_SPACING * interval()
                     ):
                         keyframes_only = True
-                        stream.codec_context.skip_frame = "NONKEY"
-                    if keyframes_only or far(times[target] - t):
+                        codec.skip_frame = "NONKEY"
+                    if may_seek() and (keyframes_only or far(times[target] - t)):
                         restarted = True
                         break
                 if restarted or target >= len(times):
@@ -229,7 +381,7 @@ def _sample(container, stream, times: list[float], max_side: int | None, label: 
     if target < len(times) and last is not None and (not stamps or position > stamps[-1]):
         take(last, position)  # the clip is shorter than its header said
     if not frames:
-        why = "no picture could be decoded" if decoded == 0 and errors else "it holds no frames"
+        why = "no picture could be decoded" if work.frames == 0 and errors else "it holds no frames"
         raise MediaError(f"{label} is corrupt ({why})")
     return frames, stamps
 
@@ -265,8 +417,10 @@ def load_clip(
     max_side: int | None = VIDEO_MAX_SIDE,
     with_audio: bool = True,
     name: str | None = None,
+    work: DecodeWork | None = None,
 ) -> Clip:
-    """A validated clip: frames sampled uniformly, downscaled, timed; the sound track decoded."""
+    """A validated clip: frames sampled uniformly, downscaled, timed; the sound track decoded.
+    The decoding is charged to ``work`` (a fresh :class:`DecodeWork` by default)."""
     label = media._label(source, name, "video")
     max_frames = max(1, min(int(max_frames), VIDEO_FRAMES_CAP))
     container, stream, target, seen = _open(source, max_bytes, label)
@@ -290,7 +444,9 @@ def load_clip(
         stream.thread_type = "AUTO"
         duration = known if known and known > 0 else (max_seconds or MAX_VIDEO_SECONDS)
         times = sample_times(duration, fps, max_frames)
-        frames, stamps = _sample(container, stream, times, max_side, label, max_seconds)
+        work = work or DecodeWork(label)
+        work.label = label
+        frames, stamps = _sample(container, stream, times, max_side, label, max_seconds, max_pixels, work)
         if not known:  # no duration in the headers: what was decoded tells it
             duration = max(stamps[-1], 0.04)
         source_fps = float(stream.average_rate or 0)

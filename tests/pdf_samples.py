@@ -100,3 +100,33 @@ def encrypted_pdf(user_password: str = "secret") -> bytes:
         f"<< /Filter /Standard /V 1 /R 2 /O <{o.hex()}> /U <{u.hex()}> /P {p} >>".encode(),
     ]
     return _assemble(objects, f"/Encrypt 4 0 R /ID [<{file_id.hex()}> <{file_id.hex()}>] ".encode())
+
+
+# --------------------------------------------------------------------------- bombs (issue 29)
+
+# One filled square, one path object to PDFium: ~14 bytes of content that inflate from almost
+# nothing (Flate packs repeated text about 1000:1).
+SQUARE = b"0 0 1 1 re f\n"
+
+
+def _flate(data: bytes) -> bytes:
+    import zlib
+
+    return zlib.compress(data, 9)
+
+
+def content_bomb(megabytes: float = 64, op: bytes = SQUARE, pages: int = 1) -> bytes:
+    """A PDF whose pages all draw one shared FlateDecode content stream that inflates to
+    ``megabytes`` MB of ``op`` repeated: a few hundred KB that PDFium must parse page by page."""
+    content = op * max(1, int(megabytes * 1024 * 1024) // len(op))
+    packed = _flate(content)
+    first_page = 4
+    kids = " ".join(f"{first_page + i} 0 R" for i in range(pages))
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        f"<< /Type /Pages /Kids [{kids}] /Count {pages} >>".encode(),
+        f"<< /Length {len(packed)} /Filter /FlateDecode >>\nstream\n".encode() + packed + b"\nendstream",
+    ]
+    for _ in range(pages):
+        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R >>")
+    return _assemble(objects)

@@ -20,7 +20,8 @@ from assistant import media, video
 from assistant.conversation import Message, VideoAttachment
 from assistant.core import Assistant
 from assistant.errors import MediaError
-from assistant.models.base import ChatRequest, GenerationParams
+from assistant.models.base import ChatRequest
+from assistant.options import GenerationParams
 from assistant.settings import Settings
 from tests.clip_samples import SPOKEN, make_clip, mean_colour, photos
 from tests.fakes import FakeChatModel
@@ -252,7 +253,7 @@ def test_a_turn_after_a_clip_answers_as_without_the_cache(engines, clips, arch):
     path, reuse, fresh = engines[arch]
     helper = assistant_with(reuse, video_frames=4, video_max_side=64)
     first = Message.user("What happens?", videos=[clips["silent"]])
-    history = helper.build_messages([], first, "", 6)
+    history = helper.prompt.build([], first, "", 6).messages
     reply, _ = greedy(reuse, history)
     expected, _ = greedy(fresh, history)
     assert reply == expected
@@ -271,10 +272,14 @@ def test_a_turn_after_a_clip_answers_as_without_the_cache(engines, clips, arch):
     }
     clip_start = next(i for i, t in enumerate(ids) if t in marks)
     clip_end = max(i for i, t in enumerate(ids) if t in marks) + 1
-    follow = helper.build_messages([first, Message.assistant(reply)], Message.user("Tell me more."), "", 6)
+    follow = helper.prompt.build(
+        [first, Message.assistant(reply)], Message.user("Tell me more."), "", 6
+    ).messages
     assert same(follow) >= clip_end  # the clip is not read again
     other = Message.user("What happens?", videos=[clips["reversed"]])
-    swapped = helper.build_messages([other, Message.assistant(reply)], Message.user("Tell me more."), "", 6)
+    swapped = helper.prompt.build(
+        [other, Message.assistant(reply)], Message.user("Tell me more."), "", 6
+    ).messages
     assert same(swapped) <= clip_start  # another clip of the same length is read afresh
     if arch == "qwen2_5_vl":  # two clips in one prompt: the first reused, the second's rows sent
         one, two = (

@@ -3,11 +3,16 @@
 The audio is streamed as it is synthesized: sentence by sentence, each encoded at once, so a
 client (``client.audio.speech.with_streaming_response.create(...)``) can play the first words
 while the rest is still being made. Everything is checked before the first byte goes out, so a
-bad request is a 400 in OpenAI's error shape, never a broken stream.
+bad request is a 400 in OpenAI's error shape, never a broken stream: control characters (a NUL
+stopped espeak mid-stream), and work: 4,096 characters may be minutes of speech or, in a script
+the voice spells out letter by letter (Arabic to the English voice), 40 minutes of it, so the
+audio the input would make is estimated from its phonemes (milliseconds) and bounded by
+``MAX_SPEECH_S``; the synthesis itself stops there too.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import anyio
@@ -20,9 +25,21 @@ from api.schemas import Strict
 from api.streaming import Workers
 from assistant.audio_encode import FORMATS, MEDIA_TYPES, encode
 from assistant.errors import InvalidParams
-from assistant.synthesis import MAX_SPEED, MIN_SPEED, OPENAI_VOICES, check_speed
+from assistant.synthesis import (
+    LONG_SPEECH_S,
+    MAX_SPEED,
+    MIN_SPEED,
+    OPENAI_VOICES,
+    bounded,
+    check_speed,
+    give_back_memory,
+    speech_seconds,
+)
 
 MAX_INPUT_CHARS = 4096  # as OpenAI
+MAX_SPEECH_S = 10 * 60.0  # audio one request may make (4,096 English characters: ~4 min at speed 1)
+# C0/C1 controls but tab, newline and carriage return
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # Names OpenAI clients send for the model: all read by the server's synthesizer.
 TTS_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 _END = object()
@@ -85,6 +102,15 @@ def install(router: APIRouter, assistant, settings, workers: Workers | None = No
                 param="input",
                 code="string_above_max_length",
             )
+        control = CONTROL.search(text)
+        if control is not None:
+            raise ApiError(
+                400,
+                f"input contains a control character (U+{ord(control.group()):04X}) at position "
+                f"{control.start()}: send plain text",
+                param="input",
+                code="invalid_value",
+            )
         if body.response_format not in FORMATS:
             raise ApiError(
                 400,
@@ -102,9 +128,19 @@ def install(router: APIRouter, assistant, settings, workers: Workers | None = No
         try:
             synth.resolve(body.voice)
             check_speed(body.speed)
+            seconds = await workers.run(speech_seconds, synth, text, body.voice, body.speed)
         except InvalidParams as exc:
             raise from_invalid_params(exc, {}) from None
-        speaking = synth.speak(text, voice=body.voice, speed=body.speed)
+        if seconds > MAX_SPEECH_S:
+            raise ApiError(
+                400,
+                f"input would be about {seconds / 60:.0f} minutes of speech; at most "
+                f"{MAX_SPEECH_S / 60:.0f} minutes are made per request: send less text (or a higher speed)",
+                param="input",
+                code="speech_too_long",
+            )
+        # the estimate errs on the long side: the bound stops only what it got badly wrong
+        speaking = bounded(synth.speak(text, voice=body.voice, speed=body.speed), MAX_SPEECH_S * 1.5)
         audio = encode(speaking, body.response_format)
 
         async def stream():
@@ -117,6 +153,8 @@ def install(router: APIRouter, assistant, settings, workers: Workers | None = No
             finally:  # the end, or the client went away: stop synthesizing
                 with anyio.CancelScope(shield=True):
                     await workers.run(audio.close)
+                    if seconds >= LONG_SPEECH_S:
+                        await workers.run(give_back_memory, synth)
 
         return StreamingResponse(
             stream(),
@@ -125,4 +163,4 @@ def install(router: APIRouter, assistant, settings, workers: Workers | None = No
         )
 
 
-__all__ = ["MAX_INPUT_CHARS", "MAX_SPEED", "MIN_SPEED", "install"]
+__all__ = ["MAX_INPUT_CHARS", "MAX_SPEECH_S", "MAX_SPEED", "MIN_SPEED", "install"]

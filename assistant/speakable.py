@@ -11,9 +11,10 @@ The input is the reply's Markdown. What a listener would not want read out is dr
 rewritten: fenced code blocks and tables are skipped, headings and list items become pieces of
 their own (their markers removed), ``**emphasis**``/``_emphasis_``/``~~strike~~`` and inline
 code ticks are removed, ``[text](url)`` is read as its text, a bare URL as its host name, HTML
-tags and emoji are dropped. A sentence ends at ``.``, ``!``, ``?`` or ``…`` followed by a space
-and a new sentence, not after an abbreviation (``Dr.``, ``e.g.``, ``U.S.``), an initial
-(``J. R. Tolkien``) or inside a number (``3.14``); a newline always ends a piece.
+tags, emoji and control characters (a NUL would stop the voice) are dropped. A sentence ends at
+``.``, ``!``, ``?`` or ``…`` followed by a space and a new sentence, not after an abbreviation
+(``Dr.``, ``e.g.``, ``U.S.``), an initial (``J. R. Tolkien``) or inside a number (``3.14``); a
+newline always ends a piece.
 
 Pure text processing (no model, no I/O), so it runs on the caller's thread at no cost.
 """
@@ -133,6 +134,7 @@ _EMPHASIS = re.compile(r"(\*{1,3}|~~)(?=\S)(.+?)(?<=\S)\1")
 _UNDERSCORE = re.compile(r"(?<![\w])(_{1,3})(?=\S)(.+?)(?<=\S)\1(?![\w])")
 _STRAY_MARKS = re.compile(r"(?<![\w])[*_~`#|]+|[*_~`#|]+(?![\w])")
 _SPACES = re.compile(r"\s+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # NUL stops espeak mid-reply
 _SPEAKABLE = re.compile(r"[^\W_]", re.UNICODE)  # a letter or digit: something to say
 
 # A candidate end of sentence: the marks, any closing quotes/brackets/emphasis, then a space.
@@ -159,6 +161,7 @@ def _host(match: re.Match) -> str:
 def clean(text: str) -> str:
     """One line (or part of one) of Markdown as the words to say."""
     text = html.unescape(text)
+    text = _CONTROL.sub(" ", text)
     text = _IMAGE.sub(lambda m: m.group(1), text)
     text = _LINK.sub(lambda m: m.group(1), text)
     text = _AUTOLINK.sub(lambda m: m.group(1), text)

@@ -10,10 +10,19 @@ language is read by the voice for that language (:meth:`voice_for`).
 :class:`SpokenReply` speaks a reply while it streams: the caller feeds text as it arrives (the
 cutting into sentences is cheap and runs on the caller's thread), one worker thread synthesizes
 each piece as it is complete, and the caller (or an HTTP response) reads the audio as it comes.
+
+The work of speech is bounded by what the voice will say, not by characters: the English voice
+reads an Arabic letter by its name, so 57 Arabic characters are 34 s of audio, and one ONNX run
+holds ~27 MB per second of the audio it makes (a 62-s run peaked at +1.7 GB). So
+:meth:`PiperSynthesizer.seconds_of` estimates the audio from the phonemes (espeak: ~20 ms for
+4,096 characters) before anything is made, one run makes at most ``MAX_RUN_PHONEMES`` (~12 s,
++0.3 GB at its peak), the memory is handed back after a long synthesis
+(:func:`give_back_memory`), and a :class:`SpokenReply` stops at ``MAX_SPOKEN_S`` of audio.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import json
 import logging
@@ -21,7 +30,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +61,54 @@ OPENAI_VOICES = (
     "verse",
 )
 REMOTE_SAMPLE_RATE = 24000  # OpenAI's pcm: 24 kHz, 16-bit, mono
+# The work of speech. Measured with the embedded voice (medium, 22.05 kHz) on 2 cores: 32-38
+# phoneme ids per second of audio at speed 1 (English and Arabic alike), so 30 over-estimates a
+# little; peak memory of one ONNX run ~27 MB per second it makes (12 s: +310 MB, 62 s: +1.7 GB).
+IDS_PER_SECOND = 30.0
+CHARS_PER_SECOND = 12.0  # a remote voice: the estimate goes by the characters it is sent
+MAX_RUN_PHONEMES = 200  # one ONNX run: at most ~400 ids, ~12 s of audio (a longer one is cut at a word)
+MAX_SPOKEN_S = 30 * 60.0  # a SpokenReply stops making audio after this much
+LONG_SPEECH_S = 60.0  # after this much audio, its memory is handed back (give_back_memory)
+
+
+def speech_seconds(
+    synthesizer: Any, text: str, voice: str | None = None, speed: float | None = None
+) -> float:
+    """About how many seconds of audio ``text`` is (a little more rather than less), without
+    synthesizing it; by the characters to be said where the synthesizer cannot tell better."""
+    estimate = getattr(synthesizer, "seconds_of", None)
+    if estimate is not None:
+        return float(estimate(text, voice=voice, speed=speed))
+    return sum(len(p) for p in speakable.split(text)) / CHARS_PER_SECOND / check_speed(speed)
+
+
+def bounded(chunks: Iterable[SpeechChunk], max_seconds: float) -> Iterator[SpeechChunk]:
+    """``chunks`` until they hold ``max_seconds`` of audio (then the source is closed)."""
+    made = 0.0
+    source = iter(chunks)
+    try:
+        for chunk in source:
+            yield chunk
+            made += chunk.seconds
+            if made >= max_seconds:
+                log.warning("speech stopped after %.0f s of audio (the most one request makes)", made)
+                return
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+
+
+def give_back_memory(synthesizer: Any = None) -> None:
+    """After a long synthesis: the voice's memory (see ``PiperSynthesizer.release_memory``) and
+    the heap's free pages (glibc) back to the OS."""
+    release = getattr(synthesizer, "release_memory", None)
+    if release is not None:
+        release()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def check_speed(speed: float | None) -> float:
@@ -145,6 +202,12 @@ class PiperSynthesizer:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # The arena grows by what a run asks (not to the next power of two) and can shrink
+        # again (release_memory): without that, the memory of the longest run ever made stays
+        # with the process (4,096 Arabic characters: +1.6 GB, never returned).
+        cpu = ("CPUExecutionProvider", {"arena_extend_strategy": "kSameAsRequested"})
+        self._shrinking = onnxruntime.RunOptions()
+        self._shrinking.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self._voices: dict[str, Any] = {}
         infos = []
         for spec in voices or (EMBEDDED,):
@@ -153,7 +216,7 @@ class PiperSynthesizer:
                 config = json.loads(files.config.read_text(encoding="utf-8"))
                 voice = PiperVoice(
                     session=onnxruntime.InferenceSession(
-                        str(files.model), sess_options=options, providers=["CPUExecutionProvider"]
+                        str(files.model), sess_options=options, providers=[cpu]
                     ),
                     config=PiperConfig.from_dict(config),
                 )
@@ -188,15 +251,60 @@ class PiperSynthesizer:
         for piece in speakable.split(text):
             yield self.speak_piece(piece, chosen, rate)
 
-    def speak_piece(self, piece: str, voice: VoiceInfo, rate: float = 1.0) -> SpeechChunk:
-        """One piece of text (already cut and cleaned) as one chunk of speech."""
-        from piper.config import SynthesisConfig
+    def seconds_of(self, text: str, voice: str | None = None, speed: float | None = None) -> float:
+        """About how long the speech of ``text`` is (from its phonemes; nothing is synthesized)."""
+        engine = self._voices[self.resolve(voice).name]
+        ids = sum(len(ids) for piece in speakable.split(text) for ids in _phoneme_runs(engine, piece))
+        return ids / IDS_PER_SECOND / (self.speed * check_speed(speed))
 
+    def speak_piece(self, piece: str, voice: VoiceInfo, rate: float = 1.0) -> SpeechChunk:
+        """One piece of text (already cut and cleaned) as one chunk of speech: one ONNX run per
+        sentence, or per part of one that is too long (as Piper's ``synthesize``, bounded)."""
         engine = self._voices[voice.name]
-        config = SynthesisConfig(length_scale=1.0 / rate)
-        parts = [c.audio_float_array for c in engine.synthesize(piece, syn_config=config)]
+        parts = [self._run(engine, ids, 1.0 / rate) for ids in _phoneme_runs(engine, piece)]
         samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-        return SpeechChunk(samples.astype(np.float32, copy=False), voice.sample_rate, piece)
+        return SpeechChunk(samples, voice.sample_rate, piece)
+
+    def release_memory(self) -> None:
+        """Shrink each voice's arena to what is in use. ONNX Runtime shrinks it only at the end
+        of a run that asks, and asking on every run costs 15-25% of a sentence's synthesis (the
+        memory is faulted in again each time), so a run of three ids asks (~65 ms), after a long
+        synthesis; measured: 532 MB -> 192 MB."""
+        for engine in self._voices.values():
+            self._run(engine, engine.phonemes_to_ids(["a"]), 1.0, self._shrinking)
+
+    def _run(self, engine, ids: list[int], length_scale: float, options: Any = None) -> np.ndarray:
+        """Piper's ``phoneme_ids_to_audio`` + ``synthesize``'s normalisation, with run options."""
+        config = engine.config
+        inputs = {
+            "input": np.array([ids], dtype=np.int64),
+            "input_lengths": np.array([len(ids)], dtype=np.int64),
+            "scales": np.array([config.noise_scale, length_scale, config.noise_w_scale], dtype=np.float32),
+        }
+        if config.num_speakers > 1:
+            inputs["sid"] = np.array([config.default_speaker_id], dtype=np.int64)
+        audio = np.asarray(engine.session.run(None, inputs, options)[0], dtype=np.float32).reshape(-1)
+        loudest = float(np.max(np.abs(audio))) if audio.size else 0.0
+        if loudest < 1e-8:
+            return np.zeros_like(audio)
+        return np.clip(audio / loudest, -1.0, 1.0).astype(np.float32, copy=False)
+
+
+def _phoneme_runs(engine, text: str) -> list[list[int]]:
+    """The phoneme ids of each ONNX run for ``text``: one per sentence, a long one cut at words."""
+    return [
+        engine.phonemes_to_ids(run) for sentence in engine.phonemize(text) for run in _cut(sentence) if run
+    ]
+
+
+def _cut(phonemes: list[str], most: int = MAX_RUN_PHONEMES) -> Iterator[list[str]]:
+    while len(phonemes) > most:
+        cut = next((i for i in range(most, most // 2, -1) if phonemes[i] == " "), most)
+        yield phonemes[:cut]
+        phonemes = phonemes[cut:]
+        while phonemes[:1] == [" "]:
+            phonemes = phonemes[1:]
+    yield phonemes
 
 
 # --- A remote /audio/speech -------------------------------------------------------------------
@@ -251,6 +359,10 @@ class RemoteSynthesizer:
             self.voices[0] if voice in (None, EMBEDDED) else VoiceInfo(str(voice), "en", REMOTE_SAMPLE_RATE)
         )
 
+    def seconds_of(self, text: str, voice: str | None = None, speed: float | None = None) -> float:
+        said = sum(len(p) for p in speakable.split(text))
+        return said / CHARS_PER_SECOND / (self.speed * check_speed(speed))
+
     def speak(self, text: str, voice: str | None = None, speed: float | None = None) -> Iterator[SpeechChunk]:
         rate = self.speed * check_speed(speed)
         for piece in speakable.split(text):
@@ -297,9 +409,11 @@ class SpokenReply:
     """A reply's speech, made as its text streams in.
 
     ``feed(text)`` as the text arrives, ``finish()`` at its end; iterate for the audio (blocks
-    until the next chunk). ``cancel()`` drops the pieces not yet said and ends the iteration at
-    once; the worker stops after the piece it is on. ``missing_language`` is set (and nothing is
-    said) when the reply is in a language no loaded voice reads.
+    until the next chunk), or, from async code, take what is ready with :meth:`ready` whenever a
+    callback given to :meth:`watch` says something changed (no thread waits). ``cancel()`` drops
+    the pieces not yet said and ends the iteration at once; the worker stops after the piece it
+    is on, and after ``max_seconds`` of audio. ``missing_language`` is set (and nothing is said)
+    when the reply is in a language no loaded voice reads.
     """
 
     def __init__(
@@ -310,8 +424,11 @@ class SpokenReply:
         speed: float | None = None,
         language: str | None = None,
         listener_timeout_s: float | None = None,
+        max_seconds: float | None = MAX_SPOKEN_S,
     ):
         self.synthesizer = synthesizer
+        self.max_seconds = max_seconds
+        self.made_s = 0.0  # seconds of audio made so far
         # None: synthesize everything at once. A number: after the first piece, wait this long for
         # someone to read the audio (a page that went away must not keep the CPU busy), else stop.
         self.listener_timeout_s = listener_timeout_s
@@ -326,6 +443,8 @@ class SpokenReply:
         self._out: queue.Queue = queue.Queue()
         self.cancelled = threading.Event()
         self.finished = False
+        self._ended = False  # ready() has handed out the end
+        self._watchers: list[Callable[[], None]] = []
         self.created_at = time.perf_counter()
         # perf_counter() marks, for the benchmark and the latency goal:
         self.first_piece_at: float | None = None  # the first sentence was complete
@@ -346,12 +465,47 @@ class SpokenReply:
         self._queue(self._splitter.flush(), final=True)
         self.finished = True
         self._todo.put(_END)
+        self._changed()
 
     def cancel(self) -> None:
         self.cancelled.set()
         self.finished = True
         self._todo.put(_END)
-        self._out.put(_END)
+        self._put(_END)
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` (from any thread, quickly) whenever audio is ready, the voice is
+        chosen or the speech ends."""
+        self._watchers.append(callback)
+
+    def unwatch(self, callback: Callable[[], None]) -> None:
+        if callback in self._watchers:
+            self._watchers.remove(callback)
+
+    @property
+    def decided(self) -> bool:
+        """The voice is chosen, or no voice reads the reply, or it has ended (see :meth:`voice`)."""
+        return self._voice is not None or self.missing_language is not None or self.finished
+
+    @property
+    def chosen_voice(self) -> VoiceInfo | None:
+        return self._voice
+
+    def ready(self) -> list[SpeechChunk] | None:
+        """The audio made since the last call, without waiting (maybe none yet); None once the
+        speech has ended and all of it was taken (or it was cancelled)."""
+        self._listening.set()
+        chunks: list[SpeechChunk] = []
+        while not (self._ended or self.cancelled.is_set()):
+            try:
+                item = self._out.get_nowait()
+            except queue.Empty:
+                return chunks
+            if item is _END:
+                self._ended = True
+            else:
+                chunks.append(item)
+        return chunks or None
 
     def __iter__(self) -> Iterator[SpeechChunk]:
         self._listening.set()
@@ -371,6 +525,17 @@ class SpokenReply:
         return self._voice
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _put(self, item: Any) -> None:
+        self._out.put(item)
+        self._changed()
+
+    def _changed(self) -> None:
+        for callback in list(self._watchers):
+            try:
+                callback()
+            except Exception:
+                log.exception("a speech watcher failed")
 
     def _queue(self, pieces: list[str], final: bool = False) -> None:
         if self._voice is None and self.missing_language is None:
@@ -400,9 +565,10 @@ class SpokenReply:
             self._voice = synth.voice_for(language) if language else synth.voices[0]
             if self._voice is None:
                 self.missing_language = language
-                self._out.put(_END)
+                self._put(_END)
                 return True
         self.sample_rate = self._voice.sample_rate
+        self._changed()
         return True
 
     def _work(self) -> None:
@@ -420,11 +586,19 @@ class SpokenReply:
                 chunk = self.synthesizer.speak_piece(piece, self._voice, self._rate)
                 if self.first_audio_at is None:
                     self.first_audio_at = time.perf_counter()
-                self._out.put(chunk)
+                self.made_s += chunk.seconds
+                self._put(chunk)
+                if self.max_seconds is not None and self.made_s >= self.max_seconds:
+                    log.warning(
+                        "a spoken reply stopped after %.0f s of audio (the most one makes)", self.made_s
+                    )
+                    break
         except Exception:
             log.exception("speech synthesis failed")
         finally:
-            self._out.put(_END)
+            self._put(_END)
+            if self.made_s >= LONG_SPEECH_S:
+                give_back_memory(self.synthesizer)
 
 
 def load(settings) -> Synthesizer:

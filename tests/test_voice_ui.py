@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import threading
 
+import anyio
+
 from ui import render
 from ui.session import ChatSession
 from ui.voice import VoiceHub, reply_text, speaking, voice_state
@@ -63,21 +65,41 @@ def test_reply_text_skips_placeholders_and_other_updates():
 
 
 def test_the_hub_serves_each_tab_its_own_newest_reply():
-    hub = VoiceHub()
-    first, second = Spoken(), Spoken()
-    one = hub.start("ann", TAB, first)
-    assert hub.wait("ann", TAB, 0, timeout=0.1) == (one, first)
-    assert hub.wait("bob", TAB, 0, timeout=0.05) is None  # another user, same key: nothing
-    assert hub.wait("ann", TAB, one, timeout=0.05) is None  # nothing newer yet
-    got = []
-    waiter = threading.Thread(target=lambda: got.append(hub.wait("ann", TAB, one, timeout=5)))
-    waiter.start()
-    two = hub.start("ann", TAB, second)
-    waiter.join(5)
-    assert got == [(two, second)]
-    assert first.cancelled  # a new reply silences the one before
-    hub.stop("ann", TAB)
-    assert second.cancelled
+    async def main():
+        hub = VoiceHub()
+        first, second = Spoken(), Spoken()
+        one = hub.start("ann", TAB, first)
+        assert await hub.wait("ann", TAB, 0, timeout=0.1) == (one, first)
+        assert await hub.wait("bob", TAB, 0, timeout=0.05) is None  # another user, same key: nothing
+        assert await hub.wait("ann", TAB, one, timeout=0.05) is None  # nothing newer yet
+        assert hub.waiting() == 0
+        # the page's handler starts the next reply on a worker thread: the waiter is woken at once
+        starter = threading.Timer(0.2, lambda: hub.start("ann", TAB, second))
+        starter.start()
+        got = await hub.wait("ann", TAB, one, timeout=5)
+        starter.join()
+        assert got is not None and got[1] is second and got[0] > one
+        assert first.cancelled  # a new reply silences the one before
+        hub.stop("ann", TAB)
+        assert second.cancelled
+
+    anyio.run(main)
+
+
+def test_waiting_for_a_reply_holds_no_thread():
+    async def main():
+        hub = VoiceHub()
+        threads = threading.active_count()
+        async with anyio.create_task_group() as group:
+            for i in range(100):
+                group.start_soon(hub.wait, "bob", f"tab-{i:010d}", 0, 30.0)
+            await anyio.sleep(0.2)
+            assert hub.waiting() == 100
+            assert threading.active_count() == threads  # the old hub parked one thread each
+            group.cancel_scope.cancel()
+        assert hub.waiting() == 0
+
+    anyio.run(main)
 
 
 def run_wrapped(updates, state, stopped=False, error=None, continues=None):

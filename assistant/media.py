@@ -41,6 +41,11 @@ _IMAGE_HINT = "Use JPEG, PNG, WebP, GIF, BMP or TIFF."
 _AUDIO_HINT = "Use WAV, MP3, Ogg/Opus, WebM, M4A or FLAC."
 _NOT_AUDIO = {"HTML", "XML", "PDF", "ZIP archive", "text"}
 _SNIFF_BYTES = 4096
+# Streams a recording or clip may hold (picture, sound, a few metadata or subtitle tracks).
+# FFmpeg is told to stop one past it while opening, before it probes each stream with a decoder
+# of its own (999 H.264 streams cost ~1 GB in that probe alone).
+MAX_STREAMS = 8
+STREAM_CAP = {"max_streams": str(MAX_STREAMS + 1)}
 TOO_LARGE = "too large, send a smaller file"
 # Container durations can be estimates (MP3 bitrate): only trust them past this slack.
 _HEADER_SLACK_S = 1.0
@@ -359,13 +364,18 @@ def _open_audio(source, max_bytes: int | None, label: str):
     if seen and (seen.endswith(" image") or seen in _NOT_AUDIO):
         raise MediaError(f"{label} is not audio (looks like {seen}). {_AUDIO_HINT}")
     try:
-        container = av.open(target, mode="r", metadata_errors="ignore")
+        container = av.open(target, mode="r", metadata_errors="ignore", container_options=STREAM_CAP)
+    except av.error.MemoryError:  # MP4 over the stream cap
+        raise MediaError(too_many_streams(label)) from None
     except Exception:
         if seen:  # it announces itself as audio/media, yet FFmpeg cannot parse it
             raise MediaError(f"{label} is truncated or corrupt (a damaged {seen} file)") from None
         raise MediaError(
             f"{label} is not a supported audio file (unrecognised content). {_AUDIO_HINT}"
         ) from None
+    if len(container.streams) > MAX_STREAMS:
+        container.close()
+        raise MediaError(too_many_streams(label))
     if not container.streams.audio:
         video = bool(container.streams.video)
         container.close()
@@ -566,9 +576,18 @@ def kind_of(path_or_bytes, name: str | None = None) -> str:
     except Exception:
         pass
     try:
-        with av.open(opener(), metadata_errors="ignore") as c:
+        with av.open(opener(), metadata_errors="ignore", container_options=STREAM_CAP) as c:
             if any(not _cover_art(s) for s in c.streams.video):
                 return "video"
             return "audio" if c.streams.audio else "unknown"
+    except av.error.MemoryError:
+        return "video"  # MP4 over the stream cap: the clip check says so
     except Exception:
         return "unknown"
+
+
+def too_many_streams(label: str) -> str:
+    return (
+        f"{label} holds more than {MAX_STREAMS} streams: a recording or clip needs one picture "
+        "track and its sound. Send it on its own"
+    )

@@ -58,16 +58,14 @@ SEEK_GAP_S = 5.0
 SEEK_INTERVALS = 1.5
 # Decode keyframes only once the sampled times are this many keyframe intervals apart.
 KEYFRAME_SPACING = 1.5
-# Streams a clip may hold (picture, sound, a few metadata or subtitle tracks). Counted while
-# the container is opened, before FFmpeg probes each one with a decoder of its own (999
-# H.264 streams cost ~1 GB in that probe alone).
-MAX_CLIP_STREAMS = 8
 # The work sampling one clip may cost, whatever its size and length. Decoded straight
-# through, a 600-s clip at 60 fps is 36,000 frames; 8 gigapixels is ~1,000 4K or ~4,000 1080p
-# frames (10-30 s of H.264 decoding on 2 cores). The CPU seconds are the decoding thread's
-# own (demuxing, seeking, converting; FFmpeg's frame threads are bounded by the pixels).
+# through, a 600-s clip at 60 fps is 36,000 frames; 16 gigapixels is ~1,900 4K or ~7,700 1080p
+# frames (20-60 s of H.264 decoding on 2 cores): enough for a 10-minute 1080p screen recording
+# with a keyframe every 10 s (~4,800 frames decoded to sample it) or a minute of 4K with the
+# same spacing. The CPU seconds are the decoding thread's own (demuxing, seeking, converting;
+# FFmpeg's frame threads are bounded by the pixels).
 MAX_DECODED_FRAMES = 40_000
-MAX_DECODED_PIXELS = 8_000_000_000
+MAX_DECODED_PIXELS = 16_000_000_000
 MAX_DEMUXED_PACKETS = 100_000
 MAX_SEEKS = 4 * VIDEO_FRAMES_CAP + 16
 MAX_DECODE_CPU_S = 30.0
@@ -215,17 +213,16 @@ def _open(source, max_bytes: int | None, label: str):
         raise MediaError(f"{label} is not a video (looks like {seen.removesuffix(' image')}). {VIDEO_HINT}")
     try:
         # One stream over the cap is opened (Matroska stops there quietly, MP4 fails with ENOMEM).
-        limit = {"max_streams": str(MAX_CLIP_STREAMS + 1)}
-        container = av.open(target, mode="r", metadata_errors="ignore", container_options=limit)
+        container = av.open(target, mode="r", metadata_errors="ignore", container_options=media.STREAM_CAP)
     except av.error.MemoryError:
-        raise MediaError(_too_many_streams(label)) from None
+        raise MediaError(media.too_many_streams(label)) from None
     except Exception:
         if seen:
             raise MediaError(f"{label} is truncated or corrupt (a damaged {seen} file)") from None
         raise MediaError(f"{label} is not a supported video (unrecognised content). {VIDEO_HINT}") from None
-    if len(container.streams) > MAX_CLIP_STREAMS:
+    if len(container.streams) > media.MAX_STREAMS:
         container.close()
-        raise MediaError(_too_many_streams(label))
+        raise MediaError(media.too_many_streams(label))
     streams = [s for s in container.streams.video if not media._cover_art(s)]
     if not streams:
         audio = bool(container.streams.audio)
@@ -233,13 +230,6 @@ def _open(source, max_bytes: int | None, label: str):
         why = "it is a sound recording only" if audio else "it holds no pictures"
         raise MediaError(f"{label} has no video stream ({why})")
     return container, streams[0], target, seen or ""
-
-
-def _too_many_streams(label: str) -> str:
-    return (
-        f"{label} holds more than {MAX_CLIP_STREAMS} streams: a clip needs one picture track and "
-        "its sound. Send the clip on its own"
-    )
 
 
 def _duration(container, stream) -> float | None:

@@ -210,6 +210,36 @@ def test_a_clip_with_999_streams_is_refused_before_they_are_probed(tmp_path, hos
     assert verdict == "refused" and growth < 150, (verdict, growth)  # before: ~950 MB, accepted
 
 
+_ROUTE = """
+import resource, sys
+from assistant import media
+from assistant.errors import MediaError
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+kind = media.kind_of(sys.argv[1])
+try:
+    media.load_audio(sys.argv[1])
+    heard = "accepted"
+except MediaError as exc:
+    heard = "streams" if "holds more than 8 streams" in str(exc) else "other"
+print(kind, heard, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base)
+"""
+
+
+def test_routing_and_transcribing_a_999_stream_file_probe_no_stream(hostile):
+    """The page routes an upload by content (media.kind_of) and the audio API opens recordings
+    (media._open_audio): both opened the file with every stream probed (~1 GB)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _ROUTE, str(hostile["streams"])],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    kind, heard, growth = out.stdout.split()
+    assert (kind, heard) == ("video", "streams"), out.stdout + out.stderr  # the clip check says why
+    assert float(growth) < 150, growth
+
+
 # --------------------------------------------------------------------------- frames bigger than the header
 
 

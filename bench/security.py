@@ -8,6 +8,10 @@
 - ``data``: the second round's data holes (H1 a server file named in a page message, H2
   another site with a user's login, H3 another user's prompt through the prefix cache, H8 the
   login limiter), tried against a real ``app.py`` with three logins (bench/security_data.py).
+- ``media``: clips with one keyframe, 999 streams or frames larger than their header; PDF
+  content bombs, one user's PDF behind another's (bench/security_media.py).
+- ``voice``: another user's idle voice streams, long and malformed speech input
+  (bench/security_voice.py).
 - ``png``: peak memory and time of decoding one 16-bit 10000×10000 PNG (just under the pixel
   cap), each in a fresh process, with this tree's ``assistant/media.py`` and with the one of
   ``--before`` (a git revision; default the commit before the 16-bit change).
@@ -176,7 +180,15 @@ def main(argv: list[str] | None = None) -> int:
         from bench.security_data import measure_data_holes
 
         for row in measure_data_holes():
-            print(json.dumps(row))
+            print(json.dumps(row), flush=True)
+    if "media" in args.only:  # H4, H5, H7: clips and PDFs, this tree against the commit before
+        from bench import security_media
+
+        security_media.main([])
+    if "voice" in args.only:  # H6 and the speech bounds, against a real app.py
+        from bench import security_voice
+
+        security_voice.main([])
     return 0
 
 

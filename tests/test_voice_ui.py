@@ -8,9 +8,8 @@ import threading
 
 import anyio
 
-from ui import render
 from ui.session import ChatSession
-from ui.voice import VoiceHub, reply_text, speaking, voice_state
+from ui.voice import VoiceHub, speaking, voice_state
 
 TAB = "tab-0123456789"
 
@@ -53,15 +52,6 @@ def test_voice_state_takes_only_what_it_understands():
     assert voice_state(json.dumps({"tab": "../../etc", "read": True})) == {}
     odd = voice_state(json.dumps({"tab": TAB, "read": "yes", "language": "<script>"}))
     assert odd == {"tab": TAB, "read": False, "language": None}
-
-
-def test_reply_text_skips_placeholders_and_other_updates():
-    assert reply_text(chat("Hello there.")) == "Hello there."
-    assert reply_text(chat(render.THINKING)) is None
-    assert reply_text(chat(render.queued(2))) is None
-    assert reply_text(([{"role": "user", "content": "hi"}], "", None, None)) is None
-    assert reply_text(("skip", None)) is None
-    assert reply_text(None) is None
 
 
 def test_the_hub_serves_each_tab_its_own_newest_reply():
@@ -111,8 +101,11 @@ def run_wrapped(updates, state, stopped=False, error=None, continues=None):
 
         tab.pending = Pending(Message.user("go on"), continues=Message("assistant", continues))
 
-    def handler(request, tab_, *panel):
-        yield from updates
+    def handler(request, tab_, *panel):  # the page's answer: it tells the listener each token
+        for token in updates:
+            if tab_.listener is not None:
+                tab_.listener(token)
+            yield chat(token)
         tab_.stopped, tab_.error = stopped, error
 
     out = list(speaking(hub, assistant, handler)(None, json.dumps(state), tab, "panel"))
@@ -120,14 +113,9 @@ def run_wrapped(updates, state, stopped=False, error=None, continues=None):
 
 
 def test_the_wrapper_feeds_the_reply_as_it_grows_and_finishes_it():
-    updates = [
-        chat(render.THINKING),
-        chat("The capital"),
-        chat("The capital of France is Paris."),
-        chat("The capital of France is Paris. Yes."),
-    ]
+    updates = ["The capital", " of France is Paris.", " Yes."]
     out, assistant = run_wrapped(updates, {"tab": TAB, "read": True, "language": "fr"})
-    assert out == updates  # the page sees exactly what it saw before
+    assert out == [chat(t) for t in updates]  # the page sees exactly what it saw before
     (spoken,) = assistant.spoken
     assert "".join(spoken.fed) == "The capital of France is Paris. Yes."
     assert spoken.fed[0] == "The capital" and spoken.language == "fr"
@@ -135,18 +123,20 @@ def test_the_wrapper_feeds_the_reply_as_it_grows_and_finishes_it():
 
 
 def test_a_stopped_reply_is_not_finished_but_cancelled():
-    _, assistant = run_wrapped([chat("Once upon a time")], {"tab": TAB, "read": True}, stopped=True)
+    _, assistant = run_wrapped(["Once upon a time"], {"tab": TAB, "read": True}, stopped=True)
     assert assistant.spoken[0].cancelled and not assistant.spoken[0].finished
 
 
 def test_nothing_is_spoken_unless_the_tab_asks():
-    out, assistant = run_wrapped([chat("Hello.")], {"tab": TAB, "read": False})
+    out, assistant = run_wrapped(["Hello."], {"tab": TAB, "read": False})
     assert out == [chat("Hello.")] and assistant.spoken == []
-    _, assistant = run_wrapped([chat("Hello.")], {})
+    _, assistant = run_wrapped(["Hello."], {})
     assert assistant.spoken == []
 
 
 def test_continue_reads_only_what_it_adds():
-    updates = [chat("Once upon a time"), chat("Once upon a time there was a cat. It")]
-    _, assistant = run_wrapped(updates, {"tab": TAB, "read": True}, continues="Once upon a time")
+    # (the engine streams only what a Continue adds after the reply's "Once upon a time")
+    _, assistant = run_wrapped(
+        [" there was a cat.", " It"], {"tab": TAB, "read": True}, continues="Once upon a time"
+    )
     assert "".join(assistant.spoken[0].fed) == " there was a cat. It"

@@ -190,6 +190,8 @@ def _answer(assistant, turn: _Turn, panel_values):
                 if isinstance(event, Transcribed) and assistant.chat_model is not None:
                     turn.save(reply.message, None)
                 if isinstance(event, Token):
+                    if session.listener is not None:
+                        session.listener(event.text)
                     turn.save(reply.message, reply.text, force=False)
                     if time.monotonic() - last_frame < FRAME_S:
                         continue

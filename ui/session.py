@@ -52,6 +52,8 @@ class ChatSession:
         self.stopped = False  # Stop was pressed during the current turn
         self.error: str | None = None  # a problem to show once the turn has ended
         self.read_ahead: tuple[str, ...] = ()  # the draft photos the model was last asked to read
+        # Told each piece of the reply's text as the model writes it (the voice reading it aloud).
+        self.listener: Callable[[str], None] | None = None
 
     def __deepcopy__(self, memo) -> ChatSession:
         # gr.State deep-copies its initial value for every new tab; an Event cannot be copied,

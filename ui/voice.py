@@ -3,8 +3,9 @@ hands-free voice mode. The browser side is ui/static/voice.js; this module is it
 
 How a reply is heard while it is written: the page's answer handler is wrapped
 (:func:`speaking`); when the tab asked for replies to be read (the hidden ``#voice-state`` box:
-``{"tab": KEY, "read": true, "language": …}``), every update of the reply feeds its new text to
-a :class:`~assistant.synthesis.SpokenReply` (sentences cut on this thread, synthesis in the
+``{"tab": KEY, "read": true, "language": …}``), each piece of text the model writes (the reply's
+token events, through ``ChatSession.listener``) is fed to a
+:class:`~assistant.synthesis.SpokenReply` (sentences cut on this thread, synthesis in the
 SpokenReply's worker — never the model's thread). The tab's script fetches
 ``GET /voice/live?tab=KEY&after=N``, which streams that reply's speech as raw 16-bit PCM while it
 is made, and plays it with Web Audio from the first sentence. Stop, a new turn or talking over
@@ -52,7 +53,6 @@ from fastapi.responses import StreamingResponse
 from assistant.audio_encode import pcm16
 from assistant.errors import AssistantError
 from assistant.synthesis import MAX_SPOKEN_S, speech_seconds
-from ui import render
 from ui.session import ChatSession, owner_of
 
 log = logging.getLogger(__name__)
@@ -296,21 +296,6 @@ def voice_state(raw: str | None) -> dict:
     }
 
 
-def reply_text(update: Any) -> str | None:
-    """The reply's text in one update of the chat (None: this update holds none yet)."""
-    if not isinstance(update, tuple) or not update or not isinstance(update[0], list) or not update[0]:
-        return None
-    last = update[0][-1]
-    if not isinstance(last, dict) or last.get("role") != "assistant":
-        return None
-    content = last.get("content")
-    if not isinstance(content, str) or content in (render.THINKING, render.EMPTY_REPLY):
-        return None
-    if content.startswith("*Waiting for the model"):
-        return None
-    return content
-
-
 def speaking(hub: VoiceHub, assistant, handler: Callable) -> Callable:
     """``handler`` (the page's answer generator, ``(request, tab, *panel)``) taking the hidden
     voice state first, and reading the reply aloud as it streams when the tab asks for it."""
@@ -321,22 +306,17 @@ def speaking(hub: VoiceHub, assistant, handler: Callable) -> Callable:
             yield from handler(request, tab, *panel)
             return
         owner = owner_of(request)
-        # Continue carries on a reply in its own bubble: only what it adds is read.
-        continued = getattr(tab.pending, "continues", None)
-        said = render.safe_markdown(continued.text) if continued is not None else ""
         spoken = assistant.speak_stream(language=state["language"], listener_timeout_s=LISTENER_TIMEOUT_S)
         hub.start(owner, state["tab"], spoken)
+        # Fed from the reply's own words as the model writes them (a Continue's only: it carries
+        # on a reply already said), never from the chat as rendered.
+        tab.listener = spoken.feed
         finished = False
         try:
-            for update in handler(request, tab, *panel):
-                text = reply_text(update)
-                if text is not None and text != said:
-                    if text.startswith(said):
-                        spoken.feed(text[len(said) :])
-                    said = text  # (a rewritten bubble is not read twice)
-                yield update
+            yield from handler(request, tab, *panel)
             finished = not tab.stopped and not tab.error
         finally:
+            tab.listener = None
             if finished:
                 spoken.finish()
             else:  # stopped, failed, or the tab went away

@@ -50,6 +50,7 @@ import gradio as gr
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
+import web
 from assistant.audio_encode import pcm16
 from assistant.errors import AssistantError
 from assistant.synthesis import MAX_SPOKEN_S, speech_seconds
@@ -366,7 +367,7 @@ def install(server, assistant, settings, blocks) -> None:
     limiter = anyio.CapacityLimiter(THREADS)
     streams = Streams(STREAMS)
     server.state.voice_streams = streams
-    user_of = _user_lookup(server, settings)
+    user_of = web.user_lookup(server, settings)  # as every other route of this server asks
 
     def who(request: Request) -> str:
         user = user_of(request.scope)
@@ -503,23 +504,3 @@ class _Refused(Exception):
     def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
         super().__init__(detail)
         self.status, self.detail, self.headers = status, detail, headers
-
-
-def _user_lookup(server, settings) -> Callable[[Any], str | None]:
-    """scope -> who asks: the logged-in user with --auth (the page's session cookie), else the
-    one local user."""
-    from assistant.store import LOCAL_OWNER
-
-    if not settings.auth:
-        return lambda scope: LOCAL_OWNER
-    from web import find_gradio_app
-    from web.sessions import GradioSessions
-
-    found: list[Any] = []
-
-    def gradio_app():
-        if not found:
-            found.append(find_gradio_app(server))
-        return found[0]
-
-    return GradioSessions(gradio_app, settings.session_hours * 3600).user

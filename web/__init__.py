@@ -13,8 +13,11 @@ website may act with a user's login).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from starlette.types import Scope
 
 from assistant.settings import MB, Settings
 from web import origins
@@ -78,10 +81,9 @@ def find_gradio_app(server) -> Any:
     return None
 
 
-def install(server, settings: Settings, store, logins: Logins) -> None:
-    """Add the middlewares to the FastAPI ``server`` on which the Gradio page is mounted."""
-    from assistant.store import LOCAL_OWNER
-
+def page_sessions(server, settings: Settings) -> GradioSessions:
+    """The page's logins as Gradio keeps them, for the Gradio app mounted on ``server``
+    (found at the first request: it is mounted after the routes that ask)."""
     found: list[Any] = []
 
     def gradio_app() -> Any:
@@ -89,7 +91,24 @@ def install(server, settings: Settings, store, logins: Logins) -> None:
             found.append(find_gradio_app(server))
         return found[0]
 
-    sessions = GradioSessions(gradio_app, settings.session_hours * 3600)
+    return GradioSessions(gradio_app, settings.session_hours * 3600)
+
+
+def user_lookup(server, settings: Settings) -> Callable[[Scope], str | None]:
+    """scope -> who asks: the logged-in user with --auth (None: not logged in), else the one
+    local user. For routes of this server outside the page and /v1 (the voice routes)."""
+    from assistant.store import LOCAL_OWNER
+
+    if not settings.auth:
+        return lambda scope: LOCAL_OWNER
+    return page_sessions(server, settings).user
+
+
+def install(server, settings: Settings, store, logins: Logins) -> None:
+    """Add the middlewares to the FastAPI ``server`` on which the Gradio page is mounted."""
+    from assistant.store import LOCAL_OWNER
+
+    sessions = page_sessions(server, settings)
     access = FileAccess(
         media_dir=Path(store.media_dir),
         owner_of=store.owner_of,
@@ -108,4 +127,4 @@ def install(server, settings: Settings, store, logins: Logins) -> None:
     server.add_middleware(SecurityHeaders)
 
 
-__all__ = ["exposure_problem", "install", "is_loopback"]
+__all__ = ["exposure_problem", "install", "is_loopback", "user_lookup"]

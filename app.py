@@ -17,8 +17,6 @@ from assistant.environment import quiet
 from assistant.settings import Settings, login
 
 log = logging.getLogger("assistant.app")
-env_name = flags.env_name
-apply_environment = flags.apply_environment
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,7 +103,7 @@ def build_server(assistant, settings: Settings):
 def main(argv: list[str] | None = None) -> int:
     quiet()
     parser = build_parser()
-    apply_environment(parser, os.environ)
+    flags.apply_environment(parser, os.environ)
     settings = settings_from_args(parser.parse_args(argv))
     from web import exposure_problem
 

@@ -458,21 +458,6 @@ def load_audio(
     return samples
 
 
-def audio_duration(source, name: str | None = None) -> float:
-    """Length in seconds: from the headers when present, else by decoding (no resampling)."""
-    label = _label(source, name, "audio")
-    container, stream = _open_audio(source, None, label)
-    with container:
-        known = _header_seconds(container, stream)
-        if known is not None:
-            return known
-        frames = _frames(container, stream, label)
-        seconds = sum(f.samples / f.sample_rate for f in frames if f.sample_rate)
-    if seconds <= 0:
-        raise MediaError(f"{label} contains no audio (0 samples)")
-    return float(seconds)
-
-
 # --------------------------------------------------------------------------- serving
 
 # What a browser is told a file is, and the name a saved copy gets, from its content alone.

@@ -152,10 +152,6 @@ class GenerationParams(BaseModel):
             raise ValueError("min_new_tokens")
         return self
 
-    def validated(self, max_new_tokens_cap: int) -> GenerationParams:
-        """Return self, or raise InvalidParams when max_new_tokens is above the server's cap."""
-        return GenerationParams.within(max_new_tokens_cap, **dict(self))
-
 
 def knobs() -> list[tuple[str, FieldInfo, Knob]]:
     """(name, pydantic field, Knob) of every generation option, in declaration order."""

@@ -3,11 +3,12 @@
 import pytest
 
 import app
+from assistant import flags
 
 
 def parse(argv=(), env=None):
     parser = app.build_parser()
-    app.apply_environment(parser, env or {})
+    flags.apply_environment(parser, env or {})
     return app.settings_from_args(parser.parse_args(list(argv)))
 
 
@@ -20,11 +21,11 @@ def test_safe_defaults():
 
 def test_every_flag_has_an_environment_twin():
     parser = app.build_parser()
-    flags = [a for a in parser._actions if a.option_strings and a.dest != "help"]
-    assert len(flags) > 20
-    for action in flags:
+    declared = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert len(declared) > 20
+    for action in declared:
         assert action.help, f"{action.option_strings[-1]} is undocumented"
-        assert app.env_name(action.option_strings[-1]).startswith("ASSISTANT_")
+        assert flags.env_name(action.option_strings[-1]).startswith("ASSISTANT_")
 
 
 def test_environment_sets_defaults_and_flags_win():

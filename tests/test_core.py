@@ -298,7 +298,7 @@ def test_conversation_history_ops():
 
 def test_generation_params_validated_type():
     with pytest.raises(InvalidParams, match="stop"):
-        GenerationParams(stop=("",)).validated(4096)
+        GenerationParams.within(4096, stop=("",))
 
 
 def test_trimming_cuts_in_blocks_so_the_prompt_start_stays_put():

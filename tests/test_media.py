@@ -373,7 +373,6 @@ def test_audio_formats_decode_to_16k_mono_float32(audio, name):
         assert samples.dtype == np.float32 and samples.ndim == 1
         assert abs(samples.size / 16000 - audio["seconds"]) < 0.1
         assert 0.05 < np.abs(samples).max() <= 1.0  # speech, not silence or garbage
-    assert abs(media.audio_duration(path) - audio["seconds"]) < 0.1
     half = media.load_audio(path, sampling_rate=8000)
     assert half.size == pytest.approx(samples.size / 2, abs=10)
 
@@ -383,7 +382,7 @@ def test_browser_webm_has_no_duration_header_yet_is_measured(audio):
 
     with av.open(str(audio["live.webm"])) as c:
         assert c.duration is None and c.streams.audio[0].duration is None
-    assert abs(media.audio_duration(audio["live.webm"].read_bytes()) - audio["seconds"]) < 0.1
+    assert abs(media.load_audio(audio["live.webm"].read_bytes()).size / 16000 - audio["seconds"]) < 0.1
 
 
 def test_silence_is_not_an_error(tmp_path):
@@ -401,8 +400,6 @@ def test_audio_rejects_not_audio(audio, tmp_path):
     assert_audio_rejected(b"la la la\n" * 100, "looks like text")
     assert_audio_rejected(random.Random(7).randbytes(5000), "not a supported audio file")
     assert_audio_rejected(audio["silent_video.mp4"], "silent_video.mp4 has no audio track")
-    with pytest.raises(MediaError, match="no audio track"):
-        media.audio_duration(audio["silent_video.mp4"])
 
 
 def test_audio_rejects_empty(tmp_path):

@@ -19,7 +19,7 @@ from assistant.store import HistoryStore
 from tests.fakes import FakeChatModel
 from ui import actions, endpoint, render, sidebar
 from ui.respond import report_error, respond
-from ui.session import ChatSession
+from ui.session import ChatSession, as_owner
 
 PANEL = ("default", "", 0.7, 0.95, 64, "")  # persona, custom prompt, temperature, top-p, max tokens, seed
 
@@ -273,7 +273,7 @@ def test_concurrent_sessions_stream_their_own_replies(env, tmp_path):
 def test_logged_in_users_each_get_their_own_history(env):
     send(env, "my secret")
     alice = ChatSession()
-    sidebar.on_load(env.store, alice, SimpleNamespace(username="alice"))
+    as_owner(lambda tab: None)(SimpleNamespace(username="alice"), alice)  # as every history handler
     assert alice.owner == "alice"
     assert sidebar.history_update(env.store, alice).choices == []  # not the local user's chats
     assert sidebar.open_conversation(env.store, alice, env.session.conversation_id)[0] == gr.skip()

@@ -18,7 +18,7 @@ from assistant.conversation import Message
 from assistant.errors import AssistantError
 from assistant.store import StaleConversation, StoreError, plain_text
 from ui import inputs, render
-from ui.session import ChatSession, owner_of, unless_busy
+from ui.session import ChatSession, unless_busy
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +57,6 @@ def history_update(store, session: ChatSession):
 
 def search(store, session: ChatSession, query: str):
     session.query = (query or "")[:200]
-    return history_update(store, session)
-
-
-def on_load(store, session: ChatSession, request: gr.Request):
-    """A new tab: whose history to list (the logged-in user, or the one local user)."""
-    session.owner = owner_of(request)
     return history_update(store, session)
 
 

@@ -63,9 +63,19 @@ def _least_tokens(text: str, per_token: int) -> int:
     return -(-len(text) // per_token)
 
 
+def has_lone_surrogate(text: str) -> bool:
+    """The one check for text that is not valid Unicode (the API's fields, the page, imports)."""
+    return bool(text) and _SURROGATE.search(text) is not None
+
+
+def without_lone_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD (for what is kept, not refused)."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
 def check_unicode(*texts: str) -> None:
     for text in texts:
-        if text and _SURROGATE.search(text):
+        if has_lone_surrogate(text):
             raise InvalidParams(
                 "the text contains an invalid character (a lone surrogate such as \\ud800): send valid Unicode text"
             )

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from assistant import limits
 from ui import render, sidebar
 from ui.session import ChatSession, owner_of
 
@@ -36,7 +37,6 @@ SECRET_FILE = "browser-state.key"
 NOT_YOURS = "That chat is not in your history (it was deleted, or belongs to another login)."
 NAMES = ("chat", "draft", "settings")
 MAX_DRAFT_CHARS = 20_000
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _TOKEN = re.compile("[0-9a-f]{32}")
 
 
@@ -81,7 +81,7 @@ def _clean(value):
     """A value the page can show again: a lone surrogate (which a browser can send) would stop
     Gradio from encoding the page's next update, so it becomes U+FFFD."""
     if isinstance(value, str):
-        return _SURROGATE.sub("\ufffd", value)
+        return limits.without_lone_surrogates(value)
     if isinstance(value, dict):
         return {str(k): _clean(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -2,9 +2,11 @@
 
     install_api(server, assistant, settings)
 
-adds ``GET /v1/models``, ``POST /v1/chat/completions`` (JSON or Server-Sent Events) and
-``POST /v1/audio/transcriptions`` (and its docs at ``/v1/docs``), guarded by ``settings.api_key``
-and the page's logins (``settings.auth``, as HTTP Basic) when set.
+adds ``GET /v1/models``, ``POST /v1/chat/completions`` (JSON or Server-Sent Events),
+``POST /v1/audio/transcriptions``, ``POST /v1/audio/speech`` (and the docs at ``/v1/docs``),
+guarded by ``settings.api_key`` and the page's logins (``settings.auth``, as HTTP Basic) when
+set. One module per endpoint (:mod:`api.routes` lists them); response bodies are the typed
+models of :mod:`api.responses`, request bodies those of :mod:`api.schemas`.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from api.errors import ApiError, from_invalid_params
+from api.responses import VoiceCard, VoiceList
 from api.schemas import Strict
 from api.streaming import Workers
 from assistant.audio_encode import FORMATS, MEDIA_TYPES, encode
@@ -55,19 +56,13 @@ class SpeechRequest(Strict):
     stream_format: Literal["audio"] | None = None  # "sse" is not offered
 
 
-def voice_cards(assistant) -> list[dict]:
+def voice_cards(assistant) -> list[VoiceCard]:
     synth = assistant.synthesizer
     if synth is None:
         return []
     default = synth.voices[0].name
     return [
-        {
-            "id": v.name,
-            "object": "voice",
-            "language": v.language,
-            "sample_rate": v.sample_rate,
-            "default": v.name == default,
-        }
+        VoiceCard(id=v.name, language=v.language, sample_rate=v.sample_rate, default=v.name == default)
         for v in synth.voices
     ]
 
@@ -80,7 +75,7 @@ def install(router: APIRouter, assistant, settings, workers: Workers | None = No
     async def voices():
         """The voices ``voice`` may name (OpenAI's names, such as alloy, read with the first)."""
         assistant.require_voice()
-        return {"object": "list", "data": voice_cards(assistant), "aliases": list(OPENAI_VOICES)}
+        return VoiceList(data=voice_cards(assistant), aliases=list(OPENAI_VOICES))
 
     @router.post("/audio/speech")
     async def speech(body: SpeechRequest):

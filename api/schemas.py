@@ -7,14 +7,12 @@ got none).
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
+from assistant.limits import has_lone_surrogate
 from assistant.options import knobs, value_type
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Strict(BaseModel):
@@ -25,7 +23,7 @@ class Strict(BaseModel):
     def _valid_unicode(cls, value):
         # JSON may carry a lone UTF-16 surrogate ("\\ud800"); no tokenizer or encoder takes it.
         for text in value if isinstance(value, list) else (value,):
-            if isinstance(text, str) and _SURROGATE.search(text):
+            if isinstance(text, str) and has_lone_surrogate(text):
                 raise ValueError(
                     "contains a lone surrogate (such as \\ud800), which is not valid Unicode text"
                 )

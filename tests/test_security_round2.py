@@ -194,6 +194,19 @@ def test_another_website_gets_no_cross_origin_access_behind_a_proxy(tmp_path):
         },
     )
     assert same.status_code == 200
+    # Behind a proxy that rewrote Host (nginx's default): the browser still says it is this site.
+    rewritten = client.post(
+        "/voice/say",
+        headers={
+            "Host": "127.0.0.1:7860",
+            "Origin": "https://chat.example.org",
+            "Sec-Fetch-Site": "same-origin",
+        },
+        json={"text": "hi"},
+    )
+    assert rewritten.status_code != 403
+    forged = {"Host": "127.0.0.1:7860", "Origin": EVIL, "Sec-Fetch-Site": "cross-site"}
+    assert client.post("/voice/say", headers=forged, json={"text": "hi"}).status_code == 403
 
 
 def test_a_listed_origin_may_call_the_api(tmp_path):

@@ -14,7 +14,9 @@ credentials allowed: another site could then read a user's chats. Here:
   header an inner route sets for an origin that is not allowed.
 
 Same origin means the ``Origin`` header names the host the request was sent to (``Host``, or
-``X-Forwarded-Host`` behind a reverse proxy, which a page cannot set on a cross-site request).
+``X-Forwarded-Host`` behind a reverse proxy, which a page cannot set on a cross-site request),
+or the browser says so itself (``Sec-Fetch-Site: same-origin``: behind a proxy that rewrites
+``Host`` to its upstream's address and says nothing of the original).
 
 - :class:`HostCheck`, for an app without logins: a site whose name is made to resolve to this
   machine (DNS rebinding) is "same origin" with itself, and would need no login to read the
@@ -86,7 +88,10 @@ class OriginCheck:
         if origin is None and not cross_site:
             await self.app(scope, receive, send)  # not sent by another site's page
             return
-        if origin is not None and self.trusted(origin, headers):
+        # The browser's own word that the page is this site's (a proxy may have rewritten Host
+        # without saying so in X-Forwarded-Host, as nginx does by default); no page can forge it.
+        same_site_page = headers.get("sec-fetch-site") == "same-origin"
+        if same_site_page or (origin is not None and self.trusted(origin, headers)):
             await self.app(scope, receive, send)
             return
         if scope.get("method", "GET") not in SAFE_METHODS:

@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from web.body import read_body, replaying
 from web.files import FileAccess
 
 API_PREFIX = "/gradio_api/"
@@ -64,29 +65,14 @@ class PayloadFiles:
         if scope.get("method") != "POST" or not path.startswith(API_PREFIX) or path.rstrip("/") in NOT_CALLS:
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        body = await read_body(receive)  # (capped by web.body.BodyLimit, outside)
+        if body is None:
+            return
         refusal = self.refusal(scope, body)
         if refusal is not None:
             await _answer(send, refusal)
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)
 
     def refusal(self, scope: Scope, body: bytes) -> str | None:
         """Why this call may not go on (None: it may)."""

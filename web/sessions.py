@@ -29,6 +29,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from web.body import BodyTooLarge, read_body, replaying
 from web.logins import Logins, TooManyAttempts
 
 MAX_LOGIN_BODY = 64 * 1024
@@ -120,17 +121,13 @@ class LoginGuard:
             await self.app(scope, receive, send)
 
     async def _login(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if len(body) > MAX_LOGIN_BODY:
-                await _json(send, 413, {"detail": "the login form is too large"})
-                return
-            if not message.get("more_body", False):
-                break
+        try:
+            body = await read_body(receive, MAX_LOGIN_BODY)
+        except BodyTooLarge:
+            await _json(send, 413, {"detail": "the login form is too large"})
+            return
+        if body is None:
+            return
         fields = await _form_fields(scope, body)
         if fields is None:
             await _json(send, 400, {"detail": "send the login as a form with one username and one password"})
@@ -147,15 +144,6 @@ class LoginGuard:
             await _json(send, 429, {"detail": str(error)}, {"retry-after": str(error.retry_after_s)})
             return
 
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
         async def watch(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -166,7 +154,7 @@ class LoginGuard:
                     self.logins.failed(client, user)
             await send(message)
 
-        await self.app(scope, replay, watch)
+        await self.app(scope, replaying(body, receive), watch)
 
     def _limit_cookies(self, start: Message) -> None:
         """The session cookies live no longer than the session; remember when it began."""

@@ -8,7 +8,7 @@ from api.errors import ApiError
 from api.images import ImageFetcher
 from api.schemas import ChatMessageIn
 from assistant.conversation import Message
-from assistant.documents import NamedData
+from assistant.media.documents import NamedData
 
 
 @dataclass

@@ -37,7 +37,7 @@ class AudioAttachment:
 @dataclass(frozen=True)
 class VideoAttachment:
     """A video clip (MP4, WebM, MOV, MKV): a path or bytes, or (once the engine has read it) an
-    ``assistant.video.Clip`` of sampled frames and what is said in it."""
+    ``assistant.media.video.Clip`` of sampled frames and what is said in it."""
 
     source: Any
     kind: ClassVar[str] = "video"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from assistant import documents, media, prompts, video
+from assistant import media, prompts
 from assistant.conversation import (
     Attachment,
     DocumentAttachment,
@@ -32,6 +32,7 @@ from assistant.conversation import (
     limit_images,
 )
 from assistant.errors import ModelUnavailable
+from assistant.media import documents, video
 from assistant.models.base import ChatModel, Transcript
 from assistant.settings import Settings
 
@@ -284,7 +285,7 @@ class PromptBuilder:
         elif clip.transcript == "":
             said = f"\n[nothing is said in {clip.name}]"
         if native:
-            times = ", ".join(media._seconds(t) for t in clip.timestamps)
+            times = ", ".join(media.format_seconds(t) for t in clip.timestamps)
             return [clip], [], f"[{clip.describe()}; {len(clip.frames)} frames at {times}]{said}"
         frames, note = video.frames_as_images(clip, self.settings.video_frames_as_images)
         return [], frames, note + said

@@ -31,14 +31,14 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 MB = 1024 * 1024
 
-# Limits, named once: media.py, speech.py and the remote backend take their defaults from here.
+# Limits, named once: assistant/media/, speech.py and the remote backend take their defaults from here.
 MAX_IMAGE_BYTES = 20 * MB
 MAX_IMAGE_PIXELS = 100_000_000  # decompression-bomb guard, checked before decoding
 IMAGE_MAX_SIDE = 1024  # longest side handed to the processor
 MAX_AUDIO_BYTES = 50 * MB
 MAX_AUDIO_SECONDS = 600.0
 SESSION_HOURS = 7 * 24.0  # a page login's lifetime
-# Video clips and documents (assistant/video.py, assistant/documents.py).
+# Video clips and documents (assistant/media/video.py, assistant/media/documents.py).
 MAX_VIDEO_BYTES = 200 * MB
 MAX_VIDEO_SECONDS = 600.0
 MAX_VIDEO_PIXELS = 3840 * 2160  # per frame: 4K UHD

@@ -2,10 +2,10 @@
 
 Video: a 60-s 1080p H.264 clip with an AAC sound track (made here with ffmpeg: a moving test
 pattern with film-grain noise, so it compresses like a camera clip, ~10 Mbit/s). Our path is
-``assistant.video.load_clip`` (PyAV decode, 16 frames sampled uniformly, FFmpeg downscale to
+``assistant.media.video.load_clip`` (PyAV decode, 16 frames sampled uniformly, FFmpeg downscale to
 448 px, the sound track decoded to 16 kHz for Whisper) then the processor: Qwen2.5-VL-3B's video
 path (the GPU default) and, for SmolVLM-256M (the CPU default, image-only), four frames as photos.
-PDF: a 20-page text document (Letter); ``assistant.documents.load_document`` (open, page sizes,
+PDF: a 20-page text document (Letter); ``assistant.media.documents.load_document`` (open, page sizes,
 the text layer of every page) then four pages rendered at 1024 px (what the model is sent) and
 the processor. Each is compared with the prefill of the same input by the model's full-size
 architecture (random weights; speed does not depend on their values), on the same CPU.
@@ -176,7 +176,7 @@ def run(ctx: Context) -> SectionResult:
 
     import torch
 
-    from assistant import documents, video
+    from assistant.media import documents, video
     from assistant.models.loading import cap_processor_upscaling, inference_thread, resolve_dtype
     from assistant.settings import Settings
     from bench.common import chat_model_dir, quiet_transformers

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,19 +67,7 @@ def model_inputs(processor, image):
     )
 
 
-@contextmanager
-def no_draft():
-    from assistant import media
-
-    original = media._draft
-    media._draft = lambda img, max_side: None
-    try:
-        yield
-    finally:
-        media._draft = original
-
-
-def path_ours(path, processor, settings):
+def path_ours(path, processor, settings, draft: bool = True):
     from assistant import media
 
     t0 = time.perf_counter()
@@ -89,6 +76,7 @@ def path_ours(path, processor, settings):
         max_bytes=settings.max_image_bytes,
         max_pixels=settings.max_image_pixels,
         max_side=settings.image_max_side,
+        draft=draft,
     )
     t1 = time.perf_counter()
     inputs = model_inputs(processor, image)
@@ -97,8 +85,7 @@ def path_ours(path, processor, settings):
 
 
 def path_ours_without_draft(path, processor, settings):
-    with no_draft():
-        return path_ours(path, processor, settings)
+    return path_ours(path, processor, settings, draft=False)
 
 
 def path_full(path, processor, settings):
@@ -121,10 +108,10 @@ PATHS = {
 
 
 def media_breakdown(path: Path, settings, reps: int) -> dict | None:
-    """``media.load_image``'s steps timed one by one (its own helpers, same order)."""
+    """``media.load_image``'s steps timed one by one (its own public steps, same order)."""
     from PIL import ImageOps
 
-    from assistant import media
+    from assistant.media import images, source
 
     steps: dict[str, list[float]] = {
         "read the file": [],
@@ -135,25 +122,25 @@ def media_breakdown(path: Path, settings, reps: int) -> dict | None:
     try:
         for _ in range(reps):
             t0 = time.perf_counter()
-            data = media._read(path, settings.max_image_bytes, path.name)
+            data = source.read_bytes(path, settings.max_image_bytes, path.name)
             t1 = time.perf_counter()
-            img = media._open_image(data, path.name, settings.max_image_pixels)
-            media._draft(img, settings.image_max_side)
+            img = images.open_image(data, path.name, settings.max_image_pixels)
+            images.draft_jpeg(img, settings.image_max_side)
             img.load()
             t2 = time.perf_counter()
-            img = media._to_rgb(ImageOps.exif_transpose(img))
+            img = images.to_rgb(ImageOps.exif_transpose(img))
             t3 = time.perf_counter()
-            media._fit(img, settings.image_max_side)
+            images.fit(img, settings.image_max_side)
             t4 = time.perf_counter()
             for key, value in zip(steps, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                 steps[key].append(value)
-    except AttributeError:  # media.py's helpers were renamed: the breakdown is optional
+    except AttributeError:  # the steps were renamed: the breakdown is optional
         return None
     return {k: summary(v) for k, v in steps.items()}
 
 
 def resize_gap(path: Path, max_side: int, reps: int) -> dict:
-    """Lanczos from the full decoded image to ``max_side``: reducing_gap 3.0 (media._fit) vs 1.5."""
+    """Lanczos from the full decoded image to ``max_side``: reducing_gap 3.0 (media.images.fit) vs 1.5."""
     from PIL import Image
 
     with Image.open(path) as img:
@@ -330,7 +317,7 @@ def run(ctx: Context) -> SectionResult:
         f"1024-px image again and cut it into more tiles: {shipped_r['proc']['median'] * 1000:.0f} ms instead of {proc_part * 1000:.0f} ms and "
         f"{shipped_tokens} prompt tokens instead of {smol_tokens}. The engine caps it at `image_max_side` rounded up to whole tiles "
         f"(`size.longest_edge` = {smol.image_processor.size['longest_edge']}; `loading.cap_processor_upscaling`), which also cuts the prefill on CPU.",
-        f"The {images[1][0]} has no draft mode: it is decoded whole, then Lanczos-resized from full size. `media._fit` uses "
+        f"The {images[1][0]} has no draft mode: it is decoded whole, then Lanczos-resized from full size. `media.images.fit` uses "
         f"`reducing_gap=1.5` (a box pre-shrink from 3× down; ratio here {png_resize['ratio']:.1f}): "
         f"{png_resize['gap1.5']['median'] * 1000:.0f} ms, vs {png_resize['gap3']['median'] * 1000:.0f} ms with the earlier 3.0, "
         f"differing from the exact Lanczos result by {png_resize['mean_abs_diff']:.2f} levels of 255 on average (max {png_resize['max_abs_diff']:.0f})."

@@ -13,7 +13,7 @@
 - ``voice``: another user's idle voice streams, long and malformed speech input
   (bench/security_voice.py).
 - ``png``: peak memory and time of decoding one 16-bit 10000×10000 PNG (just under the pixel
-  cap), each in a fresh process, with this tree's ``assistant/media.py`` and with the one of
+  cap), each in a fresh process, with this tree's ``assistant/media/images.py`` and with the one of
   ``--before`` (a git revision; default the commit before the 16-bit change).
 
 Standalone: not a section of ``python -m bench`` (whose files others own).
@@ -143,7 +143,7 @@ def measure_png(before: str) -> list[dict]:
                 text=True,
             ).stdout
         )
-        for label, module in (("before", old), ("after", ROOT / "assistant" / "media.py")):
+        for label, module in (("before", old), ("after", ROOT / "assistant" / "media" / "images.py")):
             out = subprocess.run(
                 [sys.executable, "-c", _DECODE, str(module), str(image)],
                 cwd=ROOT,

@@ -5,7 +5,8 @@
 
 Each ``measure_*`` function returns one dict of figures. "before" runs the ``--before``
 revision's ``assistant/video.py`` / ``assistant/documents.py`` (written to a temporary file and
-imported in a fresh process, as ``bench.security``'s PNG case does); "after" runs this tree's.
+imported in a fresh process, as ``bench.security``'s PNG case does); "after" runs this tree's
+``assistant.media.video`` / ``assistant.media.documents``.
 Wall time, CPU seconds and the peak resident memory (``ru_maxrss`` growth, or ``/proc``'s
 ``VmHWM`` of a process that had to be killed; for PDFs read in workers, the workers' own peak
 too). A "before" that does not return within ``--timeout`` s is killed and reported so.
@@ -64,8 +65,13 @@ def _old_file(rev: str, path: str, folder: Path) -> Path:
 # A probe run in a fresh process: imports the module under test from a file (or by name), runs
 # one case, prints one JSON line. Its baseline memory is taken after the imports.
 _PROBE = r"""
-import importlib, importlib.util, json, resource, sys, threading, time
+import importlib, importlib.util, json, os, resource, sys, threading, time
 which, module_path, case, *args = sys.argv[1:]
+if os.environ.get("BENCH_OLD_MEDIA"):  # a "before" file runs against its own revision's media.py
+    import assistant
+    spec = importlib.util.spec_from_file_location("assistant.media", os.environ["BENCH_OLD_MEDIA"])
+    old = importlib.util.module_from_spec(spec); sys.modules[spec.name] = old; spec.loader.exec_module(old)
+    assistant.media = old
 if module_path.endswith(".py"):
     spec = importlib.util.spec_from_file_location("module_under_test", module_path)
     mod = importlib.util.module_from_spec(spec); sys.modules[spec.name] = mod; spec.loader.exec_module(mod)
@@ -76,7 +82,7 @@ def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 def worker_peaks():
     try:
-        from assistant import pdf_worker
+        from assistant.media import pdf_worker
         return [int(l.split()[1]) // 1024 for pid in pdf_worker.POOL.pids()
                 for l in open(f"/proc/{pid}/status") if l.startswith("VmHWM:")]
     except Exception:
@@ -138,12 +144,16 @@ print(json.dumps(out))
 """
 
 
-def _probe(which: str, module: str, case: str, *args: str, timeout: float = TIMEOUT_S) -> dict:
-    """Run the probe; a run past ``timeout`` is killed and its CPU time and peak memory read."""
+def _probe(
+    which: str, module: str, case: str, *args: str, timeout: float = TIMEOUT_S, old_media: Path | None = None
+) -> dict:
+    """Run the probe; a run past ``timeout`` is killed and its CPU time and peak memory read.
+    ``old_media``: the ``assistant/media.py`` the module under test imports as ``assistant.media``."""
+    extra = {"BENCH_OLD_MEDIA": str(old_media)} if old_media else {}
     proc = subprocess.Popen(
         [sys.executable, "-c", _PROBE, which, module, case, *args],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **extra},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -166,12 +176,17 @@ def _probe(which: str, module: str, case: str, *args: str, timeout: float = TIME
     return {"which": which, **json.loads(lines[-1])}
 
 
-def _before_after(rev: str, path: str, case: str, *args: str, timeout: float = TIMEOUT_S) -> list[dict]:
+def _before_after(
+    rev: str, path: str, module: str, case: str, *args: str, timeout: float = TIMEOUT_S
+) -> list[dict]:
+    """``path`` at ``rev`` (before, with that revision's ``assistant/media.py``) against this
+    tree's ``module`` (after)."""
     with tempfile.TemporaryDirectory() as tmp:
         old = _old_file(rev, path, Path(tmp))
+        media = _old_file(rev, "assistant/media.py", Path(tmp))
         return [
-            _probe(f"before ({rev})", str(old), case, *args, timeout=timeout),
-            _probe("after", path.removesuffix(".py").replace("/", "."), case, *args, timeout=timeout),
+            _probe(f"before ({rev})", str(old), case, *args, timeout=timeout, old_media=media),
+            _probe("after", module, case, *args, timeout=timeout),
         ]
 
 
@@ -184,7 +199,9 @@ def measure_keyframe_clip(before: str = BEFORE, timeout: float = 60.0) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         clip = single_keyframe_clip(Path(tmp) / "k.mp4")
-        runs = _before_after(before, "assistant/video.py", "clip", str(clip), timeout=timeout)
+        runs = _before_after(
+            before, "assistant/video.py", "assistant.media.video", "clip", str(clip), timeout=timeout
+        )
         size = clip.stat().st_size
     return {"case": f"130-s clip, one keyframe ({size // 1024} KB)", "runs": runs}
 
@@ -195,7 +212,7 @@ def measure_stream_clip(before: str = BEFORE, streams: int = 999) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         clip = many_streams_clip(Path(tmp) / "streams.mp4", streams)
-        runs = _before_after(before, "assistant/video.py", "clip", str(clip))
+        runs = _before_after(before, "assistant/video.py", "assistant.media.video", "clip", str(clip))
         size = clip.stat().st_size
     return {"case": f"clip with {streams} streams ({size // 1024} KB)", "runs": runs}
 
@@ -206,7 +223,7 @@ def measure_resized_clip(before: str = BEFORE) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         clip = resizing_clip(Path(tmp) / "resizing.mp4")
-        runs = _before_after(before, "assistant/video.py", "clip", str(clip))
+        runs = _before_after(before, "assistant/video.py", "assistant.media.video", "clip", str(clip))
         size = clip.stat().st_size
     return {"case": f"64x64 header, 7680x4320 frames ({size // 1024} KB)", "runs": runs}
 
@@ -222,7 +239,9 @@ def _pdf_case(label: str, data: bytes, before: str, timeout: float, case: str = 
             path.write_bytes(blob)
             paths.append(str(path))
         args = [*paths] if case == "parallel" else [paths[0], "doc.pdf"]
-        runs = _before_after(before, "assistant/documents.py", case, *args, timeout=timeout)
+        runs = _before_after(
+            before, "assistant/documents.py", "assistant.media.documents", case, *args, timeout=timeout
+        )
     return {"case": f"{label} ({len(data) // 1024} KB)", "runs": runs}
 
 

@@ -13,10 +13,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
-from assistant import documents, media
+from assistant import media
 from assistant.conversation import Message
 from assistant.core import Assistant
 from assistant.errors import MediaError
+from assistant.media import documents
 from assistant.settings import Settings
 from tests.fakes import FakeChatModel
 from tests.pdf_samples import encrypted_pdf, scanned_pdf, text_pdf

@@ -22,8 +22,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from assistant import documents, video
 from assistant.errors import MediaError
+from assistant.media import documents, video
 from tests.clip_samples import many_streams_clip, resizing_clip, single_keyframe_clip
 from tests.fakes import FakeChatModel
 from tests.pdf_samples import content_bomb, text_pdf
@@ -177,7 +177,7 @@ def test_decoding_is_held_to_a_fixed_work_budget(tmp_path, hostile, monkeypatch)
 
 _PEAK = r"""
 import resource, sys
-from assistant import video
+from assistant.media import video
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 try:
     video.load_clip(sys.argv[1])
@@ -227,7 +227,7 @@ print(kind, heard, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - b
 
 def test_routing_and_transcribing_a_999_stream_file_probe_no_stream(hostile):
     """The page routes an upload by content (media.kind_of) and the audio API opens recordings
-    (media._open_audio): both opened the file with every stream probed (~1 GB)."""
+    (media.audio.open_audio): both opened the file with every stream probed (~1 GB)."""
     out = subprocess.run(
         [sys.executable, "-c", _ROUTE, str(hostile["streams"])],
         cwd=ROOT,
@@ -319,7 +319,7 @@ def test_a_many_page_bomb_is_stopped_by_its_cpu_limit(tmp_path, monkeypatch):
     doc = documents.load_document(text_pdf(PAGES), name="fine.pdf")  # then a fresh worker
     assert doc.page_count == 12 and pool.started == started + 2
     assert [n for n, _ in documents.render_pages(doc, [1, 12], max_side=200)] == [1, 12]
-    from assistant import pdf_worker
+    from assistant.media import pdf_worker
 
     walled = pdf_worker.PdfPool(cpu_s=1000.0, wall_s=1.0)  # the wall-clock backstop
     try:
@@ -360,7 +360,7 @@ def test_two_users_pdfs_are_read_in_parallel(tmp_path):
 
 def test_the_worker_answers_are_checked(monkeypatch):
     """A worker's answer is data, not trusted: a page of the wrong size is refused."""
-    from assistant import pdf_worker
+    from assistant.media import pdf_worker
 
     pool = pdf_worker.PdfPool(size=1)
     try:

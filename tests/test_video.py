@@ -16,10 +16,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from assistant import media, video
+from assistant import media
 from assistant.conversation import Message, VideoAttachment
 from assistant.core import Assistant
 from assistant.errors import MediaError
+from assistant.media import video
 from assistant.models.base import ChatRequest
 from assistant.options import GenerationParams
 from assistant.settings import Settings

@@ -214,7 +214,7 @@ class LocalChatModel:
 
     def _measure_video_tokens(self) -> int:
         """Prompt tokens of a two-frame probe clip of VIDEO_PROBE_SIDE pixels (0: cannot tell)."""
-        from assistant.video import Clip
+        from assistant.media.video import Clip
 
         frame = Image.new("RGB", (VIDEO_PROBE_SIDE, VIDEO_PROBE_SIDE), (127, 127, 127))
         probe = Clip("probe", (frame, frame), (0.5, 1.5), 2.0, 1.0, frame.size)

@@ -7,7 +7,7 @@ too many pages, a page larger than any paper, a password, damage, an HTML page n
 is a :class:`MediaError` naming the file and saying what is wrong.
 
 PDFs are parsed by pypdfium2 (PDFium's Python binding; Apache-2.0 / BSD-3-Clause) in worker
-processes (:mod:`assistant.pdf_worker`), never in this one: PDFium is not thread-safe, and a
+processes (:mod:`assistant.media.pdf_worker`), never in this one: PDFium is not thread-safe, and a
 small PDF can hold page content that inflates to gigabytes of drawing operators. Each worker
 has a memory cap and each document a CPU-time limit; two documents are read in parallel, and
 a bomb only costs the worker it landed on. No torch here.
@@ -22,8 +22,10 @@ from typing import Any
 
 from PIL import Image
 
-from assistant import media, pdf_worker
 from assistant.errors import MediaError
+from assistant.media import pdf_worker
+from assistant.media.sniff import looks_like
+from assistant.media.source import SNIFF_BYTES, label_for, read_bytes
 from assistant.settings import (
     DOCUMENT_PAGE_IMAGES,
     IMAGE_MAX_SIDE,
@@ -99,9 +101,9 @@ def load_document(
     name: str | None = None,
 ) -> Document:
     """A validated document with the text of every page (PDF) or the whole text (text files)."""
-    label = media._label(source, name or getattr(source, "name", None), "document")
-    data = media._read(source, max_bytes, label)
-    seen = media._sniff(data[: media._SNIFF_BYTES])
+    label = label_for(source, name or getattr(source, "name", None), "document")
+    data = read_bytes(source, max_bytes, label)
+    seen = looks_like(data[:SNIFF_BYTES])
     if seen == "text":
         return _text_file(data, label)
     if seen != "PDF":
@@ -154,7 +156,7 @@ def render_pages(
         return []
     data = document.source
     if not isinstance(data, (bytes, bytearray)):
-        data = media._read(data, None, document.name)
+        data = read_bytes(data, None, document.name)
     wanted = []
     for n in numbers:
         page_info = document.pages[n - 1]

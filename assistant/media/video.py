@@ -33,8 +33,20 @@ import av
 import numpy as np
 from PIL import Image
 
-from assistant import media
 from assistant.errors import MediaError
+from assistant.media.audio import load_audio
+from assistant.media.decode import (
+    HEADER_SLACK_S,
+    MAX_STREAMS,
+    STREAM_CAP,
+    Decoded,
+    decode_frames,
+    header_seconds,
+    is_cover_art,
+    too_many_streams,
+)
+from assistant.media.sniff import looks_like
+from assistant.media.source import format_megapixels, format_seconds, label_for, open_input
 from assistant.settings import (
     MAX_VIDEO_BYTES,
     MAX_VIDEO_PIXELS,
@@ -111,7 +123,7 @@ class Clip:
         """One line a model (or a person) reads about the clip."""
         w, h = self.size
         sound = "with sound" if self.audio is not None else "without sound"
-        return f"video {self.name}: {media._seconds(self.duration_s)}, {w}x{h}, {sound}"
+        return f"video {self.name}: {format_seconds(self.duration_s)}, {w}x{h}, {sound}"
 
 
 class DecodeWork:
@@ -172,7 +184,7 @@ class DecodeWork:
         if self.frames > self.max_frames:
             raise self._over(f"over {self.max_frames:,} frames decoded")
         if self.pixels > self.max_pixels:
-            raise self._over(f"over {media._megapixels(self.max_pixels)} megapixels decoded")
+            raise self._over(f"over {format_megapixels(self.max_pixels)} megapixels decoded")
 
     def seek(self) -> None:
         self._start()
@@ -190,8 +202,8 @@ def check_size(w: int, h: int, label: str, max_pixels: int | None, header: tuple
     if max_pixels and w * h > max_pixels:
         said = f" (its header says {header[0]}x{header[1]})" if (w, h) != tuple(header) else ""
         raise MediaError(
-            f"{label} has {w}x{h} frames ({media._megapixels(w * h)} megapixels a frame){said}, "
-            f"over the {media._megapixels(max_pixels)}-megapixel limit: send a smaller video"
+            f"{label} has {w}x{h} frames ({format_megapixels(w * h)} megapixels a frame){said}, "
+            f"over the {format_megapixels(max_pixels)}-megapixel limit: send a smaller video"
         )
 
 
@@ -205,39 +217,31 @@ def sample_times(duration_s: float, fps: float, max_frames: int) -> list[float]:
 
 def _open(source, max_bytes: int | None, label: str):
     """(container, first video stream, what PyAV opened, sniffed kind); every failure a MediaError."""
-    target, head = media._audio_input(source, max_bytes, label)  # a path stays a path
-    seen = media._sniff(head)
+    target, head = open_input(source, max_bytes, label)  # a path stays a path
+    seen = looks_like(head)
     if seen and seen not in _CONTAINERS:
         if seen.endswith(" audio"):
             raise MediaError(f"{label} is audio, not a video (looks like {seen}). {VIDEO_HINT}")
         raise MediaError(f"{label} is not a video (looks like {seen.removesuffix(' image')}). {VIDEO_HINT}")
     try:
         # One stream over the cap is opened (Matroska stops there quietly, MP4 fails with ENOMEM).
-        container = av.open(target, mode="r", metadata_errors="ignore", container_options=media.STREAM_CAP)
+        container = av.open(target, mode="r", metadata_errors="ignore", container_options=STREAM_CAP)
     except av.error.MemoryError:
-        raise MediaError(media.too_many_streams(label)) from None
+        raise MediaError(too_many_streams(label)) from None
     except Exception:
         if seen:
             raise MediaError(f"{label} is truncated or corrupt (a damaged {seen} file)") from None
         raise MediaError(f"{label} is not a supported video (unrecognised content). {VIDEO_HINT}") from None
-    if len(container.streams) > media.MAX_STREAMS:
+    if len(container.streams) > MAX_STREAMS:
         container.close()
-        raise MediaError(media.too_many_streams(label))
-    streams = [s for s in container.streams.video if not media._cover_art(s)]
+        raise MediaError(too_many_streams(label))
+    streams = [s for s in container.streams.video if not is_cover_art(s)]
     if not streams:
         audio = bool(container.streams.audio)
         container.close()
         why = "it is a sound recording only" if audio else "it holds no pictures"
         raise MediaError(f"{label} has no video stream ({why})")
     return container, streams[0], target, seen or ""
-
-
-def _duration(container, stream) -> float | None:
-    if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    if container.duration and container.duration > 0:
-        return container.duration / av.time_base
-    return None
 
 
 def _fit_size(w: int, h: int, max_side: int | None) -> tuple[int, int]:
@@ -287,7 +291,7 @@ def _sample(
     frames: list[Image.Image] = []
     stamps: list[float] = []
     last = None
-    errors = 0
+    decoded = Decoded()  # frames decoded, and the packets or passes that failed
     target = 0
     position = -1.0
     keys: list[float] = []
@@ -308,6 +312,9 @@ def _sample(
         frames.append(_picture(frame, max_side))
         stamps.append(round(max(t, 0.0), 3))
 
+    def bad_packet() -> None:  # a larger picture than allowed is one: the decoder says its size
+        check_size(int(codec.width or 0), int(codec.height or 0), label, max_pixels, header)
+
     try:
         while target < len(times):
             if may_seek() and (keyframes_only or far(times[target] - position)):
@@ -315,63 +322,55 @@ def _sample(
                 seeked_from = position
                 container.seek(int((times[target] + start) / stream.time_base), stream=stream, backward=True)
             restarted = False
-            for packet in container.demux(stream):
-                work.packet()
-                try:
-                    decoded_frames = packet.decode()
-                except Exception:
-                    errors += 1  # a larger picture than allowed is one: the decoder says its size
-                    check_size(int(codec.width or 0), int(codec.height or 0), label, max_pixels, header)
+            for frame in decode_frames(
+                container, stream, decoded, on_packet=work.packet, on_bad_packet=bad_packet
+            ):
+                work.frame(frame.width, frame.height)
+                check_frame(frame, label, max_pixels, header)  # before it is converted
+                if frame.time is None:
                     continue
-                for frame in decoded_frames:
-                    work.frame(frame.width, frame.height)
-                    check_frame(frame, label, max_pixels, header)  # before it is converted
-                    if frame.time is None:
-                        continue
-                    t = float(frame.time) - start
-                    if max_seconds and t > max_seconds + media._HEADER_SLACK_S:
-                        raise MediaError(f"{label} is longer than the {media._seconds(max_seconds)} limit")
-                    if seeked_from is not None:  # the first frame after a seek: did it help?
-                        if t <= seeked_from + 1e-3:
-                            seek_after = seeked_from
-                        seeked_from = None
-                    position, last = t, frame
-                    if frame.key_frame:
-                        if not keys or t > keys[-1]:
-                            keys.append(t)
-                        if seek_after is not None and t > seek_after + 1e-3:
-                            seek_after = None
-                    if keyframes_only:
-                        if not stamps or t > stamps[-1]:
-                            take(frame, t)
-                            target += 1
-                    while target < len(times) and t >= times[target] - 1e-3:
+                t = float(frame.time) - start
+                if max_seconds and t > max_seconds + HEADER_SLACK_S:
+                    raise MediaError(f"{label} is longer than the {format_seconds(max_seconds)} limit")
+                if seeked_from is not None:  # the first frame after a seek: did it help?
+                    if t <= seeked_from + 1e-3:
+                        seek_after = seeked_from
+                    seeked_from = None
+                position, last = t, frame
+                if frame.key_frame:
+                    if not keys or t > keys[-1]:
+                        keys.append(t)
+                    if seek_after is not None and t > seek_after + 1e-3:
+                        seek_after = None
+                if keyframes_only:
+                    if not stamps or t > stamps[-1]:
                         take(frame, t)
                         target += 1
-                    if target >= len(times):
-                        break
-                    if (
-                        not keyframes_only
-                        and len(keys) > 1
-                        and _spacing(times, target) >= KEYFRAME_SPACING * interval()
-                    ):
-                        keyframes_only = True
-                        codec.skip_frame = "NONKEY"
-                    if may_seek() and (keyframes_only or far(times[target] - t)):
-                        restarted = True
-                        break
-                if restarted or target >= len(times):
+                while target < len(times) and t >= times[target] - 1e-3:
+                    take(frame, t)
+                    target += 1
+                if target >= len(times):
+                    break
+                if (
+                    not keyframes_only
+                    and len(keys) > 1
+                    and _spacing(times, target) >= KEYFRAME_SPACING * interval()
+                ):
+                    keyframes_only = True
+                    codec.skip_frame = "NONKEY"
+                if may_seek() and (keyframes_only or far(times[target] - t)):
+                    restarted = True
                     break
             if not restarted:
                 break
     except MediaError:
         raise
     except Exception:
-        errors += 1
+        decoded.errors += 1
     if target < len(times) and last is not None and (not stamps or position > stamps[-1]):
         take(last, position)  # the clip is shorter than its header said
     if not frames:
-        why = "no picture could be decoded" if work.frames == 0 and errors else "it holds no frames"
+        why = "no picture could be decoded" if work.frames == 0 and decoded.errors else "it holds no frames"
         raise MediaError(f"{label} is corrupt ({why})")
     return frames, stamps
 
@@ -389,7 +388,7 @@ def _sound(target, label: str, max_seconds: float | None) -> np.ndarray | None:
         target.seek(0)
     try:
         limit = max_seconds + 5 if max_seconds else None  # the length was checked on the pictures
-        return media.load_audio(target, max_bytes=None, max_seconds=limit, name=label)
+        return load_audio(target, max_bytes=None, max_seconds=limit, name=label)
     except MediaError as exc:
         if "no audio track" not in str(exc):
             log.warning("%s: the sound track is skipped (%s)", label, exc)
@@ -411,7 +410,7 @@ def load_clip(
 ) -> Clip:
     """A validated clip: frames sampled uniformly, downscaled, timed; the sound track decoded.
     The decoding is charged to ``work`` (a fresh :class:`DecodeWork` by default)."""
-    label = media._label(source, name, "video")
+    label = label_for(source, name, "video")
     max_frames = max(1, min(int(max_frames), VIDEO_FRAMES_CAP))
     container, stream, target, seen = _open(source, max_bytes, label)
     with container:
@@ -423,13 +422,13 @@ def load_clip(
             raise MediaError(f"{label} has no picture size (a damaged video stream)")
         if max_pixels and w * h > max_pixels:
             raise MediaError(
-                f"{label} is {w}x{h} ({media._megapixels(w * h)} megapixels a frame), over the "
-                f"{media._megapixels(max_pixels)}-megapixel limit: send a smaller video"
+                f"{label} is {w}x{h} ({format_megapixels(w * h)} megapixels a frame), over the "
+                f"{format_megapixels(max_pixels)}-megapixel limit: send a smaller video"
             )
-        known = _duration(container, stream)
-        if max_seconds and known is not None and known > max_seconds + media._HEADER_SLACK_S:
+        known = header_seconds(container, stream)
+        if max_seconds and known is not None and known > max_seconds + HEADER_SLACK_S:
             raise MediaError(
-                f"{label} is {media._seconds(known)} long, over the {media._seconds(max_seconds)} limit"
+                f"{label} is {format_seconds(known)} long, over the {format_seconds(max_seconds)} limit"
             )
         stream.thread_type = "AUTO"
         duration = known if known and known > 0 else (max_seconds or MAX_VIDEO_SECONDS)
@@ -462,6 +461,6 @@ def frames_as_images(clip: Clip, count: int) -> tuple[list[Image.Image], str]:
         [round(i * (len(clip.frames) - 1) / max(1, count - 1)) for i in range(count)] if count > 1 else [0]
     )
     picks = sorted(set(picks))
-    times = ", ".join(f"{media._seconds(clip.timestamps[i])}" for i in picks)
+    times = ", ".join(f"{format_seconds(clip.timestamps[i])}" for i in picks)
     note = f"[{clip.describe()}; the {len(picks)} pictures are frames at {times}]"
     return [clip.frames[i] for i in picks], note

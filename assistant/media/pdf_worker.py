@@ -12,11 +12,12 @@ refuse good files) and a wall-clock backstop (``PDF_WALL_SECONDS``), kills it wh
 spent and starts a fresh one for the next document. A document refused for its cost is
 remembered by its hash, so sending it again is refused at once.
 
-A worker is this file run as a script (``python -I pdf_worker.py``: a fresh interpreter, no
-fork of the server's threads, nothing imported but the standard library and pypdfium2). It
-speaks a small framed protocol on its stdin/stdout — a JSON header and raw bytes, never
-pickle, so nothing a hostile PDF makes the worker say can run code in the server — and its
-answers are checked for size before they are used. No torch here.
+A worker is this file run as a script (``python -I assistant/media/pdf_worker.py``: a fresh
+interpreter, no fork of the server's threads, nothing imported but the standard library and
+pypdfium2; ``-I`` also keeps this folder off ``sys.path``, so the package's other modules
+cannot shadow a standard one). It speaks a small framed protocol on its stdin/stdout — a JSON
+header and raw bytes, never pickle, so nothing a hostile PDF makes the worker say can run code
+in the server — and its answers are checked for size before they are used. No torch here.
 """
 
 from __future__ import annotations

@@ -24,15 +24,17 @@ from api.errors import ApiError, from_invalid_params
 from api.responses import VoiceCard, VoiceList
 from api.schemas import Strict
 from api.streaming import Workers
-from assistant.audio_encode import FORMATS, MEDIA_TYPES, encode
 from assistant.errors import InvalidParams
-from assistant.synthesis import (
+from assistant.speech import (
+    FORMATS,
     LONG_SPEECH_S,
     MAX_SPEED,
+    MEDIA_TYPES,
     MIN_SPEED,
     OPENAI_VOICES,
     bounded,
     check_speed,
+    encode,
     give_back_memory,
     speech_seconds,
 )

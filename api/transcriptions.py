@@ -18,8 +18,8 @@ from api.errors import ApiError
 from api.responses import DurationUsage, Transcription, TranscriptionSegment, VerboseTranscription
 from api.streaming import Workers
 from assistant.errors import ModelUnavailable
-from assistant.models.base import Transcript
 from assistant.settings import MB
+from assistant.speech import Transcript
 
 WHISPER_ALIAS = "whisper-1"  # the name OpenAI clients and tools send by default
 TRANSCRIPTION_FIELDS = ("file", "model", "language", "response_format")

@@ -15,9 +15,10 @@ fulfils :class:`ChatModel` (local Hugging Face weights, or a remote OpenAI-compa
 from assistant.conversation import Attachment, AudioAttachment, ImageAttachment, Message
 from assistant.core import Assistant, Description, Done, Event, Queued, Reply, ReplyStats, Token, Transcribed
 from assistant.errors import AssistantError, GenerationFailed, InvalidParams, MediaError, ModelUnavailable
-from assistant.models.base import ChatModel, ChatRequest, ModelInfo, Transcriber, Transcript, Usage
+from assistant.models.base import ChatModel, ChatRequest, ModelInfo, Usage
 from assistant.options import GenerationParams
 from assistant.settings import Settings
+from assistant.speech import Transcriber, Transcript
 
 __all__ = [
     "Assistant",

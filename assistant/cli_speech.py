@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from assistant.audio_encode import FORMATS, encode
 from assistant.errors import InvalidParams
+from assistant.speech import FORMATS, encode
 
 SUFFIXES = {"." + f: f for f in FORMATS} | {".ogg": "opus"}
 

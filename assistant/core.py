@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
 from PIL import Image
 
@@ -24,26 +24,24 @@ from assistant.conversation import (
     Message,
 )
 from assistant.errors import InvalidParams, ModelUnavailable
-from assistant.models.base import (
-    AudioInput,
-    ChatModel,
-    ChatRequest,
-    ModelInfo,
-    SpeechChunk,
-    Synthesizer,
-    Transcriber,
-    Transcript,
-    Usage,
-    VoiceInfo,
-)
+from assistant.models.base import ChatModel, ChatRequest, ModelInfo, Usage
 from assistant.models.prefix_cache import image_digest
 from assistant.options import GenerationParams
 from assistant.prompting import PromptBuilder
 from assistant.queueing import TurnQueue
 from assistant.settings import MB, Settings, resolve_defaults
-
-if TYPE_CHECKING:
-    from assistant.synthesis import SpokenReply
+from assistant.speech import (
+    EMBEDDED,
+    AudioInput,
+    PiperSynthesizer,
+    SpeechChunk,
+    SpokenReply,
+    Synthesizer,
+    Transcriber,
+    Transcript,
+    VoiceInfo,
+    WhisperTranscriber,
+)
 
 log = logging.getLogger(__name__)
 
@@ -268,8 +266,6 @@ class Assistant:
         own worker), ``finish()`` at the end, ``cancel()`` to stop; iterate it for audio.
         ``language`` (as Whisper heard the user) picks the voice; None guesses it from the reply.
         ``listener_timeout_s``: stop after the first sentence when nobody reads the audio that long."""
-        from assistant.synthesis import SpokenReply
-
         return SpokenReply(
             self.require_voice(),
             voice=voice,
@@ -528,12 +524,10 @@ def load_chat_model(settings: Settings) -> ChatModel:
 
 def load_transcriber(settings: Settings) -> Transcriber:
     if settings.asr_backend == "openai":
-        from assistant.models.remote import RemoteTranscriber
+        from assistant.speech.remote import RemoteTranscriber
 
         return RemoteTranscriber.from_settings(settings)
-    from assistant.speech import Transcriber as LocalTranscriber
-
-    return LocalTranscriber(
+    return WhisperTranscriber(
         settings.asr_model,
         device=settings.asr_device,
         compute_type=settings.asr_compute_type,
@@ -544,9 +538,12 @@ def load_transcriber(settings: Settings) -> Transcriber:
 
 
 def load_synthesizer(settings: Settings) -> Synthesizer:
-    from assistant import synthesis
+    """The synthesizer the settings ask for (``--tts-backend``, ``--tts-voice``, ``--tts-speed``)."""
+    if settings.tts_backend == "openai":
+        from assistant.speech.remote import RemoteSynthesizer
 
-    return synthesis.load(settings)
+        return RemoteSynthesizer.from_settings(settings)
+    return PiperSynthesizer(tuple(settings.tts_voice) or (EMBEDDED,), speed=settings.tts_speed)
 
 
 __all__ = [

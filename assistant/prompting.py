@@ -33,8 +33,9 @@ from assistant.conversation import (
 )
 from assistant.errors import ModelUnavailable
 from assistant.media import documents, video
-from assistant.models.base import ChatModel, Transcript
+from assistant.models.base import ChatModel
 from assistant.settings import Settings
+from assistant.speech import Transcript
 
 # How many loaded items of each kind are remembered (photos are small and often reused).
 CACHE_ENTRIES = {"image": 64}

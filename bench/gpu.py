@@ -128,13 +128,13 @@ def chat_variant(name: str, model_dir: str, new_tokens: int, reps: int) -> dict:
 
 
 def whisper_type(compute_type: str, cache: str, quick: bool, reps: int) -> dict:
-    from assistant.speech import Transcriber
+    from assistant.speech import WhisperTranscriber
     from bench.speech import build_clips, build_long, transcribe_timed, wer
 
     clips = build_clips(Path(cache), quick)
     long_clip = build_long(Path(cache), 8 if quick else 600)
     started = time.perf_counter()
-    model = Transcriber("embedded", device="cuda", compute_type=compute_type, max_audio_seconds=900)
+    model = WhisperTranscriber("embedded", device="cuda", compute_type=compute_type, max_audio_seconds=900)
     load_s = time.perf_counter() - started
     first_s, _ = transcribe_timed(model, clips[0].samples())
     rows = []

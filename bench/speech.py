@@ -1,7 +1,7 @@
 """Speech: real-time factor and word error rate of the embedded Whisper model.
 
 Test speech is synthesized with espeak-ng (several voices, one clip mixed with noise), then
-transcribed through ``assistant.speech.Transcriber`` exactly as the app does (language
+transcribed through ``assistant.speech.WhisperTranscriber`` exactly as the app does (language
 detection on, beam 5, VAD on). int8 and float32 run back to back on each clip, so their ratio
 is not skewed by load drifting on a shared machine.
 """
@@ -180,7 +180,7 @@ def run(ctx: Context) -> SectionResult:
 
 
 def _run(ctx: Context) -> SectionResult:
-    from assistant.speech import Transcriber
+    from assistant.speech import WhisperTranscriber
 
     reps = 1 if ctx.quick else 3
     clips = build_clips(ctx.cache, ctx.quick)
@@ -196,7 +196,7 @@ def _run(ctx: Context) -> SectionResult:
     models = {}
     for compute_type in ("int8", "float32"):
         started = time.perf_counter()
-        models[compute_type] = Transcriber(
+        models[compute_type] = WhisperTranscriber(
             "embedded", device="cpu", compute_type=compute_type, max_audio_seconds=900
         )
         load_s = time.perf_counter() - started
@@ -347,7 +347,7 @@ def _run(ctx: Context) -> SectionResult:
 
     body = "\n\n".join(
         [
-            "Embedded Whisper `base` (CTranslate2) through `assistant.speech.Transcriber`, as the app runs it: "
+            "Embedded Whisper `base` (CTranslate2) through `assistant.speech.WhisperTranscriber`, as the app runs it: "
             "language auto-detected, beam 5, VAD on, `cpu_threads` = cores, called from a worker thread as in the app. RTF = transcription time / audio length "
             "(lower is better; 0.10 = one minute of speech in six seconds). Speech is espeak-ng's synthetic voice; "
             f"the noisy clip has white noise + 50 Hz hum mixed in at {NOISE_SNR_DB:g} dB SNR. WER after lower-casing and "
@@ -369,7 +369,7 @@ def _run(ctx: Context) -> SectionResult:
             ),
             f"**Aggregate** (sum of median times / sum of durations, 5–60 s clips): RTF **{aggregate:.3f}** int8 "
             f"— goal ≤ {RTF_GOAL:.2f}: **{'met' if met else 'missed'}**. {long_clip.seconds / 60:.1f} minutes of speech: RTF {long_rtf:.3f} ({long_s:.0f} s).",
-            "First call vs warm (load = `Transcriber(...)`: joins/maps the embedded weights and starts CTranslate2; "
+            "First call vs warm (load = `WhisperTranscriber(...)`: joins/maps the embedded weights and starts CTranslate2; "
             "the first transcription also loads the VAD model):",
             table(
                 [

@@ -1,6 +1,6 @@
 """Voice: text to speech speed, first audio of a streamed reply, and the voice round trip.
 
-1. The embedded Piper voice through ``assistant.synthesis.PiperSynthesizer`` as the app loads it:
+1. The embedded Piper voice through ``assistant.speech.PiperSynthesizer`` as the app loads it:
    load time, RTF (synthesis time / speech length) and time to the first chunk, on a sentence,
    a paragraph and a long answer.
 2. A reply streamed at 30 tokens/s into a ``SpokenReply`` (what the page and ``chat --speak``
@@ -56,7 +56,7 @@ ROUND_TRIP_REPLY = "The capital of France is Paris. It is a lovely city on the r
 
 
 def run(ctx: Context) -> SectionResult:
-    from assistant.synthesis import PiperSynthesizer
+    from assistant.speech import PiperSynthesizer
 
     reps = 1 if ctx.quick else 3
     started = time.perf_counter()
@@ -132,7 +132,7 @@ def run(ctx: Context) -> SectionResult:
     ]
     parts = [
         "The embedded Piper voice (`en_US-joe-medium`, ONNX on one thread: all cores but one, so a reply's "
-        "speech leaves the chat model a core) through `assistant.synthesis`, as the app runs it. RTF = synthesis "
+        "speech leaves the chat model a core) through `assistant.speech`, as the app runs it. RTF = synthesis "
         "time / speech length (lower is better); first chunk = from the call to the first sentence's audio. "
         f"Median of {reps} runs (min–max). Voice loaded in {load_s:.2f} s.",
         table(["text", "words", "speech s", "RTF", "first chunk ms"], tts_rows),
@@ -239,7 +239,7 @@ def _feed(spoken, text: str, stop: threading.Event | None = None) -> None:
 
 
 def _streamed_first_audio(voice) -> float:
-    from assistant.synthesis import SpokenReply
+    from assistant.speech import SpokenReply
 
     spoken = SpokenReply(voice, language="en")
     feeder = threading.Thread(target=_feed, args=(spoken, TEXTS["paragraph"]))
@@ -308,8 +308,7 @@ def _round_trip(ctx: Context, turns: int) -> list[dict]:
     from app import build_server
     from assistant.core import Assistant
     from assistant.settings import Settings
-    from assistant.speech import Transcriber
-    from assistant.synthesis import PiperSynthesizer
+    from assistant.speech import PiperSynthesizer, WhisperTranscriber
     from tests.fakes import FakeChatModel
     from tests.server import free_port
 
@@ -317,7 +316,7 @@ def _round_trip(ctx: Context, turns: int) -> list[dict]:
     model = FakeChatModel(chunks=[w + " " for w in words[:-1]] + [words[-1]], delay_s=1 / TOKENS_PER_S)
     folder = Path(tempfile.mkdtemp(prefix="bench-voice-"))
     settings = Settings(data_dir=folder / "data")
-    assistant = Assistant(settings, model, Transcriber(), synthesizer=PiperSynthesizer())
+    assistant = Assistant(settings, model, WhisperTranscriber(), synthesizer=PiperSynthesizer())
     calls: list[float] = []
     clock: list[float] = []  # time.time() - time.perf_counter(): server times on the browser's clock
     spoken: list = []

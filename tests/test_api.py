@@ -43,7 +43,7 @@ class FakeTranscriber:
         self.calls = []
 
     def transcribe(self, audio, language=None):
-        from assistant.models.base import Segment, Transcript
+        from assistant.speech import Segment, Transcript
 
         self.calls.append((audio, language))
         return Transcript(

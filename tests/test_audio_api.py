@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from api import install_api
 from assistant.core import Assistant
 from assistant.settings import Settings
-from assistant.synthesis import EMBEDDED_VOICE, PiperSynthesizer
+from assistant.speech import EMBEDDED_VOICE, PiperSynthesizer
 from tests.fakes import FakeChatModel
 from tests.server import free_port
 
@@ -177,7 +177,7 @@ def live(voice):
 def test_openai_client_streams_speech_and_whisper_hears_it(live, tmp_path):
     import openai
 
-    from assistant.speech import Transcriber
+    from assistant.speech import WhisperTranscriber as Transcriber
 
     oai = openai.OpenAI(api_key=KEY, base_url=live, max_retries=0, timeout=60)
     text = " ".join([TEXT] * 3) + " Thank you for listening."

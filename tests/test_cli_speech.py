@@ -17,7 +17,7 @@ TEXT = "Good morning! The train to Berlin leaves at nine. Please be on time."
 
 @pytest.fixture(scope="module")
 def transcriber():
-    from assistant.speech import Transcriber
+    from assistant.speech import WhisperTranscriber as Transcriber
 
     return Transcriber()
 

@@ -24,9 +24,10 @@ from assistant.conversation import Message
 from assistant.core import Assistant, Done, Token
 from assistant.errors import GenerationFailed, InvalidParams, ModelUnavailable
 from assistant.models.base import ChatRequest, Usage
-from assistant.models.remote import RemoteChatModel, RemoteTranscriber
+from assistant.models.remote import RemoteChatModel
 from assistant.options import GenerationParams
 from assistant.settings import Settings
+from assistant.speech.remote import RemoteTranscriber
 from tests.fakes import FakeChatModel
 from tests.test_api import FakeTranscriber
 

@@ -29,7 +29,7 @@ from fastapi.testclient import TestClient
 from api.audio import MAX_SPEECH_S
 from assistant.core import Assistant
 from assistant.settings import Settings
-from assistant.synthesis import LONG_SPEECH_S, PiperSynthesizer, SpokenReply
+from assistant.speech import LONG_SPEECH_S, PiperSynthesizer, SpokenReply
 from tests.fakes import FakeChatModel
 from tests.server import start_app, tiny_model
 from tests.test_audio_api import make_app
@@ -246,7 +246,7 @@ def test_the_estimate_errs_long_but_not_by_much(voice, text):
 _MEMORY = r"""
 import json
 from pathlib import Path
-from assistant.synthesis import PiperSynthesizer, give_back_memory
+from assistant.speech import PiperSynthesizer, give_back_memory
 
 def status(name):
     line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(name + ":"))

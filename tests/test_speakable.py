@@ -1,4 +1,4 @@
-"""Cutting a streamed reply into speakable pieces (assistant.speakable): pure text, fast."""
+"""Cutting a streamed reply into speakable pieces (assistant.speech.speakable): pure text, fast."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from assistant.speakable import LONG, Speakable, clean, guess_language, sentence_end, split, streamed
+from assistant.speech.speakable import LONG, Speakable, clean, guess_language, sentence_end, split, streamed
 
 REPLY = """Sure! Here is what I found. Dr. Smith arrived at 3.14 p.m. on Jan. 5, e.g. the day after.
 

@@ -18,9 +18,10 @@ import jiwer
 import numpy as np
 import pytest
 
-from assistant import speech
 from assistant.errors import InvalidParams, MediaError, ModelUnavailable
-from assistant.speech import Transcriber, Transcript, embedded_model_dir
+from assistant.speech import Transcript, embedded_model_dir
+from assistant.speech import WhisperTranscriber as Transcriber
+from assistant.speech import transcribe as speech
 from tests.speech_samples import SENTENCES, VOICES, have_tools, make_silence, make_speech
 
 # Word error rate allowed per language, after normalising case, punctuation and numbers.

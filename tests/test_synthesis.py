@@ -12,16 +12,10 @@ import numpy as np
 import pytest
 
 from assistant.errors import InvalidParams, ModelUnavailable
-from assistant.models.base import SpeechChunk
-from assistant.speakable import split
-from assistant.synthesis import (
-    EMBEDDED_VOICE,
-    PiperSynthesizer,
-    RemoteSynthesizer,
-    SpokenReply,
-    embedded_voice,
-    find_voice,
-)
+from assistant.speech import EMBEDDED_VOICE, PiperSynthesizer, SpeechChunk, SpokenReply
+from assistant.speech.remote import RemoteSynthesizer
+from assistant.speech.speakable import split
+from assistant.speech.voices import embedded_voice, find_voice
 from tests.test_speech import wer
 
 pytestmark = pytest.mark.slow
@@ -60,7 +54,7 @@ def voice() -> PiperSynthesizer:
 
 @pytest.fixture(scope="module")
 def transcriber():
-    from assistant.speech import Transcriber
+    from assistant.speech import WhisperTranscriber as Transcriber
 
     return Transcriber()
 

@@ -13,8 +13,8 @@ from PIL import Image
 
 from assistant.core import Assistant
 from assistant.errors import InvalidParams
-from assistant.models.base import Transcript
 from assistant.settings import Settings
+from assistant.speech import Transcript
 from assistant.store import HistoryStore
 from tests.fakes import FakeChatModel
 from ui import actions, endpoint, render, sidebar

@@ -166,7 +166,7 @@ class NativeVideoFake(FakeChatModel):
 
 
 def test_what_is_said_in_a_clip_is_heard_by_whisper_and_given_to_the_model(clips):
-    from assistant.speech import Transcriber
+    from assistant.speech import WhisperTranscriber as Transcriber
 
     fake = FakeChatModel()
     helper = assistant_with(fake, Transcriber(), video_frames=4)

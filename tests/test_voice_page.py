@@ -43,8 +43,8 @@ def start_server(tmp: Path, **overrides):
     from app import build_server
     from assistant.core import Assistant
     from assistant.settings import Settings
-    from assistant.speech import Transcriber
-    from assistant.synthesis import PiperSynthesizer
+    from assistant.speech import PiperSynthesizer
+    from assistant.speech import WhisperTranscriber as Transcriber
 
     settings = Settings(data_dir=tmp, **overrides)
     synthesizer = PiperSynthesizer() if settings.tts == "on" else None

@@ -5,7 +5,7 @@ How a reply is heard while it is written: the page's answer handler is wrapped
 (:func:`speaking`); when the tab asked for replies to be read (the hidden ``#voice-state`` box:
 ``{"tab": KEY, "read": true, "language": …}``), each piece of text the model writes (the reply's
 token events, through ``ChatSession.listener``) is fed to a
-:class:`~assistant.synthesis.SpokenReply` (sentences cut on this thread, synthesis in the
+:class:`~assistant.speech.SpokenReply` (sentences cut on this thread, synthesis in the
 SpokenReply's worker — never the model's thread). The tab's script fetches
 ``GET /voice/live?tab=KEY&after=N``, which streams that reply's speech as raw 16-bit PCM while it
 is made, and plays it with Web Audio from the first sentence. Stop, a new turn or talking over
@@ -51,9 +51,8 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 import web
-from assistant.audio_encode import pcm16
 from assistant.errors import AssistantError
-from assistant.synthesis import MAX_SPOKEN_S, speech_seconds
+from assistant.speech import MAX_SPOKEN_S, pcm16, speech_seconds
 from ui.session import ChatSession, owner_of
 
 log = logging.getLogger(__name__)

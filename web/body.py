@@ -7,33 +7,16 @@ nothing behind this middleware ever holds more than the cap in memory.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from assistant.settings import MB
+from web.answers import refuse
 
 
 class BodyTooLarge(Exception):
     pass
-
-
-def _too_large(path: str, limit: int) -> tuple[bytes, bytes]:
-    message = f"the request body is larger than {limit / MB:.0f} MB"
-    body: dict
-    if path.startswith("/v1/"):  # the API answers in OpenAI's shape
-        body = {
-            "error": {
-                "message": message,
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "request_too_large",
-            }
-        }
-    else:
-        body = {"detail": message}
-    return json.dumps(body).encode(), b"application/json"
 
 
 class BodyLimit:
@@ -85,19 +68,8 @@ class BodyLimit:
 
     @staticmethod
     async def _refuse(send: Send, path: str, limit: int) -> None:
-        body, kind = _too_large(path, limit)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", kind),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        message = f"the request body is larger than {limit / MB:.0f} MB"
+        await refuse(send, path, 413, message, "request_too_large", {"connection": "close"})
 
 
 async def read_body(receive: Receive, limit: int | None = None) -> bytes | None:

@@ -18,6 +18,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from assistant import media
+from web.answers import send_json
 
 FILE_ROUTES = ("/gradio_api/file=", "/gradio_api/file/")
 UPLOAD_ROUTES = ("/gradio_api/upload", "/gradio_api/upload/")
@@ -58,18 +59,6 @@ UPLOAD_SUFFIXES = frozenset(
     IMAGE_SUFFIXES + AUDIO_SUFFIXES + VIDEO_SUFFIXES + DOCUMENT_SUFFIXES + IMPORT_SUFFIXES
 )
 MAX_UPLOAD_RESPONSE = 1024 * 1024
-
-
-async def _answer(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 def requested_file(path: str) -> Path | None:
@@ -154,13 +143,13 @@ class MediaGuard:
         user = access.user(scope)
         uploaders = access.uploads.owners(target)
         if uploaders is not None and user not in uploaders:
-            await _answer(send, 404, "File not found.")
+            await send_json(send, 404, {"detail": "File not found."})
             return
         if not target.is_relative_to(access.media_dir):
             await self.app(scope, receive, send)
             return
         if user is None or access.conversation_owner(target) != user:
-            await _answer(send, 404, "File not found.")
+            await send_json(send, 404, {"detail": "File not found."})
             return
         kind = media.content_type(target)
 
@@ -217,13 +206,12 @@ class UploadFilter:
         if refused:
             for p in paths:
                 p.unlink(missing_ok=True)
-            await _answer(
-                send,
-                415,
+            detail = (
                 f"{refused[0]}: only photos (JPEG, PNG, WebP, GIF, BMP, TIFF), recordings "
                 "(WAV, MP3, Ogg/Opus, WebM, M4A, FLAC), videos (MP4, MOV, WebM, MKV) and documents "
-                "(PDF, text, Markdown) can be uploaded",
+                "(PDF, text, Markdown) can be uploaded"
             )
+            await send_json(send, 415, {"detail": detail})
             return
         user = self.access.user(scope)
         if user is not None:

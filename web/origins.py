@@ -27,13 +27,14 @@ or the browser says so itself (``Sec-Fetch-Site: same-origin``: behind a proxy t
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from web.answers import refuse
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
@@ -95,7 +96,7 @@ class OriginCheck:
             await self.app(scope, receive, send)
             return
         if scope.get("method", "GET") not in SAFE_METHODS:
-            await _refuse(send, scope.get("path", ""))
+            await refuse(send, scope.get("path", ""), 403, CROSS_SITE, "cross_origin")
             return
 
         async def no_cors(message: Message) -> None:
@@ -134,39 +135,18 @@ class HostCheck:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        await _refuse(
+        await refuse(
             send,
             scope.get("path", ""),
+            403,
             f"this app has no logins, so it answers only to its own address, not to {host!r} "
             f"(another website could reach it under such a name): open it by IP address or "
             f"localhost, or start it with --allowed-origins https://{host}",
+            "unknown_host",
         )
 
 
 CROSS_SITE = "requests from other websites are refused: open this app's own page (or list the site with --allowed-origins)"
-
-
-async def _refuse(send: Send, path: str, message: str = CROSS_SITE) -> None:
-    if path.startswith("/v1/"):
-        body: dict = {
-            "error": {
-                "message": message,
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "cross_origin",
-            }
-        }
-    else:
-        body = {"detail": message}
-    data = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 403,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})
 
 
 def install(server, allowed: Iterable[str], host: str, logins: bool) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from web.answers import send_json
 from web.body import read_body, replaying
 from web.files import FileAccess
 
@@ -70,7 +71,7 @@ class PayloadFiles:
             return
         refusal = self.refusal(scope, body)
         if refusal is not None:
-            await _answer(send, refusal)
+            await send_json(send, 403, {"detail": refusal})
             return
         await self.app(scope, replaying(body, receive), send)
 
@@ -92,15 +93,3 @@ class PayloadFiles:
         except NotACall as exc:
             return str(exc)
         return None
-
-
-async def _answer(send: Send, detail: str) -> None:
-    data = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 403,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})

@@ -18,7 +18,6 @@ middleware adds what it lacks:
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from web.answers import send_json
 from web.body import BodyTooLarge, read_body, replaying
 from web.logins import Logins, TooManyAttempts
 
@@ -124,24 +124,26 @@ class LoginGuard:
         try:
             body = await read_body(receive, MAX_LOGIN_BODY)
         except BodyTooLarge:
-            await _json(send, 413, {"detail": "the login form is too large"})
+            await send_json(send, 413, {"detail": "the login form is too large"})
             return
         if body is None:
             return
         fields = await _form_fields(scope, body)
         if fields is None:
-            await _json(send, 400, {"detail": "send the login as a form with one username and one password"})
+            await send_json(
+                send, 400, {"detail": "send the login as a form with one username and one password"}
+            )
             return
         repeated = sorted({name for name, _ in fields if sum(1 for n, _ in fields if n == name) > 1})
         if repeated:  # the limiter and Gradio must read the same name
-            await _json(send, 400, {"detail": f"the login form has {repeated[0]!r} more than once"})
+            await send_json(send, 400, {"detail": f"the login form has {repeated[0]!r} more than once"})
             return
         user = str(dict(fields).get("username", "")).strip()  # as Gradio reads it
         client = (scope.get("client") or ("?", 0))[0]
         wait = self.logins.retry_after(client, user)
         if wait > 0:
             error = TooManyAttempts(wait)
-            await _json(send, 429, {"detail": str(error)}, {"retry-after": str(error.retry_after_s)})
+            await send_json(send, 429, {"detail": str(error)}, {"retry-after": str(error.retry_after_s)})
             return
 
         async def watch(message: Message) -> None:
@@ -205,11 +207,3 @@ async def _form_fields(scope: Scope, body: bytes) -> list[tuple[str, str]] | Non
             return [(name, value if isinstance(value, str) else "") for name, value in form.multi_items()]
     except Exception:  # a damaged form (Starlette's parsers raise their own kinds)
         return None
-
-
-async def _json(send: Send, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
-    data = json.dumps(body).encode()
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": data})

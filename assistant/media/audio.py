@@ -15,12 +15,10 @@ import numpy as np
 from assistant.errors import MediaError
 from assistant.media.decode import (
     HEADER_SLACK_S,
-    MAX_STREAMS,
-    STREAM_CAP,
     Decoded,
     decode_frames,
     header_seconds,
-    too_many_streams,
+    open_capped,
 )
 from assistant.media.sniff import looks_like
 from assistant.media.source import format_seconds, label_for, open_input
@@ -36,19 +34,9 @@ def open_audio(source, max_bytes: int | None, label: str):
     seen = looks_like(head)
     if seen and (seen.endswith(" image") or seen in _NOT_AUDIO):
         raise MediaError(f"{label} is not audio (looks like {seen}). {AUDIO_HINT}")
-    try:
-        container = av.open(target, mode="r", metadata_errors="ignore", container_options=STREAM_CAP)
-    except av.error.MemoryError:  # MP4 over the stream cap
-        raise MediaError(too_many_streams(label)) from None
-    except Exception:
-        if seen:  # it announces itself as audio/media, yet FFmpeg cannot parse it
-            raise MediaError(f"{label} is truncated or corrupt (a damaged {seen} file)") from None
-        raise MediaError(
-            f"{label} is not a supported audio file (unrecognised content). {AUDIO_HINT}"
-        ) from None
-    if len(container.streams) > MAX_STREAMS:
-        container.close()
-        raise MediaError(too_many_streams(label))
+    container = open_capped(
+        target, label, seen, f"is not a supported audio file (unrecognised content). {AUDIO_HINT}"
+    )
     if not container.streams.audio:
         video = bool(container.streams.video)
         container.close()

@@ -32,6 +32,24 @@ def too_many_streams(label: str) -> str:
     )
 
 
+def open_capped(target, label: str, seen: str | None, unrecognised: str):
+    """``target`` opened for reading with at most MAX_STREAMS streams (one over the cap is
+    opened: Matroska stops there quietly, MP4 fails with ENOMEM). Every failure is a MediaError;
+    ``seen`` is what sniffing took the file for, ``unrecognised`` what to say when nothing did."""
+    try:
+        container = av.open(target, mode="r", metadata_errors="ignore", container_options=STREAM_CAP)
+    except av.error.MemoryError:
+        raise MediaError(too_many_streams(label)) from None
+    except Exception:
+        if seen:  # it announces itself as media, yet FFmpeg cannot parse it
+            raise MediaError(f"{label} is truncated or corrupt (a damaged {seen} file)") from None
+        raise MediaError(f"{label} {unrecognised}") from None
+    if len(container.streams) > MAX_STREAMS:
+        container.close()
+        raise MediaError(too_many_streams(label))
+    return container
+
+
 def is_cover_art(stream) -> bool:
     """A still picture stored with a song (an MP4's or Matroska's cover), not a video."""
     try:

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 from PIL import Image
 
@@ -37,13 +36,11 @@ from assistant.errors import MediaError
 from assistant.media.audio import load_audio
 from assistant.media.decode import (
     HEADER_SLACK_S,
-    MAX_STREAMS,
-    STREAM_CAP,
     Decoded,
     decode_frames,
     header_seconds,
     is_cover_art,
-    too_many_streams,
+    open_capped,
 )
 from assistant.media.sniff import looks_like
 from assistant.media.source import format_megapixels, format_seconds, label_for, open_input
@@ -223,18 +220,9 @@ def _open(source, max_bytes: int | None, label: str):
         if seen.endswith(" audio"):
             raise MediaError(f"{label} is audio, not a video (looks like {seen}). {VIDEO_HINT}")
         raise MediaError(f"{label} is not a video (looks like {seen.removesuffix(' image')}). {VIDEO_HINT}")
-    try:
-        # One stream over the cap is opened (Matroska stops there quietly, MP4 fails with ENOMEM).
-        container = av.open(target, mode="r", metadata_errors="ignore", container_options=STREAM_CAP)
-    except av.error.MemoryError:
-        raise MediaError(too_many_streams(label)) from None
-    except Exception:
-        if seen:
-            raise MediaError(f"{label} is truncated or corrupt (a damaged {seen} file)") from None
-        raise MediaError(f"{label} is not a supported video (unrecognised content). {VIDEO_HINT}") from None
-    if len(container.streams) > MAX_STREAMS:
-        container.close()
-        raise MediaError(too_many_streams(label))
+    container = open_capped(
+        target, label, seen, f"is not a supported video (unrecognised content). {VIDEO_HINT}"
+    )
     streams = [s for s in container.streams.video if not is_cover_art(s)]
     if not streams:
         audio = bool(container.streams.audio)

@@ -549,23 +549,30 @@ def test_fixed_length_replies_on_llama_cpp_use_ignore_eos(caplog):
     assert "ignores min_tokens" in caplog.text  # the scripted server stopped after one token
 
 
-@pytest.mark.parametrize("owned_by, told", [("vllm", True), ("llamacpp", False)])
-def test_continue_asks_vllm_to_carry_on_the_last_reply(owned_by, told):
-    """Continue sends the unfinished reply last; vLLM is told to carry it on (llama.cpp does so
-    by itself when the last message is the assistant's), a new reply is never told so."""
-    bodies = []
+def served_by(owned_by: str, reply: str) -> tuple[RemoteChatModel, list[dict]]:
+    """A remote model on a scripted server whose /models card says ``owned_by``, and the
+    request bodies it is sent."""
+    bodies: list[dict] = []
 
     def handler(request):
         if request.url.path.endswith("/models"):
             card = {"id": "m", "object": "model", "owned_by": owned_by, "max_model_len": 4096}
             return httpx.Response(200, json={"object": "list", "data": [card]})
         bodies.append(json.loads(request.content))
-        return httpx.Response(200, content=sse(delta(" more"), delta(finish="stop"), b"[DONE]"))
+        return httpx.Response(200, content=sse(delta(reply), delta(finish="stop"), b"[DONE]"))
 
     chat_model = RemoteChatModel(
         URL, client=httpx.Client(base_url=URL + "/", transport=httpx.MockTransport(handler))
     )
     chat_model.discover()
+    return chat_model, bodies
+
+
+@pytest.mark.parametrize("owned_by, told", [("vllm", True), ("llamacpp", False)])
+def test_continue_asks_vllm_to_carry_on_the_last_reply(owned_by, told):
+    """Continue sends the unfinished reply last; vLLM is told to carry it on (llama.cpp does so
+    by itself when the last message is the assistant's), a new reply is never told so."""
+    chat_model, bodies = served_by(owned_by, " more")
     question = Message("user", "Tell me a story")
     list(chat_model.stream(ChatRequest([question, Message("assistant", "Once upon")])))
     list(chat_model.stream(ChatRequest([question])))
@@ -582,19 +589,7 @@ def test_continue_asks_vllm_to_carry_on_the_last_reply(owned_by, told):
 def test_vllm_gets_one_cache_salt_per_user(owned_by, salted):
     """vLLM shares its prefix cache across requests unless each carries a cache_salt: each user
     gets their own (a keyed hash, never the name), so no user can time another's prompt."""
-    bodies = []
-
-    def handler(request):
-        if request.url.path.endswith("/models"):
-            card = {"id": "m", "object": "model", "owned_by": owned_by, "max_model_len": 4096}
-            return httpx.Response(200, json={"object": "list", "data": [card]})
-        bodies.append(json.loads(request.content))
-        return httpx.Response(200, content=sse(delta("ok"), delta(finish="stop"), b"[DONE]"))
-
-    chat_model = RemoteChatModel(
-        URL, client=httpx.Client(base_url=URL + "/", transport=httpx.MockTransport(handler))
-    )
-    chat_model.discover()
+    chat_model, bodies = served_by(owned_by, "ok")
     for user in ("alice", "bob", "alice"):
         list(chat_model.stream(ChatRequest([Message("user", "hi")], user=user)))
     salts = [body.get("cache_salt") for body in bodies]

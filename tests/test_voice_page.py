@@ -179,14 +179,16 @@ def test_hands_free_voice_mode_hears_answers_aloud_and_stops_when_talked_over(pa
 
 def test_dictation_puts_the_words_in_the_box_to_correct(page):
     page.locator("#voice-dictate").click()
-    time.sleep(5.5)  # the file's quiet start and the question
+    time.sleep(8.0)  # the file's quiet start, the question and some of the quiet after it
     page.locator("#voice-dictate").click()
     box = page.locator("#input textarea")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and "capital" not in box.input_value().lower():
         time.sleep(0.2)
     words = box.input_value().lower()
-    assert "capital" in words and "france" in words, words  # ("of" was once heard as "on")
+    # Whisper base hears espeak's "of France" imperfectly ("on France", "and friends" in CI
+    # runs, as in voice mode above): the rest of the question is what must be there.
+    assert "what is the capital" in words, words
     assert page.locator("#chat [data-testid=user]").count() == 0  # not sent: it can be corrected
 
 

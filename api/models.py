@@ -35,6 +35,7 @@ def cards(assistant, created: int) -> list[ModelCard]:
                 created=created,
                 max_model_len=loaded.chat.context_length,
                 dtype=loaded.chat.dtype or None,
+                input_modalities=["text", "image"] if loaded.chat.vision else ["text"],
             )
         )
     if loaded.speech_model is not None:

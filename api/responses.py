@@ -72,6 +72,9 @@ class ModelCard(Reply):
     max_model_len: Optional[int] = omitted_if_none()  # the chat model's context length (vLLM's name)
     dtype: Optional[str] = omitted_if_none()  # of its weights, where the backend says
     voices: Optional[list[str]] = omitted_if_none()  # the voice model's (POST /v1/audio/speech)
+    # What the chat model reads (OpenRouter's name): ["text"] for a text-only model, whose
+    # photos and scans are read by OCR.
+    input_modalities: Optional[list[str]] = omitted_if_none()
 
 
 class ModelList(Reply):

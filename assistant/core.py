@@ -97,6 +97,8 @@ class Description:
     speech_device: str | None
     voice_model: str | None = None  # None: speech synthesis is not loaded (--tts off)
     voices: tuple[VoiceInfo, ...] = ()
+    # Why the model answering is not the one asked for (the embedded one standing in).
+    chat_notice: str | None = None
 
 
 class Reply:
@@ -194,6 +196,7 @@ class Assistant:
         self.transcriber = transcriber
         # Why the chat model is missing (shown as a banner; voice transcription still works).
         self.chat_error = chat_error if chat_model is None else None
+        self.chat_notice: str | None = None  # set when the embedded model stands in (load)
         # A model that runs one generation at a time gets a first-come, first-served queue.
         self.queue = TurnQueue() if chat_model is not None and not chat_model.concurrent else None
         self._read_ahead_photos: frozenset[str] = frozenset()  # digests of the photos being read ahead
@@ -212,26 +215,37 @@ class Assistant:
         load_tts: bool = True,
     ) -> Assistant:
         """Load the models once. A chat model that cannot be loaded is remembered as
-        ``chat_error`` (unless ``require_chat``), so the app can still start and transcribe."""
+        ``chat_error`` (unless ``require_chat``), so the app can still start and transcribe.
+        When no model was named and the default cannot be had (offline, not downloaded), the
+        embedded text model answers instead and ``chat_notice`` says so."""
+        chose_model = bool(settings.model)
         settings = resolve_defaults(settings)
-        chat_model, chat_error = None, None
+        chat_model, chat_error, notice = None, None, None
         if load_chat:
             try:
                 chat_model = load_chat_model(settings)
             except ModelUnavailable as exc:
-                if require_chat:
-                    raise
                 chat_error = str(exc)
-                log.error("%s", exc)
+                if not chose_model and settings.backend == "local":
+                    chat_model, notice = load_stand_in(settings, chat_error)
+                if chat_model is None and require_chat:
+                    raise
+                if chat_model is None:
+                    log.error("%s", exc)
+                else:
+                    log.warning("%s", notice)
         transcriber = load_transcriber(settings) if load_asr else None
         synthesizer = load_synthesizer(settings) if load_tts and settings.tts == "on" else None
-        return cls(settings, chat_model, transcriber, chat_error, synthesizer)
+        assistant = cls(settings, chat_model, transcriber, chat_error, synthesizer)
+        assistant.chat_notice = notice
+        return assistant
 
     def describe(self) -> Description:
         return Description(
             chat_model=self.chat_model.info.name if self.chat_model is not None else self.settings.model,
             chat=self.chat_model.info if self.chat_model is not None else None,
             chat_error=self.chat_error,
+            chat_notice=self.chat_notice,
             speech_model=self.transcriber.name if self.transcriber is not None else None,
             speech_device=self.transcriber.device if self.transcriber is not None else None,
             voice_model=self.synthesizer.name if self.synthesizer is not None else None,
@@ -519,6 +533,25 @@ def load_chat_model(settings: Settings) -> ChatModel:
         image_max_side=settings.image_max_side,
         dtype=settings.dtype,
         prefix_cache_bytes=None if settings.prefix_cache_mb is None else settings.prefix_cache_mb * MB,
+    )
+
+
+def load_stand_in(settings: Settings, why: str) -> tuple[ChatModel | None, str | None]:
+    """The embedded text model, for when the default one cannot be had; and the notice that
+    says so (None, None when it cannot be loaded either)."""
+    from assistant.models import gguf
+
+    if gguf.embedded_gguf() is None:
+        return None, None
+    try:
+        model = load_chat_model(settings.replace(model=gguf.EMBEDDED, quantization="none"))
+    except ModelUnavailable as exc:
+        log.error("the embedded model cannot be loaded either: %s", exc)
+        return None, None
+    return model, (
+        f"The default model {settings.model} cannot be loaded here ({why}). Answering with the "
+        f"embedded {gguf.EMBEDDED_NAME} instead: a small text-only model that answers simple "
+        "questions, reads the text in photos and scans (OCR), and cannot see pictures."
     )
 
 

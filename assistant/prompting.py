@@ -100,7 +100,7 @@ class PromptBuilder:
 
     def system_prompt(self, name_or_text: str | None) -> str:
         chosen = self.settings.system_prompt if name_or_text is None else name_or_text
-        return prompts.resolve(chosen, self.settings.prompts_dir)
+        return prompts.resolve(chosen, self.settings.prompts_dir, text_only=not self.sees_pictures())
 
     def system_text(self, system_prompt: str | None, literal: bool) -> str:
         """The system text a reply uses: ``system_prompt`` as given when ``literal``, else a
@@ -221,6 +221,10 @@ class PromptBuilder:
         budget = model.info.context_length - max_new_tokens - (model.count_tokens(started) if started else 0)
         fitted = fit_to_context(system, chat, model.count_tokens, budget)
         return Prompt([*fitted, started] if started else fitted, ", ".join(expanded[-1][1]))
+
+    def sees_pictures(self) -> bool:
+        model = self._model()
+        return model is None or model.info.vision
 
     def _video_native(self) -> bool:
         return bool(getattr(self._model(), "accepts_video", False))

@@ -100,7 +100,9 @@ class Settings:
     # Chat model
     model: str | None = setting(
         None,
-        "hub id or local directory (default: Qwen2.5-VL-3B-Instruct on GPU, SmolVLM-256M-Instruct on CPU)",
+        "hub id, local directory, .gguf file of a text model, or 'embedded' (SmolLM2-135M-Instruct shipped"
+        " with the app); default: Qwen2.5-VL-3B-Instruct on GPU, SmolVLM-256M-Instruct on CPU, and the"
+        " embedded model when that cannot be had",
         "chat model",
         cli=True,
     )
@@ -263,6 +265,13 @@ class Settings:
         DOCUMENT_MAX_CHARS,
         "characters of a document's text given to the model, at most (less when the context is smaller)",
         "video and documents",
+    )
+    ocr: str = setting(
+        "auto",
+        "read the text in pictures (PP-OCRv4): auto = photos and clip frames for a model that reads text"
+        " only, and scanned PDF pages (no text layer) for every model; on = every photo too; off = never",
+        "video and documents",
+        choices=("auto", "on", "off"),
     )
     max_page_inches: float = MAX_PAGE_INCHES
 

@@ -52,9 +52,7 @@ class Unavailable(RuntimeError):
 
 
 def cache_root() -> Path:
-    from assistant.speech import (
-        default_cache_dir,  # the app's own cache (ASSISTANT_CACHE_DIR or the user cache)
-    )
+    from assistant.user_cache import default_cache_dir  # ASSISTANT_CACHE_DIR or the user cache
 
     return default_cache_dir()
 

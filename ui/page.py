@@ -78,6 +78,12 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
             elem_classes="banner",
             elem_id="banner",
         )
+        gr.Markdown(
+            render.stand_in(assistant.chat_notice or "", settings.model),
+            visible=assistant.chat_notice is not None,
+            elem_classes="banner",
+            elem_id="stand-in",
+        )
         copy_chat_btn = gr.Button("Copy conversation", size="sm", elem_id="copy-chat", render=False)
         copied = gr.Textbox(visible="hidden", elem_id="copied", show_label=False)
         chatbot = gr.Chatbot(

@@ -174,11 +174,24 @@ def banner(error: str | None, model: str | None = None) -> str:
     )
 
 
+def stand_in(notice: str, model: str | None = None) -> str:
+    """The embedded model answers in place of the default one: say so, and how to get that one."""
+    wanted = model if model and "/" in model and not model.startswith((".", "/", "~")) else EXAMPLE_MODEL
+    return (
+        f"### A small text-only model is answering\n{notice}\n\n"
+        f"**For a model that sees photos**: download it on a machine with internet, "
+        f"`.venv/bin/hf download {wanted}` (kept in `{hf_cache()}`; copy that folder here), "
+        "then start again."
+    )
+
+
 def model_info(loaded: Description) -> str:
     info = loaded.chat
     if info is not None:
         dtype = f" · {info.dtype}" if info.dtype else ""
         chat_line = f"**Model:** `{info.name}` · {info.backend} · quantization **{info.quantization}**{dtype} · device **{info.device}** · context {info.context_length} tokens"
+        if not info.vision:
+            chat_line += " · reads text only (the text in photos and scans is read by OCR)"
     else:
         chat_line = f"**Model:** `{loaded.chat_model}` — not loaded"
     if loaded.speech_model is not None:

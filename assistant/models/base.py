@@ -59,6 +59,7 @@ class ModelInfo:
     quantization: str
     context_length: int
     dtype: str = ""  # of the weights (float32, bfloat16…); "" where the backend does not say
+    vision: bool = True  # False: reads text only (photos and scans reach it as OCR text)
 
 
 class ChatModel(Protocol):

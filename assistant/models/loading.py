@@ -1,4 +1,4 @@
-"""Loading a Hugging Face image-text-to-text model for this process: where its files come from,
+"""Loading a Hugging Face chat model (image-text-to-text, or text only) for this process: where its files come from,
 quantization (bitsandbytes on GPU, our own int8 on CPU), the dtype, and what is done to the model
 before it serves (``prepare_for_inference``). Benchmarks and tools build models through these too.
 """
@@ -171,9 +171,13 @@ def resolve_dtype(requested: str, device: str):
 
 
 def load_weights(model_id: str, device: str, quantization: str, keep_vision_unquantized: bool, dtype: str):
-    """(model, processor), loaded on the inference thread."""
+    """(model, processor), loaded on the inference thread. A model that reads text only (a causal
+    LM: hub id, directory, ``.gguf`` file or the embedded one) comes with its tokenizer as the
+    processor."""
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+
+    from assistant.models import gguf
 
     torch_dtype = resolve_dtype(dtype, device)
     compute = torch_dtype if device_is_cuda(device) or torch_dtype != torch.float32 else torch.bfloat16
@@ -181,11 +185,15 @@ def load_weights(model_id: str, device: str, quantization: str, keep_vision_unqu
     # bitsandbytes' LLM.int8 decodes at a quarter of its speed there.
     cpu_int8 = quantization == "int8" and not device_is_cuda(device)
     quant = None if cpu_int8 else quantization_config(quantization, compute, keep_vision_unquantized)
-    source = hub_load_options(model_id)
+    path = gguf.resolve(model_id)
+    source = hub_load_options(path)
     try:
-        processor = AutoProcessor.from_pretrained(model_id, **source)
-        model = AutoModelForImageTextToText.from_pretrained(
-            model_id,
+        text_only = reads_text_only(path, source)
+        load_processor = AutoTokenizer if text_only else AutoProcessor
+        load_model = AutoModelForCausalLM if text_only else AutoModelForImageTextToText
+        processor = load_processor.from_pretrained(path, **source)
+        model = load_model.from_pretrained(
+            path,
             **source,
             dtype=torch_dtype,
             device_map={"": 0} if device_is_cuda(device) else ("cpu" if quant else None),
@@ -193,18 +201,27 @@ def load_weights(model_id: str, device: str, quantization: str, keep_vision_unqu
         )
     except (OSError, ValueError, KeyError, ImportError, RuntimeError) as exc:
         raise ModelUnavailable(unavailable_message(model_id, first_line(exc))) from exc
+    tokenizer = getattr(processor, "tokenizer", processor)
     if (
         getattr(processor, "chat_template", None) is None
-        and getattr(processor, "tokenizer", None) is not None
+        and getattr(tokenizer, "chat_template", None) is None
     ):
-        if getattr(processor.tokenizer, "chat_template", None) is None:
-            raise ModelUnavailable(
-                f"chat model '{model_id}' has no chat template; use an instruction-tuned model"
-            )
+        raise ModelUnavailable(
+            f"chat model '{model_id}' has no chat template; use an instruction-tuned model"
+        )
     prepare_for_inference(model, device, int8_on_cpu=cpu_int8)
     if not device_is_cuda(device) and torch_dtype == torch.float32 and quantization == "none":
         log.info("float32 weights on CPU: --quantization int8 decodes 2-3x faster (docs/benchmarks.md 2c)")
     return model, processor
+
+
+def reads_text_only(model_id: str, source: dict) -> bool:
+    """Whether ``model_id`` is a text model (its config names no image-text-to-text class)."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    config = AutoConfig.from_pretrained(model_id, **source)
+    return config.model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 
 def prepare_for_inference(model, device: str, *, int8_on_cpu: bool = False) -> None:

@@ -24,6 +24,7 @@ from PIL import Image
 from assistant.conversation import ImageAttachment, Message, VideoAttachment
 from assistant.errors import AssistantError, GenerationFailed, InvalidParams
 from assistant.models.base import ChatRequest, ModelInfo, Usage
+from assistant.models.gguf import EMBEDDED, EMBEDDED_NAME
 from assistant.models.give_way import GaveWay, stops_between_layers
 from assistant.models.loading import (
     cap_processor_upscaling,
@@ -103,6 +104,8 @@ class LocalChatModel:
         self.model = model
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
+        # A text model comes with its tokenizer as its processor: it cannot see pictures.
+        self.vision = self.tokenizer is not processor
         self.worker = worker or inference_thread(name)
         self._lock = threading.Lock()  # one generation at a time, also for callers that bypass the queue
         self._guard = ControlTokenGuard(control_strings(processor))
@@ -114,16 +117,19 @@ class LocalChatModel:
             quantization=quantization,
             context_length=context_length(model.config),
             dtype=str(model.dtype).removeprefix("torch."),
+            vision=self.vision,
         )
         budget = default_prefix_cache_bytes(device) if prefix_cache_bytes is None else prefix_cache_bytes
         self.prefix_cache = PrefixCache(budget)
         self._system_ids: dict[str, list[int]] = {}  # system text -> its turn's tokens alone
         self.record_first_logits = False  # tests and benchmarks compare reuse against a fresh prefill
         self.first_logits = None
-        self.image_tokens = self.worker.submit(self._measure_image_tokens, image_max_side).result()
+        self.image_tokens = (
+            self.worker.submit(self._measure_image_tokens, image_max_side).result() if self.vision else 0
+        )
         # Clips go to the processor's own video path when it has one (Qwen2.5-VL, SmolVLM2…);
         # other models get frames as images (assistant.core decides from this).
-        self.accepts_video = takes_video(processor)
+        self.accepts_video = self.vision and takes_video(processor)
         self.video_tokens = (
             self.worker.submit(self._measure_video_tokens).result() if self.accepts_video else 0
         )
@@ -149,7 +155,7 @@ class LocalChatModel:
         return cls(
             model,
             processor,
-            name=model_id,
+            name=EMBEDDED_NAME if model_id == EMBEDDED else model_id,
             device=device,
             quantization=quantization,
             image_max_side=image_max_side,
@@ -170,6 +176,9 @@ class LocalChatModel:
             if message.role == "user" and pending_system:
                 text = f"{pending_system}\n\n{text}".strip()
                 pending_system = ""
+            if not self.vision:  # text templates take a string (pictures arrive as text already)
+                result.append({"role": message.role, "content": text})
+                continue
             content = [{"type": "image", "image": image} for image in message.images]
             content += [{"type": "video", "video": list(clip.frames)} for clip in message.videos]
             if text or not content:

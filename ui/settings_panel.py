@@ -62,8 +62,8 @@ def reply_length_cap(assistant, settings) -> int:
     return max(1, cap)
 
 
-def _control(name: str, field, knob, settings, cap: int) -> gr.components.Component:
-    default = settings.default_max_new_tokens if name == "max_new_tokens" else field.default
+def _control(name: str, knob, defaults, cap: int) -> gr.components.Component:
+    default = getattr(defaults, name)  # the server's and the model's defaults (Assistant.params)
     if name == "max_new_tokens":
         default = min(default, cap)
     if knob.control == "text":
@@ -98,8 +98,8 @@ def build(assistant, settings) -> SettingsPanel:
             lines=3,
         ),
         options={
-            name: _control(name, field, knob, settings, reply_length_cap(assistant, settings))
-            for name, field, knob in knobs()
+            name: _control(name, knob, assistant.params(), reply_length_cap(assistant, settings))
+            for name, _, knob in knobs()
             if knob.label
         },
     )

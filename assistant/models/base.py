@@ -9,7 +9,7 @@ are the engine's own (:mod:`assistant.options`); the contracts of speech are
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -60,6 +60,9 @@ class ModelInfo:
     context_length: int
     dtype: str = ""  # of the weights (float32, bfloat16…); "" where the backend does not say
     vision: bool = True  # False: reads text only (photos and scans reach it as OCR text)
+    # The model's own sampling defaults (temperature, top_p from its generation config): a
+    # small model answers better at the temperature its makers suggest.
+    sampling: Mapping[str, float] = field(default_factory=dict)
 
 
 class ChatModel(Protocol):

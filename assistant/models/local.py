@@ -118,6 +118,7 @@ class LocalChatModel:
             context_length=context_length(model.config),
             dtype=str(model.dtype).removeprefix("torch."),
             vision=self.vision,
+            sampling=sampling_defaults(getattr(model, "generation_config", None)),
         )
         budget = default_prefix_cache_bytes(device) if prefix_cache_bytes is None else prefix_cache_bytes
         self.prefix_cache = PrefixCache(budget)
@@ -429,6 +430,14 @@ class LocalChatModel:
 
 
 # -- device memory and streaming ----------------------------------------------------------------
+
+
+def sampling_defaults(generation_config) -> dict[str, float]:
+    """Temperature and top-p the model's makers set, where they ask for sampling at all."""
+    if generation_config is None or not getattr(generation_config, "do_sample", False):
+        return {}
+    found = {name: getattr(generation_config, name, None) for name in ("temperature", "top_p")}
+    return {name: float(value) for name, value in found.items() if isinstance(value, (int, float))}
 
 
 def _out_of_memory(exc: BaseException) -> bool:

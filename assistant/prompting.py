@@ -15,6 +15,7 @@ what fits.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -31,14 +32,18 @@ from assistant.conversation import (
     fit_to_context,
     limit_images,
 )
-from assistant.errors import ModelUnavailable
-from assistant.media import documents, video
+from assistant.errors import MediaError, ModelUnavailable
+from assistant.media import documents, ocr, video
 from assistant.models.base import ChatModel
 from assistant.settings import Settings
 from assistant.speech import Transcript
 
+log = logging.getLogger(__name__)
+
 # How many loaded items of each kind are remembered (photos are small and often reused).
-CACHE_ENTRIES = {"image": 64}
+CACHE_ENTRIES = {"image": 64, "ocr": 128}
+OCR_FRAMES = 4  # of a clip's frames, read for a model that cannot see them (~1 s each on 2 cores)
+NO_PICTURES = "this model cannot see pictures"
 DEFAULT_CACHE_ENTRIES = 16
 
 
@@ -235,33 +240,55 @@ class PromptBuilder:
         clips: list[Any] = []
         notes: list[str] = []
         sent: list[str] = []
+        sees = self.sees_pictures()
+        if images and (not sees or self.settings.ocr == "on"):
+            for number, (source, image) in enumerate(zip(message.images, images), 1):
+                note, got = self._photo_text(source, image, number, sees)
+                notes.append(note)
+                sent.append(got)
+        if not sees:
+            images = []
         native = self._video_native()
         for source in message.videos:
             clip = self.load_clip(source)
-            clip_videos, clip_images, note = self._clip_parts(clip, native)
+            clip_videos, clip_images, note = self._clip_parts(clip, native, sees)
             clips += clip_videos
-            images += clip_images
             notes.append(note)
-            sent.append(
-                f"video: {len(clip.frames)} frames"
-                if native
-                else f"video: {len(clip_images)} frames as pictures"
-            )
+            if sees:
+                images += clip_images
+                sent.append(
+                    f"video: {len(clip.frames)} frames"
+                    if native
+                    else f"video: {len(clip_images)} frames as pictures"
+                )
+            else:
+                read = self._frames_text(source, clip, clip_images)
+                notes.append(read)
+                sent.append(
+                    f"video: {'text of its frames by OCR' if read else 'no frames (text-only model)'}"
+                )
             if clip.transcript:
                 sent.append("its speech as text")
         for attachment in message.attachments:
             if not isinstance(attachment, DocumentAttachment):
                 continue
             document = self.load_document(attachment.source, attachment.name)
-            pages, note, shown = self._document_parts(document, message.words)
-            images += pages
+            pages, note, shown, read = self._document_parts(document, message.words, sees)
+            images += pages if sees else []
             notes.append(note)
+            by_ocr = f", OCR of page{'s' * (len(read) != 1)} {', '.join(map(str, read))}" if read else ""
             if document.kind == "text":
                 sent.append(f"{document.name}: text")
+            elif not sees:
+                sent.append(
+                    f"{document.name}: text{by_ocr}"
+                    if document.has_text or read
+                    else f"{document.name}: no text"
+                )
             else:
                 named = f"page{'s' * (len(shown) != 1)} {', '.join(map(str, shown))}" if shown else "no pages"
                 text = " + text" if document.has_text else ""
-                sent.append(f"{document.name}: {named} of {document.page_count} as pictures{text}")
+                sent.append(f"{document.name}: {named} of {document.page_count} as pictures{text}{by_ocr}")
         text = "\n\n".join([*notes, message.words]) if notes else message.words
         attachments: list[Attachment] = [ImageAttachment(im) for im in images]
         attachments += [VideoAttachment(clip) for clip in clips]
@@ -282,7 +309,9 @@ class PromptBuilder:
                 seen_video = True
         return chat
 
-    def _clip_parts(self, clip: video.Clip, native: bool) -> tuple[list[Any], list[Any], str]:
+    def _clip_parts(
+        self, clip: video.Clip, native: bool, sees: bool = True
+    ) -> tuple[list[Any], list[Any], str]:
         """(videos, images, text) a model gets for one clip."""
         said = ""
         if clip.transcript:
@@ -293,17 +322,75 @@ class PromptBuilder:
             times = ", ".join(media.format_seconds(t) for t in clip.timestamps)
             return [clip], [], f"[{clip.describe()}; {len(clip.frames)} frames at {times}]{said}"
         frames, note = video.frames_as_images(clip, self.settings.video_frames_as_images)
+        if not sees:
+            note = f"[{clip.describe()}; {NO_PICTURES}]"
         return [], frames, note + said
 
     def _document_parts(
-        self, document: documents.Document, question: str
-    ) -> tuple[list[Any], str, list[int]]:
-        """(page pictures, text, the page numbers shown) a model gets for one document."""
+        self, document: documents.Document, question: str, sees: bool = True
+    ) -> tuple[list[Any], str, list[int], list[int]]:
+        """(page pictures, text, the page numbers shown, the pages read by OCR) a model gets
+        for one document. Pages without a text layer (scans) among those rendered are read by
+        OCR unless it is off."""
         wanted = documents.pages_to_show(document, question, self.settings.document_page_images)
         pages = self._pages(document, wanted)
         shown = [n for n, _ in pages]
-        text = documents.for_model(document, shown, self._document_chars())
-        return [image for _, image in pages], text, shown
+        read: dict[int, str] = {}
+        if self.settings.ocr != "off" and document.kind == "pdf":
+            blank = {p.number for p in document.pages if not p.text.strip()}
+            for number, image in pages:
+                if number in blank:
+                    found = self._ocr(document.source, ("page", number), image).text
+                    if found:
+                        read[number] = found
+        text = documents.for_model(document, shown, self._document_chars(), read, pictures=sees)
+        return [image for _, image in pages], text, shown, sorted(read)
+
+    # -- text read from pictures -------------------------------------------------------------
+
+    def _ocr(self, source: Any, extra: tuple, image: Any) -> ocr.OcrText:
+        """OCR of ``image`` (cached by its source, as the pictures themselves are). A picture
+        OCR fails on counts as one without text: the turn goes on."""
+        try:
+            return self.cache.get("ocr", source, extra, lambda: ocr.read_text(image))
+        except MediaError as exc:
+            log.warning("OCR failed: %s", exc)
+            return ocr.OcrText("", 0, 0.0, 0)
+
+    def _photo_text(self, source: Any, image: Any, number: int, sees: bool) -> tuple[str, str]:
+        """(the note a model reads, what the stats say) for photo ``number`` read by OCR."""
+        if self.settings.ocr == "off":
+            return (
+                f"[photo {number} is not shown: {NO_PICTURES}, and OCR is off]",
+                f"photo {number}: not shown",
+            )
+        found = self._ocr(source, ("photo",), image).text
+        blind = "" if sees else f" ({NO_PICTURES})"
+        if not found:
+            return (
+                f"[photo {number}: OCR found no text in it{blind}]",
+                f"photo {number}: no text found by OCR",
+            )
+        # Quoted, not in brackets: set off like this, SmolLM2 answered from the text it was given.
+        return (
+            f'Text read from photo {number} by OCR{blind}:\n"""\n{found}\n"""',
+            f"photo {number}: its text by OCR",
+        )
+
+    def _frames_text(self, source: Any, clip: video.Clip, frames: list[Any]) -> str:
+        """The text in a few of a clip's frames, each line once (for a model without pictures)."""
+        if self.settings.ocr == "off" or not frames:
+            return ""
+        step = max(1, len(frames) // OCR_FRAMES)
+        lines: list[str] = []
+        for index in range(0, len(frames), step)[:OCR_FRAMES]:
+            for line in self._ocr(source, ("frame", index), frames[index]).text.splitlines():
+                if line not in lines:
+                    lines.append(line)
+        if not lines:
+            return ""
+        said = "\n".join(lines)
+        return f'Text read from the frames of {clip.name} by OCR ({NO_PICTURES}):\n"""\n{said}\n"""'
 
     def _document_chars(self) -> int:
         """Characters of document text that may go to the model: the setting, held to about half

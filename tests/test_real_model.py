@@ -217,3 +217,17 @@ def test_a_spoken_question_gets_a_spoken_right_answer(tmp_path):
     spoken = b"".join(encode(voiced.speak(reply.text), "wav"))
     heard = voiced.transcribe(spoken, language="en").text.lower()
     assert "planet" in heard and "mars" in heard, heard
+
+
+def test_a_photo_of_a_receipt_is_read_and_answered(assistant, tmp_path):
+    """The text-only model cannot see the photo: OCR reads it, and the answer uses what it read."""
+    from tests.test_ocr import receipt
+
+    path = tmp_path / "receipt.jpg"
+    receipt().save(path, quality=90)
+    reply = assistant.reply(
+        [], Message.user("What is the total amount on this receipt?", [str(path)]), GREEDY
+    )
+    list(reply)
+    assert "57" in reply.text, reply.text
+    assert "photo 1: its text by OCR" in reply.stats.sent

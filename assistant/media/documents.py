@@ -168,9 +168,18 @@ def render_pages(
     return pdf_worker.POOL.render(bytes(data), document.name, wanted, budget_pixels)
 
 
-def for_model(document: Document, shown: list[int], max_chars: int) -> str:
+def for_model(
+    document: Document,
+    shown: list[int],
+    max_chars: int,
+    read: dict[int, str] | None = None,
+    pictures: bool = True,
+) -> str:
     """The text a model reads about a document: what it is, which pages it sees as pictures,
-    then the text of the pages (each marked), cut at ``max_chars`` with a note saying so."""
+    then the text of the pages (each marked), cut at ``max_chars`` with a note saying so.
+    ``read``: the text OCR found on pages without a text layer; ``pictures``: False for a model
+    that cannot see them."""
+    read = read or {}
     if document.kind == "text":
         body = document.text
         head = f"[document {document.name}]"
@@ -180,19 +189,25 @@ def for_model(document: Document, shown: list[int], max_chars: int) -> str:
                 + f"\n[… the rest of {document.name} ({len(document.text) - max_chars:,} characters) does not fit]"
             )
         return f"{head}\n{body}"
-    pictured = f"; pages shown as pictures: {', '.join(map(str, shown))}" if shown else ""
-    no_text = "" if document.has_text else "; it has no text layer (a scan): read the pictures"
+    pictured = f"; pages shown as pictures: {', '.join(map(str, shown))}" if shown and pictures else ""
+    no_text = ""
+    if not document.has_text:
+        no_text = "; it has no text layer (a scan)" + (": read the pictures" if pictures and not read else "")
     head = f"[document {document.name}: PDF, {document.page_count} page{'s' * (document.page_count != 1)}{pictured}{no_text}]"
     parts, used = [head], 0
     for page in document.pages:
-        if not page.text:
+        text = page.text or read.get(page.number, "")
+        if not text:
             continue
-        block = f"--- page {page.number} ---\n{page.text}"
+        how = "" if page.text else " (text read by OCR)"
+        block = f"--- page {page.number}{how} ---\n{text}"
         if used + len(block) > max_chars:
             room = max_chars - used
             if room > 200:
                 parts.append(block[:room] + " …")
-            rest = [p.number for p in document.pages if p.number > page.number and p.text]
+            rest = [
+                p.number for p in document.pages if p.number > page.number and (p.text or p.number in read)
+            ]
             parts.append(
                 f"[text of page {page.number}{' onwards' if rest else ''} left out: it does not fit]"
             )

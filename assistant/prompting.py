@@ -262,10 +262,10 @@ class PromptBuilder:
                     else f"video: {len(clip_images)} frames as pictures"
                 )
             else:
-                read = self._frames_text(source, clip, clip_images)
-                notes.append(read)
+                on_frames = self._frames_text(source, clip, clip_images)
+                notes += [on_frames] if on_frames else []
                 sent.append(
-                    f"video: {'text of its frames by OCR' if read else 'no frames (text-only model)'}"
+                    f"video: {'text of its frames by OCR' if on_frames else 'no frames (text-only model)'}"
                 )
             if clip.transcript:
                 sent.append("its speech as text")

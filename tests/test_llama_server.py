@@ -119,6 +119,7 @@ def test_in_front_of_llama_server_the_same_weights_give_the_same_greedy_answers(
 
     remote = RemoteChatModel(llama_smollm2.url + "/v1")
     remote.discover()
+    assert remote.info.vision is False  # llama.cpp's /props says so: photos go as OCR text
     ours = LocalChatModel.load("embedded")
     for question, word in (("What is 2 + 2?", "4"), ("How many days are in a week?", "7")):
         messages = [Message.user(question)]

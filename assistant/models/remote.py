@@ -270,8 +270,33 @@ class RemoteChatModel:
         context = (
             self._context_length or served_context(card) or self._probe_context() or DEFAULT_CONTEXT_LENGTH
         )
-        self.info = ModelInfo(display_name(self._model), "openai", self.base_url, "remote", int(context))
+        self.info = ModelInfo(
+            display_name(self._model),
+            "openai",
+            self.base_url,
+            "remote",
+            int(context),
+            vision=self._sees(card),
+        )
         self._discovered = True
+
+    def _sees(self, card: dict) -> bool:
+        """Whether the served model takes pictures: this app's ``input_modalities``, llama.cpp's
+        ``/props`` modalities; True where the server does not say (vLLM refuses clearly). A text
+        model is then given the text of photos, read here by OCR, instead of images it refuses."""
+        modalities = card.get("input_modalities")
+        if isinstance(modalities, list):
+            return "image" in modalities
+        if self._server != "llama.cpp":
+            return True
+        try:
+            response = self._client.get(
+                f"{self.base_url.removesuffix('/v1')}/props", timeout=min(5.0, self.timeout_s)
+            )
+            found = response.json().get("modalities") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return True
+        return not isinstance(found, dict) or bool(found.get("vision", True))
 
     def _probe_context(self) -> int | None:
         """Servers that do not put the context in /models: llama.cpp's /props, Ollama's /api/show."""

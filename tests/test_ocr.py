@@ -121,3 +121,33 @@ def test_a_scanned_pdf_is_read_by_ocr_for_every_model(tmp_path):
         assert "--- page 1 (text read by OCR) ---" in sent.text and "57.00" in sent.text, sent.text
         assert bool(sent.images) == pictures
         assert "OCR of page 1" in prompt.sent, prompt.sent
+
+
+def test_a_text_only_model_gets_the_text_on_a_clips_frames(tmp_path):
+    import subprocess
+
+    from assistant.conversation import Message
+    from assistant.models.base import ModelInfo
+    from assistant.prompting import PromptBuilder
+    from assistant.settings import Settings
+    from tests.fakes import FakeChatModel
+
+    still = tmp_path / "sign.png"
+    receipt(size=(640, 480)).save(still)
+    clip = tmp_path / "sign.mp4"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-loop", "1", "-t", "2", "-framerate", "10"]
+        + ["-i", str(still), "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(clip)],
+        check=True,
+        timeout=120,
+    )
+    model = FakeChatModel()
+    model.info = ModelInfo("text-model", "local", "cpu", "none", 4096, vision=False)
+    prompt = PromptBuilder(Settings(data_dir=tmp_path), lambda: model).build(
+        [], Message.user("What does it say?", videos=[str(clip)]), "", 64
+    )
+    sent = prompt.messages[-1]
+    assert not sent.images and not sent.videos
+    assert "Text read from the frames of sign.mp4 by OCR" in sent.text and "57.00" in sent.text
+    assert sent.text.count("57.00") == 1  # the same words on every frame are given once
+    assert "text of its frames by OCR" in prompt.sent

@@ -24,15 +24,8 @@ from api.auth import route_class
 from api.errors import ApiError
 from api.images import ImageFetcher
 from api.streaming import Workers
-from assistant.settings import MB
+from web.body import chat_body_limit
 from web.logins import Logins
-
-
-def chat_body_limit(settings) -> int:
-    """The largest /v1 request body: a chat with its images as base64 data URLs, or an audio file."""
-    chat_body = (settings.max_images_in_context + 4) * settings.max_image_bytes * 4 // 3 + MB
-    clip_or_document = max(settings.max_video_bytes, settings.max_document_bytes) * 4 // 3 + MB
-    return max(chat_body, settings.max_audio_bytes + MB, clip_or_document)
 
 
 def image_fetcher(settings) -> ImageFetcher:
@@ -83,4 +76,4 @@ def build_router(assistant, settings, logins: Logins | None = None) -> APIRouter
     return router
 
 
-__all__ = ["build_router", "chat_body_limit"]
+__all__ = ["build_router"]

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from assistant import media
-from assistant.conversation import ATTACHMENT_KINDS, Attachment, Message, reachable
+from assistant.conversation import ATTACHMENT_KINDS, Attachment, ImageAttachment, Message, reachable
 
 DB_NAME = "history.sqlite3"
 TITLE_CHARS = 60
@@ -65,6 +65,8 @@ CREATE TABLE IF NOT EXISTS preferences (
 );
 """
 # Added since the first schema; a database from before gets them on open.
+# ``attachments``: every file of a message, typed (JSON); the first schema's ``images`` (image
+# paths) is moved into it on open (see _type_legacy_images) and is only written after that.
 # ``shown`` 0: a version not on the branch shown (its ``parent_id`` says where it hangs).
 NEW_MESSAGE_COLUMNS = {
     "attachments": "TEXT",
@@ -169,14 +171,34 @@ def _attachments_json(attachments: tuple[Attachment, ...]) -> str:
     )
 
 
-def _attachments_from(stored: str | None, legacy_images: str) -> tuple[Attachment, ...]:
-    if stored is None:  # a row written before attachments were typed: image paths only
-        return tuple(ATTACHMENT_KINDS["image"](path) for path in json.loads(legacy_images))
+def _attachments_from(stored: str) -> tuple[Attachment, ...]:
     return tuple(
         ATTACHMENT_KINDS[item["kind"]](item["path"], *([item["name"]] if item.get("name") else []))
         for item in json.loads(stored)
         if item["kind"] in ATTACHMENT_KINDS
     )
+
+
+def _type_legacy_images(db: sqlite3.Connection) -> None:
+    """Rows written before attachments were typed (their ``attachments`` is NULL: the column was
+    added to their table later) get their ``images`` paths as image attachments, in one
+    transaction. Once done nothing is NULL, so opening again finds nothing and writes nothing
+    (a read-only history still opens). ``images`` stays filled on every save, for versions
+    before typed attachments, but nothing here reads it."""
+    if db.execute("SELECT 1 FROM messages WHERE attachments IS NULL LIMIT 1").fetchone() is None:
+        return
+    db.execute("BEGIN IMMEDIATE")  # (another process opening the same history waits)
+    rows = db.execute(
+        "SELECT conversation_id, position, images FROM messages WHERE attachments IS NULL"
+    ).fetchall()
+    db.executemany(
+        "UPDATE messages SET attachments = ? WHERE conversation_id = ? AND position = ?",
+        [
+            (_attachments_json(tuple(ImageAttachment(path) for path in json.loads(images))), cid, position)
+            for cid, position, images in rows
+        ],
+    )
+    db.commit()
 
 
 class HistoryStore:
@@ -195,6 +217,7 @@ class HistoryStore:
             for column, kind in NEW_CONVERSATION_COLUMNS.items():
                 if column not in have:
                     db.execute(f"ALTER TABLE conversations ADD COLUMN {column} {kind}")
+            _type_legacy_images(db)
             self.searchable = self._ensure_search(db)
         try:  # (the page remembers per browser, and browsers come and go)
             with self._open() as db, db:
@@ -337,18 +360,18 @@ class HistoryStore:
         if head is None:
             return None
         rows = db.execute(
-            "SELECT role, text, images, attachments, transcript, message_id, created_at, parent_id, shown"
+            "SELECT role, text, attachments, transcript, message_id, created_at, parent_id, shown"
             " FROM messages WHERE conversation_id = ? ORDER BY position",
             (conversation_id,),
         ).fetchall()
         messages: list[Message] = []
         others: list[Message] = []
-        for role, text, images, attachments, transcript, message_id, created, parent, shown in rows:
+        for role, text, attachments, transcript, message_id, created, parent, shown in rows:
             identity = {"id": message_id} if message_id else {}
             if created is not None:
                 identity["created"] = created
             message = Message(
-                role, text, _attachments_from(attachments, images), transcript, parent=parent, **identity
+                role, text, _attachments_from(attachments), transcript, parent=parent, **identity
             )
             (messages if shown else others).append(message)
         return StoredConversation(conversation_id, head[0], messages, head[1], others)

@@ -142,6 +142,62 @@ def test_a_history_from_before_typed_attachments_still_opens(tmp_path):
     assert [m.id for m in reopened] == [m.id for m in saved] and reopened[0].images == saved[0].images
 
 
+def test_legacy_image_paths_move_into_typed_attachments_once(tmp_path, monkeypatch):
+    import json
+    import sqlite3
+
+    first, second, note = photo(tmp_path / "a.png"), photo(tmp_path / "b.png", (0, 90, 200)), "/x/notes.md"
+    db = sqlite3.connect(tmp_path / "history.sqlite3")
+    db.executescript(  # the first schema: a message's photos as a JSON list of paths in ``images``
+        "CREATE TABLE conversations (id TEXT PRIMARY KEY, owner TEXT NOT NULL, title TEXT NOT NULL,"
+        " created_at REAL NOT NULL, updated_at REAL NOT NULL);"
+        "CREATE TABLE messages (conversation_id TEXT NOT NULL, position INTEGER NOT NULL, role TEXT NOT NULL,"
+        " text TEXT NOT NULL, transcript TEXT, images TEXT NOT NULL, PRIMARY KEY (conversation_id, position));"
+        "INSERT INTO conversations VALUES ('abc', 'local', 'two photos', 1, 1);"
+    )
+    db.execute(
+        "INSERT INTO messages VALUES ('abc', 0, 'user', 'compare', NULL, ?)", (json.dumps([first, second]),)
+    )
+    db.execute("INSERT INTO messages VALUES ('abc', 1, 'assistant', 'the left is red', NULL, '[]')")
+    # A later version added ``attachments`` (older rows keep NULL there) and filled both columns.
+    db.execute("ALTER TABLE messages ADD COLUMN attachments TEXT")
+    typed = json.dumps([{"kind": "image", "path": first}, {"kind": "document", "path": note, "name": "n.md"}])
+    db.execute(
+        "INSERT INTO messages VALUES ('abc', 2, 'user', 'and these?', NULL, ?, ?)",
+        (json.dumps([first]), typed),
+    )
+    db.commit()
+    db.close()
+
+    def stored_attachments():
+        with sqlite3.connect(tmp_path / "history.sqlite3") as db:
+            rows = db.execute("SELECT attachments FROM messages ORDER BY position").fetchall()
+        return [json.loads(a) if a is not None else None for (a,) in rows]
+
+    HistoryStore(tmp_path)
+    migrated = stored_attachments()
+    assert migrated == [
+        [{"kind": "image", "path": first}, {"kind": "image", "path": second}],
+        [],
+        json.loads(typed),  # typed rows are left as they were
+    ]
+    loaded = HistoryStore(tmp_path).load("abc").messages  # opening again changes nothing
+    assert stored_attachments() == migrated
+    assert [m.images for m in loaded] == [(first, second), (), (first,)]
+    assert loaded[2].documents == (note,) and loaded[2].attachments[1].name == "n.md"
+    # Nothing is left to move, so a read-only history opens and reads the same.
+    monkeypatch.setattr(
+        HistoryStore, "_connect", lambda store: sqlite3.connect(f"file:{store.path}?mode=ro", uri=True)
+    )
+    assert HistoryStore(tmp_path).load("abc").messages == loaded
+    monkeypatch.undo()
+    _, saved = HistoryStore(tmp_path).save("abc", loaded[:2])  # the photos are copied in on the next save
+    assert [Path(p).read_bytes() for p in saved[0].images] == [
+        Path(first).read_bytes(),
+        Path(second).read_bytes(),
+    ]
+
+
 def test_a_stale_writer_is_refused_and_told_what_is_stored(tmp_path):
     from assistant.store import StaleConversation
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from assistant import media
 from assistant.conversation import Message
 from assistant.core import Token
 from assistant.errors import AssistantError, InvalidParams
@@ -88,7 +87,8 @@ def generation_options(assistant, options):
 
 
 def to_messages(history, readable_dirs: tuple[Path, ...]) -> list[Message]:
-    """Messages-format history → engine messages (text parts joined, image files kept)."""
+    """Messages-format history → engine messages (text parts joined, files checked, then as
+    :func:`ui.inputs.to_message` takes a message sent before)."""
     if not isinstance(history, list):
         raise InvalidParams("history must be a list of {'role', 'content'} messages")
     messages = []
@@ -99,26 +99,18 @@ def to_messages(history, readable_dirs: tuple[Path, ...]) -> list[Message]:
             continue  # the persona comes from the server's settings
         content = item.get("content")
         texts: list[str] = []
-        files: dict[str, list[str]] = {"image": [], "video": [], "document": []}
+        files: list[str] = []
         for part in content if isinstance(content, list) else [content]:
             if isinstance(part, str):
                 texts.append(part)
             elif isinstance(part, dict) and part.get("type") == "text":
                 texts.append(str(part.get("text", "")))
             elif isinstance(part, dict) and (part.get("path") or part.get("file")):
-                path = _uploaded(inputs.file_path(part), readable_dirs)
-                kind = media.kind_of(path)
-                if kind in files:
-                    files[kind].append(path)
+                files.append(_uploaded(inputs.file_path(part), readable_dirs))
             elif part is not None:
                 raise InvalidParams(f"history content not understood: {str(part)[:80]!r}")
         words = "\n".join(t for t in texts if t)
-        if item["role"] == "user":
-            messages.append(
-                Message.user(words, files["image"], videos=files["video"], documents=files["document"])
-            )
-        else:
-            messages.append(Message(item["role"], words).with_images(files["image"]))
+        messages.append(inputs.to_message(words, files, item["role"], sent_before=True))
     return messages
 
 

@@ -1,7 +1,8 @@
-"""Turn what was typed and attached in the multimodal box into one user message."""
+"""What the page sends (typed words and attached files) as the engine's ``Message``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from assistant import media
@@ -20,21 +21,32 @@ def file_path(item) -> str:
 
 def message(value: dict | str | None) -> Message:
     """The user's message from a MultimodalTextbox value: words, photos, a voice recording,
-    video clips, documents (PDF, text, Markdown).
-
-    Files are routed by content, not by name. Anything that is not recognisably audio, video or
-    a document goes with the images, so the engine's image check names the file and says what
-    is wrong.
-    """
+    video clips, documents (PDF, text, Markdown)."""
     if isinstance(value, str):
         value = {"text": value}
     value = value or {}
-    text = value.get("text") or ""
+    return to_message(value.get("text") or "", value.get("files") or [])
+
+
+def to_message(text: str, files: Iterable, role: str = "user", *, sent_before: bool = False) -> Message:
+    """What the page sends (words and files, as Gradio hands them over) as one ``Message``: the
+    one converter for the box's new message and for the history a ``/chat`` call sends.
+
+    Files are routed by content, not by name. In a new message anything that is not recognisably
+    audio, video or a document goes with the images, so the engine's image check names the file
+    and says what is wrong, and one voice recording at most is taken. A message ``sent_before``
+    (history) keeps only its photos, clips and documents (a recording there is not transcribed
+    again, a file of no known kind is left out); an assistant's message, only its photos.
+    """
     found: dict[str, list[str]] = {"image": [], "audio": [], "video": [], "document": []}
-    for item in value.get("files") or []:
+    for item in files:
         path = file_path(item)
         kind = media.kind_of(path)
+        if sent_before and kind not in ("image", "video", "document"):
+            continue
         found[kind if kind in found else "image"].append(path)
+    if role == "assistant":
+        return Message.assistant(text).with_images(found["image"])
     if len(found["audio"]) > 1:
         raise InvalidParams("send one voice recording at a time")
     audio = found["audio"][0] if found["audio"] else None

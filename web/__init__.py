@@ -21,7 +21,7 @@ from starlette.types import Scope
 
 from assistant.settings import MB, Settings
 from web import origins
-from web.body import BodyLimit
+from web.body import BodyLimit, chat_body_limit
 from web.files import FileAccess, MediaGuard, UploadFilter, UploadOwners
 from web.headers import SecurityHeaders
 from web.logins import Logins
@@ -57,8 +57,6 @@ def exposure_problem(settings: Settings) -> str | None:
 
 
 def body_limits(settings: Settings):
-    from api.routes import chat_body_limit
-
     api = chat_body_limit(settings)
     upload = UPLOAD_FILES * settings.max_upload_bytes + MB
 

@@ -3,6 +3,9 @@
 A ``Content-Length`` over the cap is answered 413 before a byte is read; a body sent without
 one (chunked) is counted as it arrives and cut off with a 413 the moment it passes the cap, so
 nothing behind this middleware ever holds more than the cap in memory.
+
+:func:`chat_body_limit` is the cap of /v1 requests, here for both that use it: this server's
+middleware (:func:`web.body_limits`) and the API's own route class (``api.routes``).
 """
 
 from __future__ import annotations
@@ -11,8 +14,15 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from assistant.settings import MB
+from assistant.settings import MB, Settings
 from web.answers import refuse
+
+
+def chat_body_limit(settings: Settings) -> int:
+    """The largest /v1 request body: a chat with its images as base64 data URLs, or an audio file."""
+    chat_body = (settings.max_images_in_context + 4) * settings.max_image_bytes * 4 // 3 + MB
+    clip_or_document = max(settings.max_video_bytes, settings.max_document_bytes) * 4 // 3 + MB
+    return max(chat_body, settings.max_audio_bytes + MB, clip_or_document)
 
 
 class BodyTooLarge(Exception):

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 # How many loaded items of each kind are remembered (photos are small and often reused).
 CACHE_ENTRIES = {"image": 64, "ocr": 128}
+OCR_SECONDS = 15.0  # one picture's OCR at most (a 3-MP scan takes ~3 s on 2 cores)
 OCR_FRAMES = 4  # of a clip's frames, read for a model that cannot see them (~1 s each on 2 cores)
 NO_PICTURES = "this model cannot see pictures"
 DEFAULT_CACHE_ENTRIES = 16
@@ -352,7 +353,7 @@ class PromptBuilder:
         """OCR of ``image`` (cached by its source, as the pictures themselves are). A picture
         OCR fails on counts as one without text: the turn goes on."""
         try:
-            return self.cache.get("ocr", source, extra, lambda: ocr.read_text(image))
+            return self.cache.get("ocr", source, extra, lambda: ocr.read_text(image, deadline_s=OCR_SECONDS))
         except MediaError as exc:
             log.warning("OCR failed: %s", exc)
             return ocr.OcrText("", 0, 0.0, 0)

@@ -1,4 +1,4 @@
-"""python -m bench [--quick] [--only speech,chat,reuse,int8,vision,images,documents,server,llama,voice] [--out docs] [--cache .cache/bench]"""
+"""python -m bench [--quick] [--only speech,chat,reuse,int8,vision,images,documents,server,llama,real,voice] [--out docs] [--cache .cache/bench]"""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ BUDGETS = {
     "documents": 420,
     "server": 200,
     "llama": 300,
+    "real": 300,
     "voice": 240,
 }
 

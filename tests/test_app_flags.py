@@ -55,3 +55,16 @@ def test_auth_file_and_bad_auth(tmp_path):
 def test_remote_backend_needs_base_url():
     with pytest.raises(SystemExit, match="base-url"):
         parse(["--backend", "openai"])
+
+
+def test_gradios_queue_polls_calmly(tmp_path):
+    # Gradio polls its queue every 1 ms by default, taking CPU from a model decoding on the same
+    # cores; a Gradio that renamed these attributes would silently bring that back.
+    from assistant.core import Assistant
+    from assistant.settings import Settings
+    from tests.fakes import FakeChatModel
+
+    settings = Settings(data_dir=tmp_path / "data")
+    _, blocks = app.build_server(Assistant(settings, FakeChatModel()), settings)
+    assert blocks._queue.sleep_when_free == app.QUEUE_POLL_S > 0.001
+    assert blocks._queue.progress_update_sleep_when_free == app.PROGRESS_POLL_S

@@ -10,19 +10,25 @@ documents as their text and pictures of their first and asked-about pages.
 Loaded media are remembered by path, mtime and size (or the bytes' hash): a chat's photos are
 read once, not once per turn. No model work here; the model's own ``count_tokens`` decides
 what fits.
+
+The system text comes from personas: plain ``.txt`` files in ``prompts/``. A persona may have a
+variant for models that read text only in ``prompts/text-only/`` (the default one tells a
+vision model it can see images; a 135M text model told so answered "Paris" in French and a
+week as 50 days).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from assistant import media, prompts
+from assistant import limits, media
 from assistant.conversation import (
     Attachment,
     DocumentAttachment,
@@ -32,7 +38,7 @@ from assistant.conversation import (
     fit_to_context,
     limit_images,
 )
-from assistant.errors import MediaError, ModelUnavailable
+from assistant.errors import InvalidParams, MediaError, ModelUnavailable
 from assistant.media import documents, ocr, video
 from assistant.models.base import ChatModel
 from assistant.settings import Settings
@@ -46,6 +52,46 @@ OCR_SECONDS = 15.0  # one picture's OCR at most (a 3-MP scan takes ~3 s on 2 cor
 OCR_FRAMES = 4  # of a clip's frames, read for a model that cannot see them (~1 s each on 2 cores)
 NO_PICTURES = "this model cannot see pictures"
 DEFAULT_CACHE_ENTRIES = 16
+TEXT_ONLY = "text-only"  # the folder of persona variants for text-only models
+_PERSONA = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+# -- personas: system prompts stored as files ------------------------------------------------
+
+
+def personas(prompts_dir: Path) -> list[str]:
+    """Persona names (file stems), 'default' first."""
+    names = sorted(p.stem for p in Path(prompts_dir).glob("*.txt"))
+    return sorted(names, key=lambda n: n != "default")
+
+
+def load_persona(name: str, prompts_dir: Path, text_only: bool = False) -> str:
+    """The text of persona ``name`` (its text-only variant where asked and there is one).
+    Names are file stems only: no paths, no traversal."""
+    if not _PERSONA.match(name or ""):
+        raise InvalidParams(f"unknown system prompt {name!r}: use one of {', '.join(personas(prompts_dir))}")
+    path = Path(prompts_dir) / f"{name}.txt"
+    variant = Path(prompts_dir) / TEXT_ONLY / f"{name}.txt"
+    if text_only and path.is_file() and variant.is_file():
+        path = variant
+    if not path.is_file():
+        raise InvalidParams(f"unknown system prompt {name!r}: use one of {', '.join(personas(prompts_dir))}")
+    return path.read_text(encoding="utf-8").strip()
+
+
+def persona_texts(prompts_dir: Path) -> set[str]:
+    """The text of every persona and variant (as :func:`load_persona` gives them)."""
+    names = personas(prompts_dir)
+    return {load_persona(name, prompts_dir, text_only) for name in names for text_only in (False, True)}
+
+
+def resolve_system_prompt(name_or_text: str | None, prompts_dir: Path, text_only: bool = False) -> str:
+    """A persona name gives that file's text; anything else is taken as the prompt itself."""
+    if not name_or_text:
+        return ""
+    if _PERSONA.match(name_or_text):  # a bare word is a persona name; an unknown one is an error
+        return load_persona(name_or_text, prompts_dir, text_only)
+    return name_or_text.strip()
 
 
 @dataclass(frozen=True)
@@ -106,7 +152,7 @@ class PromptBuilder:
 
     def system_prompt(self, name_or_text: str | None) -> str:
         chosen = self.settings.system_prompt if name_or_text is None else name_or_text
-        return prompts.resolve(chosen, self.settings.prompts_dir, text_only=not self.sees_pictures())
+        return resolve_system_prompt(chosen, self.settings.prompts_dir, text_only=not self.sees_pictures())
 
     def system_text(self, system_prompt: str | None, literal: bool) -> str:
         """The system text a reply uses: ``system_prompt`` as given when ``literal``, else a
@@ -123,7 +169,7 @@ class PromptBuilder:
             return False
         if system_text == self.system_text(None, False):
             return True
-        return system_text in prompts.texts(self.settings.prompts_dir)
+        return system_text in persona_texts(self.settings.prompts_dir)
 
     # -- attachments -----------------------------------------------------------------------
 
@@ -224,7 +270,8 @@ class PromptBuilder:
         )
         system = Message("system", system_text) if system_text else None
         started = Message.assistant(prefix) if prefix else None
-        budget = model.info.context_length - max_new_tokens - (model.count_tokens(started) if started else 0)
+        reserve = limits.reply_reserve(model.info.context_length, max_new_tokens)
+        budget = model.info.context_length - reserve - (model.count_tokens(started) if started else 0)
         fitted = fit_to_context(system, chat, model.count_tokens, budget)
         return Prompt([*fitted, started] if started else fitted, ", ".join(expanded[-1][1]))
 

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from assistant import prompts
 from assistant.errors import InvalidParams
 from assistant.options import GenerationParams, knobs, value_type
+from assistant.prompting import load_persona
+from assistant.prompting import personas as persona_names
 from ui import render
 
 CUSTOM_HINT = "Leave empty to use the persona above."
@@ -37,7 +38,7 @@ DESCRIPTION_CHARS = 70
 def persona_label(name: str, prompts_dir) -> str:
     """A persona's name and what it does: the first sentence of its prompt, shortened."""
     try:
-        text = " ".join(prompts.load(name, prompts_dir).split())
+        text = " ".join(load_persona(name, prompts_dir).split())
     except Exception:
         return name
     first = text.split(". ")[0].rstrip(".")
@@ -80,7 +81,7 @@ def _control(name: str, knob, defaults, cap: int) -> gr.components.Component:
 
 
 def build(assistant, settings) -> SettingsPanel:
-    personas = prompts.available(settings.prompts_dir)
+    personas = persona_names(settings.prompts_dir)
     default_persona = (
         settings.system_prompt if settings.system_prompt in personas else (personas[0] if personas else None)
     )

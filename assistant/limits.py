@@ -81,6 +81,15 @@ def check_unicode(*texts: str) -> None:
             )
 
 
+def reply_reserve(context_length: int, max_new_tokens: int) -> int:
+    """Tokens kept free for the reply when a conversation is fitted to the context: the reply's
+    length asked for, but at most a quarter of the context. The asked length is a ceiling, not
+    a claim: a long chat keeps its history and the reply gets the room left (it ends with
+    finish reason "length" if it needed more), where reserving all of it would drop most of the
+    chat, or refuse a Continue, on a small model."""
+    return min(max_new_tokens, max(context_length // 4, 1))
+
+
 def within_context(
     model: Any,
     history: Sequence[Message],
@@ -98,7 +107,8 @@ def within_context(
         check_unicode(system_text, message.words, *(m.words for m in history))
         return list(history)
     context = model.info.context_length
-    budget = context - max_new_tokens
+    reserve = reply_reserve(context, max_new_tokens)
+    budget = context - reserve
     per_token = max_chars_per_token(model)
     used = _least_tokens(system_text, per_token)
     if used > budget:
@@ -110,7 +120,7 @@ def within_context(
     if used > budget:
         raise InvalidParams(
             f"the message is too long for the model: {len(message.words):,} characters cannot fit in "
-            f"its {context:,}-token context ({max_new_tokens:,} of them kept for the reply); "
+            f"its {context:,}-token context ({reserve:,} of them kept for the reply); "
             "send a shorter text or attach less"
         )
     kept: list[Message] = []

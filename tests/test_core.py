@@ -143,6 +143,19 @@ def test_long_history_is_trimmed_to_model_context():
     assert len(sent) < len(history)
 
 
+def test_a_long_reply_asked_for_keeps_the_history_and_takes_the_room_left():
+    # "Max new tokens" near the context (1536 of 2048 on the page) must not drop most of the
+    # chat to reserve it: at most a quarter of the context is kept free for the reply.
+    model = FakeChatModel(context_length=400)
+    assistant = make_assistant(model)
+    history = []
+    for i in range(40):
+        history += [Message("user", f"question {i} " * 3), Message("assistant", f"answer {i}")]
+    collect(assistant.reply(history, Message.user("last question"), assistant.params(max_new_tokens=350)))
+    used = sum(model.count_tokens(m) for m in model.requests[-1].messages)
+    assert 400 - 350 < used <= 400 - 100
+
+
 def test_stop_filter_holds_back_partial_matches():
     f = StopFilter(["STOP"])
     out = f.feed("abc ST") + f.feed("O") + f.feed("P tail")

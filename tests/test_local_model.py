@@ -221,3 +221,29 @@ def test_a_reply_that_ends_by_itself_is_not_reported_as_stopped(tiny):
     finally:
         model.model.generation_config.eos_token_id = saved
     assert finishes == {"stop"}
+
+
+def test_the_reply_length_is_a_ceiling_trimmed_to_the_context_left(tiny, monkeypatch):
+    # A long chat with a long "max new tokens" (the page remembers it) still gets its reply: the
+    # context's room is what the reply may take, and it ends as cut off, not as an error.
+    from dataclasses import replace
+
+    _, model = tiny
+    prompt = [Message("user", "tell me " * 40)]
+    measured = model.prepare_inputs(prompt)["input_ids"].shape[-1]
+    monkeypatch.setattr(model, "info", replace(model.info, context_length=measured + 9))
+    params = GenerationParams(max_new_tokens=200, min_new_tokens=200, temperature=0)
+    *_, usage = model.stream(ChatRequest(prompt, params))
+    assert isinstance(usage, Usage)
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.finish_reason) == (measured, 9, "length")
+
+
+def test_a_prompt_that_fills_the_context_is_still_refused(tiny, monkeypatch):
+    from dataclasses import replace
+
+    _, model = tiny
+    prompt = [Message("user", "tell me " * 40)]
+    measured = model.prepare_inputs(prompt)["input_ids"].shape[-1]
+    monkeypatch.setattr(model, "info", replace(model.info, context_length=measured))
+    with pytest.raises(InvalidParams, match="start a new chat"):
+        list(model.stream(ChatRequest(prompt, GenerationParams(max_new_tokens=4))))

@@ -271,10 +271,10 @@ class LocalChatModel:
                 failure = job.exception()  # waits: the model is free once this returns
         if failure is not None:
             raise failure if isinstance(failure, AssistantError) else _generation_error(failure)
-        params = request.params
-        if request.cancel.is_set() and streamer.generated < params.max_new_tokens:
+        ceiling = report.get("max_new_tokens", request.params.max_new_tokens)  # what fitted
+        if request.cancel.is_set() and streamer.generated < ceiling:
             finish = "cancelled"
-        elif streamer.generated >= params.max_new_tokens:
+        elif streamer.generated >= ceiling:
             finish = "length"
         else:
             finish = "stop"
@@ -314,13 +314,19 @@ class LocalChatModel:
         inputs = self.prepare_inputs(request.messages)
         prompt_tokens = int(inputs["input_ids"].shape[-1])
         report["prompt_tokens"] = prompt_tokens
-        params = request.params
-        if prompt_tokens + params.max_new_tokens > self.info.context_length:
-            room = self.info.context_length - prompt_tokens
+        # The reply's length is a ceiling: in a long chat it gets the room the context has left.
+        room = self.info.context_length - prompt_tokens
+        if room < 1:
             raise InvalidParams(
                 f"the conversation takes {prompt_tokens} tokens and the model's context is "
-                f"{self.info.context_length}: start a new chat, send fewer images, or ask for at most {max(room, 0)} new tokens"
+                f"{self.info.context_length}: start a new chat or send fewer images"
             )
+        if request.params.max_new_tokens > room:
+            params = request.params.model_copy(
+                update={"max_new_tokens": room, "min_new_tokens": min(request.params.min_new_tokens, room)}
+            )
+            request = replace(request, params=params)
+        report["max_new_tokens"] = request.params.max_new_tokens
         images = [image for m in request.messages for image in m.images]
         try:
             self._generate_with_cache(inputs, images, request, streamer, report)

@@ -98,8 +98,8 @@ def quiet_libraries() -> None:
 
 
 def cmd_transcribe(args) -> int:
-    from assistant.core import load_transcriber
     from assistant.flags import settings_from_args
+    from assistant.loaders import load_transcriber
 
     if not os.path.isfile(args.audio):
         raise CliError(f"no such file: {args.audio}")

@@ -77,8 +77,8 @@ def _fix_wav_sizes(path: Path) -> None:
 
 
 def cmd_speak(args) -> int:
-    from assistant.core import load_synthesizer
     from assistant.flags import settings_from_args
+    from assistant.loaders import load_synthesizer
 
     text = sys.stdin.read() if args.text == "-" else args.text
     if not text.strip():

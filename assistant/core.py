@@ -9,9 +9,11 @@ typed errors from :mod:`assistant.errors`; each boundary translates them once.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Union
@@ -19,28 +21,22 @@ from typing import Any, Union
 from PIL import Image
 
 from assistant import limits
-from assistant.conversation import (
-    ImageAttachment,
-    Message,
-)
+from assistant.conversation import ImageAttachment, Message
 from assistant.errors import InvalidParams, ModelUnavailable
+from assistant.loaders import load_chat_model, load_stand_in, load_synthesizer, load_transcriber
 from assistant.models.base import ChatModel, ChatRequest, ModelInfo, Usage
 from assistant.models.prefix_cache import image_digest
 from assistant.options import GenerationParams
 from assistant.prompting import PromptBuilder
-from assistant.queueing import TurnQueue
-from assistant.settings import MB, Settings, resolve_defaults
+from assistant.settings import Settings, resolve_defaults
 from assistant.speech import (
-    EMBEDDED,
     AudioInput,
-    PiperSynthesizer,
     SpeechChunk,
     SpokenReply,
     Synthesizer,
     Transcriber,
     Transcript,
     VoiceInfo,
-    WhisperTranscriber,
 )
 
 log = logging.getLogger(__name__)
@@ -176,6 +172,67 @@ class StopFilter:
         return out
 
 
+class TurnQueue:
+    """First come, first served: one generation at a time per loaded model.
+
+    ``threading.Lock`` makes no ordering promise; people waiting for a busy model expect to be
+    served in the order they arrived, and to see how many are ahead of them."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._waiting: deque[int] = deque()
+        self._tickets = itertools.count()
+        self._holder: int | None = None
+        self._photos: dict[int, frozenset[str]] = {}  # what each waiting turn brings (image digests)
+
+    def enter(self, photos: frozenset[str] = frozenset()) -> int:
+        """Take a ticket; the caller must later ``leave`` it (also when it never got its turn).
+        ``photos``: digests of the images the turn brings (see ``someone_else_waits``)."""
+        with self._cond:
+            ticket = next(self._tickets)
+            self._waiting.append(ticket)
+            if photos:
+                self._photos[ticket] = photos
+            return ticket
+
+    def someone_else_waits(self, photos: frozenset[str]) -> bool:
+        """Whether a turn waits that does not bring all of ``photos``: a photo read ahead gives
+        way to it, but not to the message it is being read for."""
+        with self._cond:
+            return any(not photos <= self._photos.get(t, frozenset()) for t in self._waiting)
+
+    def wait(self, ticket: int, timeout: float | None = None) -> bool:
+        """Block until it is ``ticket``'s turn (True) or ``timeout`` passes (False)."""
+        with self._cond:
+            ok = self._cond.wait_for(lambda: self._holder is None and self._waiting[0] == ticket, timeout)
+            if ok:
+                self._waiting.popleft()
+                self._holder = ticket
+            return ok
+
+    def position(self, ticket: int) -> int:
+        """How many generations run or wait ahead of ``ticket`` (0 = it is running)."""
+        with self._cond:
+            if self._holder == ticket:
+                return 0
+            ahead = self._waiting.index(ticket) if ticket in self._waiting else 0
+            return ahead + (self._holder is not None)
+
+    def leave(self, ticket: int) -> None:
+        with self._cond:
+            self._photos.pop(ticket, None)
+            if self._holder == ticket:
+                self._holder = None
+            elif ticket in self._waiting:
+                self._waiting.remove(ticket)
+            self._cond.notify_all()
+
+    @property
+    def busy(self) -> bool:
+        with self._cond:
+            return self._holder is not None or bool(self._waiting)
+
+
 def photo_digests(messages: Sequence[Message]) -> frozenset[str]:
     """Content hashes of the loaded photos in ``messages`` (as the prefix cache keys them)."""
     return frozenset(image_digest(i) for m in messages for i in m.images if isinstance(i, Image.Image))
@@ -200,7 +257,7 @@ class Assistant:
         # A model that runs one generation at a time gets a first-come, first-served queue.
         self.queue = TurnQueue() if chat_model is not None and not chat_model.concurrent else None
         self._read_ahead_photos: frozenset[str] = frozenset()  # digests of the photos being read ahead
-        self.prompt = PromptBuilder(settings, lambda: self.chat_model)
+        self.prompt = PromptBuilder(settings, chat_model)
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -521,67 +578,6 @@ class Assistant:
             transcribe_s=transcribe_s,
             cached_tokens=usage.cached_tokens,
         )
-
-
-def load_chat_model(settings: Settings) -> ChatModel:
-    if settings.backend == "openai":
-        from assistant.models.remote import RemoteChatModel
-
-        return RemoteChatModel.from_settings(settings)
-    from assistant.models.local import LocalChatModel
-
-    return LocalChatModel.load(
-        settings.model or "",
-        device=settings.device,
-        quantization=settings.quantization,
-        image_max_side=settings.image_max_side,
-        dtype=settings.dtype,
-        prefix_cache_bytes=None if settings.prefix_cache_mb is None else settings.prefix_cache_mb * MB,
-    )
-
-
-def load_stand_in(settings: Settings, why: str) -> tuple[ChatModel | None, str | None]:
-    """The embedded text model, for when the default one cannot be had; and the notice that
-    says so (None, None when it cannot be loaded either)."""
-    from assistant.models import gguf
-
-    if gguf.embedded_gguf() is None:
-        return None, None
-    try:
-        model = load_chat_model(settings.replace(model=gguf.EMBEDDED, quantization="none"))
-    except ModelUnavailable as exc:
-        log.error("the embedded model cannot be loaded either: %s", exc)
-        return None, None
-    log.warning("the default model cannot be loaded: %s", why)
-    return model, (
-        f"The default model, {settings.model}, cannot be loaded here. The embedded "
-        f"{gguf.EMBEDDED_NAME} answers instead: a small text-only model for simple questions; "
-        "it reads the text in photos and scans (OCR) but cannot see pictures."
-    )
-
-
-def load_transcriber(settings: Settings) -> Transcriber:
-    if settings.asr_backend == "openai":
-        from assistant.speech.remote import RemoteTranscriber
-
-        return RemoteTranscriber.from_settings(settings)
-    return WhisperTranscriber(
-        settings.asr_model,
-        device=settings.asr_device,
-        compute_type=settings.asr_compute_type,
-        beam_size=settings.asr_beam_size,
-        max_audio_seconds=settings.max_audio_seconds,
-        max_audio_bytes=settings.max_audio_bytes,
-    )
-
-
-def load_synthesizer(settings: Settings) -> Synthesizer:
-    """The synthesizer the settings ask for (``--tts-backend``, ``--tts-voice``, ``--tts-speed``)."""
-    if settings.tts_backend == "openai":
-        from assistant.speech.remote import RemoteSynthesizer
-
-        return RemoteSynthesizer.from_settings(settings)
-    return PiperSynthesizer(tuple(settings.tts_voice) or (EMBEDDED,), speed=settings.tts_speed)
 
 
 __all__ = [

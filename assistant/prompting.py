@@ -141,11 +141,11 @@ class MediaCache:
 
 
 class PromptBuilder:
-    """``model()`` is the chat model (raises when none is loaded)."""
+    """``model``: the chat model the prompts are for (None: none is loaded, and ``build`` raises)."""
 
-    def __init__(self, settings: Settings, model: Callable[[], ChatModel | None]):
+    def __init__(self, settings: Settings, model: ChatModel | None):
         self.settings = settings
-        self._model = model
+        self.model = model
         self.cache = MediaCache()
 
     # -- the system text -------------------------------------------------------------------
@@ -260,7 +260,7 @@ class PromptBuilder:
     ) -> Prompt:
         """System + as much history as fits the context, newest images kept up to the cap;
         then, to be continued, the reply's ``prefix`` when there is one."""
-        model = self._model()
+        model = self.model
         if model is None:
             raise ModelUnavailable("no chat model is loaded")
         trimmed = limit_images([*history, user], self.settings.max_images_in_context)
@@ -276,11 +276,11 @@ class PromptBuilder:
         return Prompt([*fitted, started] if started else fitted, ", ".join(expanded[-1][1]))
 
     def sees_pictures(self) -> bool:
-        model = self._model()
+        model = self.model
         return model is None or model.info.vision
 
     def _video_native(self) -> bool:
-        return bool(getattr(self._model(), "accepts_video", False))
+        return bool(getattr(self.model, "accepts_video", False))
 
     def _for_model(self, message: Message) -> tuple[Message, list[str]]:
         """What a model reads of one message, and what it got of its clips and documents."""
@@ -444,7 +444,7 @@ class PromptBuilder:
         """Characters of document text that may go to the model: the setting, held to about half
         the context (a token is at least ~2 characters of prose)."""
         cap = self.settings.document_max_chars
-        model = self._model()
+        model = self.model
         if model is not None:
             cap = min(cap, model.info.context_length)
         return max(1000, cap)

@@ -14,10 +14,9 @@ from assistant.conversation import (
     limit_images,
     undo_last_turn,
 )
-from assistant.core import Assistant, Done, Queued, StopFilter, Token
+from assistant.core import Assistant, Done, Queued, StopFilter, Token, TurnQueue
 from assistant.errors import InvalidParams, ModelUnavailable
 from assistant.options import GenerationParams
-from assistant.queueing import TurnQueue
 from assistant.settings import Settings
 from tests.fakes import FakeChatModel
 

@@ -17,9 +17,10 @@ the unit tests (no model, no network):
 on threads of their own) record every Python function called while the turn runs, never
 during setup or imports. Printed per turn: the project files (under ``assistant/``, ``ui/``,
 ``api/``, ``web/``) that ran code, sorted; how many times control entered
-``assistant/core.py`` from another file; and how many of those entries were re-entries
-(``assistant/core.py`` already on that thread's stack: the hub calling out, and being
-called back).
+``assistant/core.py`` from another file; how many of those entries were re-entries (from
+another project file while ``assistant/core.py`` is on that thread's stack: the hub calling
+out, and being called back), and how many were callbacks from library code (a
+``threading.Condition.wait_for`` predicate).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Recorder:
         self.calls: Counter[str] = Counter()
         self.hub_entries = 0
         self.hub_reentries = 0
+        self.hub_callbacks = 0
         self.functions: Counter[str] = Counter()  # "file: function"
         self.ways_in: Counter[str] = Counter()  # "caller file:function -> hub function (re-entry)"
         self._lock = threading.Lock()
@@ -72,15 +74,18 @@ class Recorder:
         name = self._file(frame.f_code.co_filename)
         if name is None:
             return
-        entry = reentry = False
+        entry = reentry = callback = False
         if name == HUB:
             caller = frame.f_back
-            if caller is None or self._file(caller.f_code.co_filename) != HUB:
+            by = self._file(caller.f_code.co_filename) if caller is not None else None
+            if by != HUB:
                 entry = True
                 up = caller.f_back if caller is not None else None
                 while up is not None:
                     if self._file(up.f_code.co_filename) == HUB:
-                        reentry = True
+                        # Called back by a project module the hub called (a re-entry), or by
+                        # library code (e.g. the predicate threading.Condition.wait_for calls).
+                        reentry, callback = by is not None, by is None
                         break
                     up = up.f_back
         with self._lock:
@@ -88,17 +93,18 @@ class Recorder:
             self.functions[f"{name}: {frame.f_code.co_name}"] += 1
             self.hub_entries += entry
             self.hub_reentries += reentry
+            self.hub_callbacks += callback
             if entry:
                 caller = frame.f_back
                 where = f"{self._file(caller.f_code.co_filename)}:{caller.f_code.co_name}" if caller else "?"
-                again = " (re-entry)" if reentry else ""
+                again = " (re-entry)" if reentry else " (callback)" if callback else ""
                 self.ways_in[f"{where} -> {frame.f_code.co_name}{again}"] += 1
 
     def __enter__(self) -> Recorder:
         self.calls.clear()
         self.functions.clear()
         self.ways_in.clear()
-        self.hub_entries = self.hub_reentries = 0
+        self.hub_entries = self.hub_reentries = self.hub_callbacks = 0
         self.on = True
         return self
 
@@ -195,7 +201,8 @@ def report(title: str, recorder: Recorder, calls: bool, functions: bool) -> None
                 if where.startswith(f"{name}: "):
                     print(f"      {where.split(': ', 1)[1]} x{count}")
     print(f"  entries into {HUB} from another file: {recorder.hub_entries}")
-    print(f"  of them re-entries ({HUB} already on the stack): {recorder.hub_reentries}")
+    print(f"  of them re-entries (from a project file, {HUB} on the stack): {recorder.hub_reentries}")
+    print(f"  of them callbacks (from library code, {HUB} on the stack): {recorder.hub_callbacks}")
     if functions:
         for way, count in sorted(recorder.ways_in.items()):
             print(f"      {way} x{count}")

@@ -97,7 +97,7 @@ def build_server(assistant, settings: Settings):
         footer_links=["api", "gradio"],  # the page's own Settings is the only one
     )
     calm_queue(blocks)
-    web.install(server, settings, store, logins)
+    web.install(server, settings, store, logins, assistant.metrics.registry)
     return server, blocks
 
 

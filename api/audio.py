@@ -25,6 +25,7 @@ from api.responses import VoiceCard, VoiceList
 from api.schemas import Strict
 from api.streaming import Workers
 from assistant.errors import InvalidParams
+from assistant.metrics import metered_speech
 from assistant.speech import (
     FORMATS,
     LONG_SPEECH_S,
@@ -137,7 +138,10 @@ def install(router: APIRouter, assistant, settings, workers: Workers | None = No
                 code="speech_too_long",
             )
         # the estimate errs on the long side: the bound stops only what it got badly wrong
-        speaking = bounded(synth.speak(text, voice=body.voice, speed=body.speed), MAX_SPEECH_S * 1.5)
+        speaking = bounded(
+            metered_speech(synth.speak(text, voice=body.voice, speed=body.speed), assistant.metrics),
+            MAX_SPEECH_S * 1.5,
+        )
         audio = encode(speaking, body.response_format)
 
         async def stream():

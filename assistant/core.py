@@ -24,6 +24,7 @@ from assistant import limits
 from assistant.conversation import ImageAttachment, Message
 from assistant.errors import InvalidParams, ModelUnavailable
 from assistant.loaders import load_chat_model, load_stand_in, load_synthesizer, load_transcriber
+from assistant.metrics import Metrics, metered_speech
 from assistant.models.base import ChatModel, ChatRequest, ModelInfo, Usage
 from assistant.models.prefix_cache import image_digest
 from assistant.options import GenerationParams
@@ -258,6 +259,7 @@ class Assistant:
         self.queue = TurnQueue() if chat_model is not None and not chat_model.concurrent else None
         self._read_ahead_photos: frozenset[str] = frozenset()  # digests of the photos being read ahead
         self.prompt = PromptBuilder(settings, chat_model)
+        self.metrics = Metrics()  # for /metrics
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -314,7 +316,9 @@ class Assistant:
     def transcribe(self, audio: AudioInput, language: str | None = None) -> Transcript:
         if self.transcriber is None:
             raise ModelUnavailable("speech recognition is not loaded on this server")
-        return self.transcriber.transcribe(audio, language=language or self.settings.language)
+        transcript = self.transcriber.transcribe(audio, language=language or self.settings.language)
+        self.metrics.transcribed(transcript.elapsed_s, transcript.duration_s)
+        return transcript
 
     def require_voice(self) -> Synthesizer:
         if self.synthesizer is None:
@@ -323,7 +327,7 @@ class Assistant:
 
     def speak(self, text: str, voice: str | None = None, speed: float | None = None) -> Iterator[SpeechChunk]:
         """``text`` (Markdown welcome) as speech, piece by piece as each is synthesized."""
-        return self.require_voice().speak(text, voice=voice, speed=speed)
+        return metered_speech(self.require_voice().speak(text, voice=voice, speed=speed), self.metrics)
 
     def speak_stream(
         self,
@@ -502,12 +506,21 @@ class Assistant:
             queued_s = yield from self._wait_for_turn(ticket, cancel)
             if queued_s is None:
                 return  # cancelled while waiting
-            text, usage, stopped = yield from self._stream(model, request)
+            running = self.metrics.running.labels(model.info.name)
+            running.inc()
+            try:
+                text, usage, stopped = yield from self._stream(model, request)
+            except Exception as exc:
+                self.metrics.failed(exc, model.info.name)
+                raise
+            finally:
+                running.dec()
         finally:
             cancel.set()
             if self.queue is not None and ticket is not None:
                 self.queue.leave(ticket)
         stats = self._stats(started, usage, stopped, queued_s, transcribe_s)
+        self.metrics.reply(stats, model.info.name)
         yield Done(replace(stats, sent=prompt.sent), text)
 
     def _wait_for_turn(

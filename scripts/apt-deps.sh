@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need (speech synthesis, audio conversion, a browser, a
-# C++ toolchain),
+# C++ toolchain, Prometheus),
 # only when missing. Needs root (CI and these machines run as root).
 set -euo pipefail
-# cmake and a C++ compiler build llama.cpp's llama-server once, for the remote-backend tests.
-declare -A need=([espeak-ng]=espeak-ng [sox]=sox [ffmpeg]=ffmpeg [chromium]=chromium [cmake]=cmake [c++]=g++)
+# cmake and a C++ compiler build llama.cpp's llama-server once, for the remote-backend tests;
+# Prometheus scrapes /metrics in its test.
+declare -A need=([espeak-ng]=espeak-ng [sox]=sox [ffmpeg]=ffmpeg [chromium]=chromium [cmake]=cmake [c++]=g++
+  [prometheus]=prometheus)
 missing=()
 for cmd in "${!need[@]}"; do command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}"); done
 [ ${#missing[@]} -eq 0 ] && exit 0

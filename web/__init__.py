@@ -7,7 +7,7 @@ Each piece is a plain ASGI middleware with its own module: :mod:`web.headers` (C
 headers), :mod:`web.body` (body caps while streaming), :mod:`web.sessions` (login rate limit,
 session lifetime, logout), :mod:`web.files` (who may fetch which photo, upload types),
 :mod:`web.payloads` (which files a call to the page may name), :mod:`web.origins` (no other
-website may act with a user's login).
+website may act with a user's login), :mod:`web.metrics` (requests counted for ``/metrics``).
 """
 
 from __future__ import annotations
@@ -17,14 +17,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from starlette.types import Scope
 
+from assistant.metrics import PREFIX
 from assistant.settings import MB, Settings
 from web import origins
 from web.body import BodyLimit, chat_body_limit
 from web.files import FileAccess, MediaGuard, UploadFilter, UploadOwners
 from web.headers import SecurityHeaders
 from web.logins import Logins
+from web.metrics import RequestMetrics
 from web.payloads import PayloadFiles
 from web.sessions import GradioSessions, LoginGuard
 
@@ -102,8 +105,11 @@ def user_lookup(server, settings: Settings) -> Callable[[Scope], str | None]:
     return page_sessions(server, settings).user
 
 
-def install(server, settings: Settings, store, logins: Logins) -> None:
-    """Add the middlewares to the FastAPI ``server`` on which the Gradio page is mounted."""
+def install(
+    server, settings: Settings, store, logins: Logins, registry: CollectorRegistry | None = None
+) -> None:
+    """Add the middlewares to the FastAPI ``server`` on which the Gradio page is mounted;
+    with a Prometheus ``registry``, every request is counted in it (:mod:`web.metrics`)."""
     from assistant.store import LOCAL_OWNER
 
     sessions = page_sessions(server, settings)
@@ -123,6 +129,8 @@ def install(server, settings: Settings, store, logins: Logins) -> None:
     server.add_middleware(BodyLimit, limit_for=body_limits(settings))
     origins.install(server, settings.allowed_origins, settings.host, bool(logins))
     server.add_middleware(SecurityHeaders)
+    if registry is not None:  # outermost: the others' refusals count too
+        server.add_middleware(RequestMetrics, registry=registry, prefix=PREFIX)
 
 
 __all__ = ["exposure_problem", "install", "is_loopback", "user_lookup"]

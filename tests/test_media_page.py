@@ -17,7 +17,7 @@ from tests.clip_samples import make_clip
 from tests.fakes import FakeChatModel
 from tests.pdf_samples import encrypted_pdf, text_pdf
 from ui import actions, inputs, render
-from ui.respond import report_error, respond
+from ui.actions import report_error, respond
 from ui.session import ChatSession
 from web.files import UPLOAD_SUFFIXES
 

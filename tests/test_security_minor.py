@@ -28,7 +28,7 @@ from assistant.settings import Settings
 from assistant.store import HistoryStore, StoreError
 from tests.fakes import FakeChatModel
 from ui import actions, prefs, sidebar
-from ui.respond import report_error, respond
+from ui.actions import report_error, respond
 from ui.session import ChatSession
 
 PANEL = ("default", "", 0.7, 0.95, 64, "")  # persona, custom prompt, temperature, top-p, max tokens, seed

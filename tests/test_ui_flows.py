@@ -18,7 +18,7 @@ from assistant.speech import Transcript
 from assistant.store import HistoryStore
 from tests.fakes import FakeChatModel
 from ui import actions, endpoint, render, sidebar
-from ui.respond import report_error, respond
+from ui.actions import report_error, respond
 from ui.session import ChatSession, as_owner
 
 PANEL = ("default", "", 0.7, 0.95, 64, "")  # persona, custom prompt, temperature, top-p, max tokens, seed

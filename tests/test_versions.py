@@ -22,7 +22,7 @@ from assistant.settings import Settings
 from assistant.store import HistoryStore
 from tests.fakes import FakeChatModel
 from ui import actions, render
-from ui.respond import respond
+from ui.actions import respond
 from ui.session import ChatSession
 
 PANEL = ("default", "", 0.7, 0.95, 64, "")

@@ -130,7 +130,7 @@ def page_turn(recorder: Recorder, folder: Path) -> None:
     from assistant.store import HistoryStore
     from tests.fakes import FakeChatModel
     from ui import actions, page, render, voice  # noqa: F401  (page: everything it imports)
-    from ui.respond import report_error, respond
+    from ui.actions import report_error, respond
     from ui.session import ChatSession, as_owner
 
     settings = Settings(model="fake", data_dir=folder / "page")

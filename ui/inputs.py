@@ -1,4 +1,5 @@
-"""What the page sends (typed words and attached files) as the engine's ``Message``."""
+"""What the page sends, as the engine takes it: the typed words and attached files as a
+``Message``, the settings panel's values as ``GenerationParams`` and a system prompt."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from assistant import media
 from assistant.conversation import Message
 from assistant.errors import InvalidParams
+from assistant.options import GenerationParams, knobs, value_type
 
 
 def file_path(item) -> str:
@@ -60,3 +62,32 @@ def restore_value(value: dict | str | None, error: str) -> dict:
     value = value or {}
     files = [file_path(f) for f in value.get("files") or []]
     return {"text": value.get("text") or "", "files": [f for f in files if Path(f).name not in error]}
+
+
+def choices(assistant, persona, custom_prompt, *values) -> tuple[GenerationParams, str]:
+    """(GenerationParams, system prompt text) from the panel's values; InvalidParams when out of range."""
+    shown = [(name, field, knob) for name, field, knob in knobs() if knob.label]
+    params = assistant.params(
+        **{name: _read(name, field, knob, value) for (name, field, knob), value in zip(shown, values)}
+    )
+    # The custom text wins and is taken literally (even one word); else the persona's text.
+    custom = (custom_prompt or "").strip()
+    system_prompt = custom or (assistant.system_prompt(persona) if persona else "")
+    return params, system_prompt
+
+
+def _read(name: str, field, knob, value):
+    """A control's value as the option's type (sliders send floats; a text box sends text)."""
+    whole = value_type(field) is int
+    if knob.control == "text":
+        text = str(value if value is not None else "").strip()
+        if not text:
+            return None
+        try:
+            return int(text) if whole else float(text)
+        except ValueError:
+            kind = "whole number" if whole else "number"
+            raise InvalidParams(
+                f"the {name} must be a {kind} (or empty for random), got {text!r}", param=name
+            ) from None
+    return int(value) if whole else float(value)

@@ -8,7 +8,7 @@ from typing import Any
 import gradio as gr
 
 from ui import actions, endpoint, prefs, render, settings_panel, sidebar, voice
-from ui.respond import report_error, respond
+from ui.actions import report_error, respond
 from ui.session import ChatSession, as_owner
 
 # Replies queue in the engine (one generation at a time, first come first served, with a

@@ -28,7 +28,7 @@ from pathlib import Path
 import gradio as gr
 
 from assistant import limits
-from ui import render, sidebar
+from ui import actions, render
 from ui.session import ChatSession, owner_of
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ def restorer(store, controls: dict[str, gr.components.Component]):
             _accepted(control, settings[key]) if key in settings else gr.skip()
             for key, control in controls.items()
         ]
-        return (chat, stats, title, sidebar.history_update(store, tab), box, *values)
+        return (chat, stats, title, actions.history_update(store, tab), box, *values)
 
     return restore
 

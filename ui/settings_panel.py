@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from assistant.errors import InvalidParams
-from assistant.options import GenerationParams, knobs, value_type
+from assistant.options import knobs
 from assistant.prompting import load_persona
 from assistant.prompting import personas as persona_names
 from ui import render
@@ -28,7 +27,7 @@ class SettingsPanel:
 
     @property
     def inputs(self) -> list:
-        """In the order :func:`choices` takes them."""
+        """In the order :func:`ui.inputs.choices` takes them."""
         return [self.persona, self.custom_prompt, *self.options.values()]
 
 
@@ -106,32 +105,3 @@ def build(assistant, settings) -> SettingsPanel:
     )
     gr.Markdown(render.model_info(assistant.describe()), elem_classes="model-info")
     return panel
-
-
-def choices(assistant, persona, custom_prompt, *values) -> tuple[GenerationParams, str]:
-    """(GenerationParams, system prompt text) from the panel's values; InvalidParams when out of range."""
-    shown = [(name, field, knob) for name, field, knob in knobs() if knob.label]
-    params = assistant.params(
-        **{name: _read(name, field, knob, value) for (name, field, knob), value in zip(shown, values)}
-    )
-    # The custom text wins and is taken literally (even one word); else the persona's text.
-    custom = (custom_prompt or "").strip()
-    system_prompt = custom or (assistant.system_prompt(persona) if persona else "")
-    return params, system_prompt
-
-
-def _read(name: str, field, knob, value):
-    """A control's value as the option's type (sliders send floats; a text box sends text)."""
-    whole = value_type(field) is int
-    if knob.control == "text":
-        text = str(value if value is not None else "").strip()
-        if not text:
-            return None
-        try:
-            return int(text) if whole else float(text)
-        except ValueError:
-            kind = "whole number" if whole else "number"
-            raise InvalidParams(
-                f"the {name} must be a {kind} (or empty for random), got {text!r}", param=name
-            ) from None
-    return int(value) if whole else float(value)

@@ -1,58 +1,26 @@
-"""The history sidebar: past conversations (newest first), open / rename / delete / new."""
+"""The history sidebar: past conversations (newest first), open / rename / delete / new, export
+and import. The list itself (:func:`ui.actions.history_update`) and the saving of a turn are
+in :mod:`ui.actions`, which every turn ends with."""
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import re
 import tempfile
 import time
-from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import gradio as gr
 
 from assistant import transfer
-from assistant.conversation import Message
 from assistant.errors import AssistantError
-from assistant.store import StaleConversation, StoreError, plain_text
+from assistant.store import StoreError, plain_text
 from ui import inputs, render
+from ui.actions import history_update, why_not_stored
 from ui.session import ChatSession, unless_busy
 
 log = logging.getLogger(__name__)
-
-CHANGED_ELSEWHERE = "This chat was changed in another tab: it is shown as saved now. Try again."
-UNSAVED = (
-    "This conversation could not be saved to the history ({}): what is shown will be gone after a reload."
-)
-
-
-def why_not_stored(exc: OSError) -> str:
-    """A few words on why the history (or a file of it) could not be written: never the
-    exception's own text, which may name server paths."""
-    if isinstance(exc, StoreError):
-        return exc.reason
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "the server's disk is full"
-    if exc.errno == errno.EROFS:
-        return "the history folder is read-only"
-    if isinstance(exc, PermissionError) and exc.errno is None:  # (HistoryStore: not this owner's)
-        return "it belongs to another login"
-    return "a file of it could not be stored"
-
-
-def history_update(store, session: ChatSession):
-    """The history list: plain-text titles with when each chat was last used, newest first
-    (only the chats matching the search box, when something is typed there)."""
-    found = (
-        store.search(session.query, session.owner)
-        if session.query.strip()
-        else store.conversations(session.owner)
-    )
-    now = time.time()
-    choices = [(f"{plain_text(c.title)} · {render.when(c.updated_at, now)}", c.id) for c in found]
-    return gr.Radio(choices=choices, value=session.conversation_id)
 
 
 def search(store, session: ChatSession, query: str):
@@ -103,93 +71,6 @@ def delete(store, session: ChatSession):
         gr.Info("Conversation deleted.")
     session.open(None, [])
     return [], "", "", history_update(store, session)
-
-
-def save(store, session: ChatSession) -> bool:
-    """Write the open conversation as the tab holds it (an emptied one is deleted); never
-    stops the chat. Refused when another tab saved it since this one read it: the tab then
-    shows what is stored (nothing anyone wrote is overwritten) and False is returned."""
-    try:
-        cid = session.conversation_id
-        if (
-            cid is not None
-            and session.version is not None
-            and store.version(cid, session.owner)
-            not in (
-                None,
-                session.version,
-            )
-        ):
-            found = store.load(cid, session.owner)
-            if found is not None:
-                session.show(found)
-                gr.Warning(CHANGED_ELSEWHERE)
-                return False
-        if not session.messages:
-            if cid is not None:
-                store.delete(cid, session.owner)
-            session.open(None, [])
-            return True
-        saved = store.write(
-            cid, session.messages, session.owner, base_version=session.version, others=session.others
-        )
-        session.show(saved)
-    except StaleConversation as stale:
-        session.show(stale.current)
-        gr.Warning(CHANGED_ELSEWHERE)
-        return False
-    except OSError as exc:  # e.g. a full disk: keep chatting (PermissionError is one too)
-        log.error("could not save the conversation: %s", exc.__cause__ or exc)
-        gr.Warning(UNSAVED.format(why_not_stored(exc)))
-    return True
-
-
-def save_turn(
-    store,
-    session: ChatSession,
-    turn: list[Message],
-    drop: Collection[str] = (),
-    replaced: Sequence[Message] = (),
-    warn: bool = True,
-) -> list[Message] | None:
-    """Save the tab's history followed by ``turn`` (the turn being answered, as far as it
-    got), never overwriting what another tab saved meanwhile: when the store has moved on, the
-    turn is put after what is stored now (and the tab's history becomes that). Messages whose
-    ids are in ``drop`` (an earlier save of this turn) are left out. ``replaced`` is what a
-    regenerate or an edit set aside: kept as versions. Returns the history as stored (None:
-    not saved, and, with ``warn``, a toast says so)."""
-    ids = {m.id for m in turn} | set(drop)
-    try:
-        for _ in range(5):
-            messages = [*session.messages, *turn]
-            if not messages:
-                if session.conversation_id is not None:
-                    store.delete(session.conversation_id, session.owner)
-                session.open(None, [])
-                return []
-            try:
-                saved = store.write(
-                    session.conversation_id,
-                    messages,
-                    session.owner,
-                    base_version=session.version if session.conversation_id else None,
-                    others=[*session.others, *replaced],
-                )
-            except StaleConversation as stale:
-                current = stale.current
-                session.messages = [m for m in current.messages if m.id not in ids]
-                session.others = [m for m in current.others if m.id not in ids]
-                session.version = current.version
-                continue
-            session.conversation_id, session.version = saved.id, saved.version
-            return saved.messages
-        why = "another tab kept changing it"
-    except OSError as exc:  # a full disk, a read-only database (StoreError): keep chatting
-        log.error("could not save the conversation: %s", exc.__cause__ or exc)
-        why = why_not_stored(exc)
-    if warn:
-        gr.Warning(UNSAVED.format(why))
-    return None
 
 
 def export_chat(store, session: ChatSession):

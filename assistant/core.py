@@ -23,13 +23,13 @@ from PIL import Image
 from assistant import limits
 from assistant.conversation import ImageAttachment, Message
 from assistant.errors import InvalidParams, ModelUnavailable
-from assistant.loaders import load_chat_model, load_stand_in, load_synthesizer, load_transcriber
+from assistant.loaders import Description, load_models
 from assistant.metrics import Metrics, metered_speech
-from assistant.models.base import ChatModel, ChatRequest, ModelInfo, Usage
+from assistant.models.base import ChatModel, ChatRequest, Usage
 from assistant.models.prefix_cache import image_digest
 from assistant.options import GenerationParams
 from assistant.prompting import PromptBuilder
-from assistant.settings import Settings, resolve_defaults
+from assistant.settings import Settings
 from assistant.speech import (
     AudioInput,
     SpeechChunk,
@@ -37,7 +37,6 @@ from assistant.speech import (
     Synthesizer,
     Transcriber,
     Transcript,
-    VoiceInfo,
 )
 
 log = logging.getLogger(__name__)
@@ -81,21 +80,6 @@ class Done:
 
 
 Event = Union[Transcribed, Queued, Token, Done]
-
-
-@dataclass(frozen=True)
-class Description:
-    """What is loaded, as the page's settings panel and ``/v1/models`` show it."""
-
-    chat_model: str | None  # the configured name, loaded or not
-    chat: ModelInfo | None  # None: not loaded (see chat_error)
-    chat_error: str | None
-    speech_model: str | None  # None: speech recognition is not loaded
-    speech_device: str | None
-    voice_model: str | None = None  # None: speech synthesis is not loaded (--tts off)
-    voices: tuple[VoiceInfo, ...] = ()
-    # Why the model answering is not the one asked for (the embedded one standing in).
-    chat_notice: str | None = None
 
 
 class Reply:
@@ -277,26 +261,11 @@ class Assistant:
         ``chat_error`` (unless ``require_chat``), so the app can still start and transcribe.
         When no model was named and the default cannot be had (offline, not downloaded), the
         embedded text model answers instead and ``chat_notice`` says so."""
-        chose_model = bool(settings.model)
-        settings = resolve_defaults(settings)
-        chat_model, chat_error, notice = None, None, None
-        if load_chat:
-            try:
-                chat_model = load_chat_model(settings)
-            except ModelUnavailable as exc:
-                chat_error = str(exc)
-                if not chose_model and settings.backend == "local":
-                    chat_model, notice = load_stand_in(settings, chat_error)
-                if chat_model is None and require_chat:
-                    raise
-                if chat_model is None:
-                    log.error("%s", exc)
-                else:
-                    log.warning("%s", notice)
-        transcriber = load_transcriber(settings) if load_asr else None
-        synthesizer = load_synthesizer(settings) if load_tts and settings.tts == "on" else None
-        assistant = cls(settings, chat_model, transcriber, chat_error, synthesizer)
-        assistant.chat_notice = notice
+        got = load_models(
+            settings, load_chat=load_chat, load_asr=load_asr, require_chat=require_chat, load_tts=load_tts
+        )
+        assistant = cls(got.settings, got.chat_model, got.transcriber, got.chat_error, got.synthesizer)
+        assistant.chat_notice = got.chat_notice
         return assistant
 
     def describe(self) -> Description:

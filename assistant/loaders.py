@@ -1,19 +1,88 @@
 """The models the settings name, loaded: the chat model (a local Hugging Face model, a remote
 OpenAI-compatible server, or the embedded text model standing in for a default that cannot be
-had), the transcriber and the synthesizer. :meth:`assistant.core.Assistant.load` calls these
-once at start-up; ``python -m assistant transcribe`` and ``speak`` load only what they need.
+had), the transcriber and the synthesizer; and what is loaded, as the page and ``/v1/models``
+describe it. :meth:`assistant.core.Assistant.load` calls :func:`load_models` once at start-up;
+``python -m assistant transcribe`` and ``speak`` load only what they need.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from assistant.errors import ModelUnavailable
-from assistant.models.base import ChatModel
-from assistant.settings import MB, Settings
-from assistant.speech import EMBEDDED, PiperSynthesizer, Synthesizer, Transcriber, WhisperTranscriber
+from assistant.models.base import ChatModel, ModelInfo
+from assistant.settings import MB, Settings, resolve_defaults
+from assistant.speech import (
+    EMBEDDED,
+    PiperSynthesizer,
+    Synthesizer,
+    Transcriber,
+    VoiceInfo,
+    WhisperTranscriber,
+)
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Description:
+    """What is loaded, as the page's settings panel and ``/v1/models`` show it."""
+
+    chat_model: str | None  # the configured name, loaded or not
+    chat: ModelInfo | None  # None: not loaded (see chat_error)
+    chat_error: str | None
+    speech_model: str | None  # None: speech recognition is not loaded
+    speech_device: str | None
+    voice_model: str | None = None  # None: speech synthesis is not loaded (--tts off)
+    voices: tuple[VoiceInfo, ...] = ()
+    # Why the model answering is not the one asked for (the embedded one standing in).
+    chat_notice: str | None = None
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What :func:`load_models` loaded, and the settings with the device's defaults resolved."""
+
+    settings: Settings
+    chat_model: ChatModel | None
+    chat_error: str | None  # why there is no chat model (or why the stand-in answers)
+    chat_notice: str | None  # set when the embedded model stands in
+    transcriber: Transcriber | None
+    synthesizer: Synthesizer | None
+
+
+def load_models(
+    settings: Settings,
+    *,
+    load_chat: bool = True,
+    load_asr: bool = True,
+    require_chat: bool = False,
+    load_tts: bool = True,
+) -> Loaded:
+    """Load the models once. A chat model that cannot be loaded is remembered as
+    ``chat_error`` (unless ``require_chat``: raised), so the app can still start and
+    transcribe. When no model was named and the default cannot be had (offline, not
+    downloaded), the embedded text model answers instead and ``chat_notice`` says so."""
+    chose_model = bool(settings.model)
+    settings = resolve_defaults(settings)
+    chat_model, chat_error, notice = None, None, None
+    if load_chat:
+        try:
+            chat_model = load_chat_model(settings)
+        except ModelUnavailable as exc:
+            chat_error = str(exc)
+            if not chose_model and settings.backend == "local":
+                chat_model, notice = load_stand_in(settings, chat_error)
+            if chat_model is None and require_chat:
+                raise
+            if chat_model is None:
+                log.error("%s", exc)
+            else:
+                log.warning("%s", notice)
+    transcriber = load_transcriber(settings) if load_asr else None
+    synthesizer = load_synthesizer(settings) if load_tts and settings.tts == "on" else None
+    return Loaded(settings, chat_model, chat_error, notice, transcriber, synthesizer)
 
 
 def load_chat_model(settings: Settings) -> ChatModel:

@@ -6,8 +6,8 @@ than ``max_side``; audio comes back as mono float32 samples at ``sampling_rate``
 
 The modules, by job:
 
-- :mod:`~assistant.media.source`: reading a path, bytes or file within a size cap; how limits are said
-- :mod:`~assistant.media.sniff`: what a file is by its content (routing, serving)
+- :mod:`~assistant.media.source`: reading a path, bytes or file within a size cap; what a file
+  is by its content (routing, serving); how limits are said
 - :mod:`~assistant.media.images`: photos (:func:`load_image`)
 - :mod:`~assistant.media.decode`: PyAV's stream cap and the one packet-decode loop
 - :mod:`~assistant.media.audio`: recordings (:func:`load_audio`)
@@ -23,8 +23,15 @@ from __future__ import annotations
 from assistant.errors import MediaError
 from assistant.media.audio import load_audio
 from assistant.media.images import DECODES, DecodeBudget, load_image
-from assistant.media.sniff import content_type, kind_of, suffix_for
-from assistant.media.source import TOO_LARGE, format_megapixels, format_seconds, format_size
+from assistant.media.source import (
+    TOO_LARGE,
+    content_type,
+    format_megapixels,
+    format_seconds,
+    format_size,
+    kind_of,
+    suffix_for,
+)
 
 __all__ = [
     "DECODES",

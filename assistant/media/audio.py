@@ -20,8 +20,7 @@ from assistant.media.decode import (
     header_seconds,
     open_capped,
 )
-from assistant.media.sniff import looks_like
-from assistant.media.source import format_seconds, label_for, open_input
+from assistant.media.source import format_seconds, label_for, looks_like, open_input
 from assistant.settings import MAX_AUDIO_BYTES, MAX_AUDIO_SECONDS
 
 AUDIO_HINT = "Use WAV, MP3, Ogg/Opus, WebM, M4A or FLAC."

@@ -24,8 +24,7 @@ from PIL import Image
 
 from assistant.errors import MediaError
 from assistant.media import pdf_worker
-from assistant.media.sniff import looks_like
-from assistant.media.source import SNIFF_BYTES, label_for, read_bytes
+from assistant.media.source import SNIFF_BYTES, label_for, looks_like, read_bytes
 from assistant.settings import (
     DOCUMENT_PAGE_IMAGES,
     IMAGE_MAX_SIDE,

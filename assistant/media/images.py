@@ -16,8 +16,15 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from assistant.errors import MediaError
-from assistant.media.sniff import IMAGE_FORMATS, OPEN_FORMATS, SUPPORTED_IMAGES, looks_like
-from assistant.media.source import format_megapixels, label_for, read_bytes
+from assistant.media.source import (
+    IMAGE_FORMATS,
+    OPEN_FORMATS,
+    SUPPORTED_IMAGES,
+    format_megapixels,
+    label_for,
+    looks_like,
+    read_bytes,
+)
 from assistant.settings import IMAGE_MAX_SIDE, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 
 IMAGE_HINT = "Use JPEG, PNG, WebP, GIF, BMP or TIFF."

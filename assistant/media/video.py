@@ -42,8 +42,7 @@ from assistant.media.decode import (
     is_cover_art,
     open_capped,
 )
-from assistant.media.sniff import looks_like
-from assistant.media.source import format_megapixels, format_seconds, label_for, open_input
+from assistant.media.source import format_megapixels, format_seconds, label_for, looks_like, open_input
 from assistant.settings import (
     MAX_VIDEO_BYTES,
     MAX_VIDEO_PIXELS,

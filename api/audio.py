@@ -16,7 +16,7 @@ import re
 from typing import Literal
 
 import anyio
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
@@ -81,7 +81,7 @@ def install(router: APIRouter, assistant, settings, workers: Workers | None = No
         return VoiceList(data=voice_cards(assistant), aliases=list(OPENAI_VOICES))
 
     @router.post("/audio/speech")
-    async def speech(body: SpeechRequest):
+    async def speech(body: SpeechRequest, request: Request):
         synth = assistant.require_voice()
         if body.model not in (synth.name, *TTS_ALIASES):
             raise ApiError(
@@ -137,6 +137,7 @@ def install(router: APIRouter, assistant, settings, workers: Workers | None = No
                 param="input",
                 code="speech_too_long",
             )
+        assistant.quotas.admit(request.state.user)
         # the estimate errs on the long side: the bound stops only what it got badly wrong
         speaking = bounded(
             metered_speech(synth.speak(text, voice=body.voice, speed=body.speed), assistant.metrics),

@@ -53,7 +53,9 @@ def from_exception(exc: BaseException) -> ApiError:
     if isinstance(exc, RequestValidationError):
         return from_validation(exc.errors())
     if isinstance(exc, AssistantError):
-        return ApiError(exc.http_status, str(exc), code=exc.code)
+        retry = getattr(exc, "retry_after_s", None)  # a user's limit (assistant.quotas)
+        headers = {"Retry-After": str(retry)} if retry is not None else None
+        return ApiError(exc.http_status, str(exc), code=exc.code, headers=headers)
     log.exception("unexpected error in the API", exc_info=exc)
     return ApiError(500, f"internal error ({type(exc).__name__}); see the server log", code="internal_error")
 

@@ -103,6 +103,7 @@ def install(router: APIRouter, assistant, settings, workers: Workers) -> None:
         if asr_name is None:
             raise ModelUnavailable("speech recognition is not loaded on this server")
         asked = await read_request(request, asr_name, settings.max_audio_bytes)
+        assistant.quotas.admit(request.state.user)
         transcript = await workers.run(assistant.transcribe, asked.audio, asked.language)
         return shaped(transcript, asked.response_format)
 

@@ -72,7 +72,39 @@ def build_parser() -> Parser:
     s.add_argument("-o", "--output", required=True, help="audio file: .wav, .mp3, .flac, .opus, .aac or .pcm")
     add_settings_arguments(s, groups=("voice",), cli_only=True)
     s.add_argument("--json", action="store_true", help="print one JSON object: seconds, elapsed_s, rtf…")
+
+    u = sub.add_parser("usage", help="each user's requests and tokens, counted while a per-user limit is set")
+    u.add_argument("--data-dir", help="the app's --data-dir (default: the app's default)")
+    u.add_argument("--days", type=int, default=1, help="UTC days to show, today included (default 1)")
+    u.add_argument("--json", action="store_true", help="one JSON object per line")
     return parser
+
+
+def cmd_usage(args) -> int:
+    from pathlib import Path
+
+    from assistant.quotas import FILE, Quotas
+    from assistant.settings import Settings
+
+    folder = Path(args.data_dir).expanduser() if args.data_dir else Settings().data_dir
+    if args.days < 1:
+        raise CliError("--days must be 1 or more")
+    if not (folder / FILE).is_file():
+        raise CliError(
+            f"no usage counted in {folder}: start the app with --user-requests-per-minute or --user-tokens-per-day"
+        )
+    rows = Quotas(folder).usage(args.days)
+    if args.json:
+        for row in rows:
+            print(
+                json.dumps({"user": row.user, "day": row.day, "requests": row.requests, "tokens": row.tokens})
+            )
+        return 0
+    width = max([len("user"), *(len(r.user) for r in rows)])
+    print(f"{'day':10}  {'user':{width}}  {'requests':>8}  {'tokens':>10}")
+    for row in rows:
+        print(f"{row.day:10}  {row.user:{width}}  {row.requests:>8}  {row.tokens:>10}")
+    return 0
 
 
 def quiet_libraries() -> None:
@@ -191,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             from assistant.cli_speech import cmd_speak
 
             return cmd_speak(args)
+        if args.command == "usage":
+            return cmd_usage(args)
         return cmd_transcribe(args) if args.command == "transcribe" else cmd_chat(args)
     except (CliError, AssistantError) as exc:
         print(f"error: {exc}", file=sys.stderr)

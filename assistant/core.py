@@ -29,6 +29,7 @@ from assistant.models.base import ChatModel, ChatRequest, Usage
 from assistant.models.prefix_cache import image_digest
 from assistant.options import GenerationParams
 from assistant.prompting import PromptBuilder
+from assistant.quotas import Quotas
 from assistant.settings import Settings
 from assistant.speech import (
     AudioInput,
@@ -244,6 +245,9 @@ class Assistant:
         self._read_ahead_photos: frozenset[str] = frozenset()  # digests of the photos being read ahead
         self.prompt = PromptBuilder(settings, chat_model)
         self.metrics = Metrics()  # for /metrics
+        self.quotas = Quotas(
+            settings.data_dir, settings.user_requests_per_minute, settings.user_tokens_per_day
+        )
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -450,6 +454,7 @@ class Assistant:
         started = time.perf_counter()
         if message.is_empty():
             raise InvalidParams("the message is empty: type something, attach a photo or record your voice")
+        self.quotas.admit(user)  # RateLimited past the user's limits
         system_text = self.prompt.system_text(system_prompt, literal_system)
         # Text that cannot fit is refused from its length, before anything tokenizes it.
         history = limits.within_context(self.chat_model, history, message, system_text, params.max_new_tokens)
@@ -490,6 +495,7 @@ class Assistant:
                 self.queue.leave(ticket)
         stats = self._stats(started, usage, stopped, queued_s, transcribe_s)
         self.metrics.reply(stats, model.info.name)
+        self.quotas.spend(user, max(0, stats.prompt_tokens - stats.cached_tokens) + stats.tokens)
         yield Done(replace(stats, sent=prompt.sent), text)
 
     def _wait_for_turn(

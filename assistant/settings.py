@@ -87,6 +87,14 @@ def origin(text: str) -> str:
     return value
 
 
+def count(text: Any) -> int:
+    """A whole number of at least 0 (0 switches the limit off)."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be 0 (no limit) or more, got {value}")
+    return value
+
+
 def login(text: str) -> tuple[str, str]:
     """'USER:PASSWORD' -> (user, password); the password may contain colons."""
     user, sep, password = text.partition(":")
@@ -304,6 +312,18 @@ class Settings:
         repeat=True,
         metavar="ORIGIN",
         parse=origin,
+    )
+    user_requests_per_minute: int = setting(
+        0,
+        "each user's chat replies, transcriptions and speech requests in any minute (0: no limit)",
+        "server",
+        parse=count,
+    )
+    user_tokens_per_day: int = setting(
+        0,
+        "tokens each user's replies may make the model compute a day, UTC (0: no limit)",
+        "server",
+        parse=count,
     )
     session_hours: float = setting(
         SESSION_HOURS, "a page login lasts this long, then the user logs in again", "server"

@@ -390,7 +390,9 @@ def install(server, assistant, settings, blocks) -> None:
             except _Refused as exc:
                 response = JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
             except AssistantError as exc:
-                response = JSONResponse({"detail": str(exc)}, status_code=exc.http_status)
+                retry = getattr(exc, "retry_after_s", None)  # past a user's limit
+                headers = {"Retry-After": str(retry)} if retry is not None else None
+                response = JSONResponse({"detail": str(exc)}, status_code=exc.http_status, headers=headers)
             except BaseException:
                 if give_back is not None:
                     give_back()
@@ -464,6 +466,7 @@ def install(server, assistant, settings, blocks) -> None:
                 f"at most {MAX_SAY_S / 60:.0f} are read at once",
             )
         language = body.get("language") if isinstance(body.get("language"), str) else None
+        assistant.quotas.admit(who(request))  # a reply's own speech (/voice/live) is not counted again
         spoken = assistant.speak_stream(language=language or None)
         spoken.feed(text)
         spoken.finish()
@@ -479,6 +482,7 @@ def install(server, assistant, settings, blocks) -> None:
         if len(data) > settings.max_audio_bytes:
             raise _Refused(413, "the recording is too large")
         language = request.query_params.get("language") or None
+        assistant.quotas.admit(who(request))
         transcript = await run(assistant.transcribe, data, language)
         return {
             "text": transcript.text,

@@ -1,8 +1,8 @@
 """``GET /v1/models`` and ``GET /v1/models/{id}``: what is loaded, as OpenAI's model cards.
 
 One card per loaded model: the chat model (with vLLM's ``max_model_len`` and, where the backend
-says, ``dtype``), the speech recognizer, and the voice model (with its ``voices``; their details
-at ``/v1/audio/voices``).
+says, ``dtype``), the speech recognizer, the embedding model (``/v1/embeddings``), and the voice
+model (with its ``voices``; their details at ``/v1/audio/voices``).
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ def cards(assistant, created: int) -> list[ModelCard]:
         )
     if loaded.speech_model is not None:
         found.append(ModelCard(id=loaded.speech_model, created=created))
+    if assistant.embedder is not None:  # listed before its first use, which loads it
+        found.append(ModelCard(id=assistant.embedder.name, created=created, input_modalities=["text"]))
     if loaded.voice_model is not None:
         found.append(
             ModelCard(id=loaded.voice_model, created=created, voices=[v.name for v in loaded.voices])

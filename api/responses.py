@@ -27,7 +27,7 @@ They are dumped with ``model_dump()`` and encoded by the same ``json.dumps`` as 
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -188,3 +188,24 @@ class VoiceList(Reply):
     object: Literal["list"] = "list"
     data: list[VoiceCard]
     aliases: list[str]  # OpenAI's voice names, read with the first voice
+
+
+# --------------------------------------------------------------------------- embeddings
+
+
+class Embedding(Reply):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: Union[list[float], str]  # floats, or base64 of little-endian float32 (encoding_format)
+
+
+class EmbeddingUsage(Reply):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(Reply):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage

@@ -19,7 +19,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 
-from api import audio, chat, models, transcriptions
+from api import audio, chat, embeddings, models, transcriptions
 from api.auth import route_class
 from api.errors import ApiError
 from api.images import ImageFetcher
@@ -71,6 +71,7 @@ def build_router(assistant, settings, logins: Logins | None = None) -> APIRouter
     chat.install(router, assistant, image_fetcher(settings), workers)
     transcriptions.install(router, assistant, settings, workers)
     audio.install(router, assistant, settings, workers)
+    embeddings.install(router, assistant, workers)
     install_docs(router)
     install_catch_all(router)
     return router

@@ -130,3 +130,14 @@ def generation_values(body: ChatCompletionBase) -> tuple[dict[str, Any], dict[st
                 fields[name] = api
                 break
     return values, fields
+
+
+class EmbeddingRequest(Strict):
+    """``POST /v1/embeddings``, as OpenAI defines it. Token arrays are refused by the route, by
+    name (``input`` is typed loosely so that the refusal says why, not only "not a string")."""
+
+    input: Union[str, list[Any]]
+    model: str
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Optional[int] = None  # only the model's own: these models cannot shorten
+    user: Optional[str] = None  # OpenAI's end-user id: accepted, not used

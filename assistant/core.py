@@ -22,6 +22,7 @@ from PIL import Image
 
 from assistant import limits
 from assistant.conversation import ImageAttachment, Message
+from assistant.embeddings import load_embedder
 from assistant.errors import InvalidParams, ModelUnavailable
 from assistant.loaders import Description, load_models
 from assistant.metrics import Metrics, metered_speech
@@ -245,6 +246,7 @@ class Assistant:
         self._read_ahead_photos: frozenset[str] = frozenset()  # digests of the photos being read ahead
         self.prompt = PromptBuilder(settings, chat_model)
         self.metrics = Metrics()  # for /metrics
+        self.embedder = load_embedder(settings.embedding_model)  # loaded at its first use
         self.quotas = Quotas(
             settings.data_dir, settings.user_requests_per_minute, settings.user_tokens_per_day
         )

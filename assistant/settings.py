@@ -282,6 +282,12 @@ class Settings:
         choices=("auto", "on", "off"),
     )
     max_page_inches: float = MAX_PAGE_INCHES
+    embedding_model: str = setting(
+        "embedded",
+        "model of /v1/embeddings: 'embedded' (all-MiniLM-L6-v2, shipped with the app), a"
+        " sentence-transformers or Hugging Face encoder (hub id or directory), or 'off'",
+        "video and documents",
+    )
 
     # Serving
     host: str = setting(

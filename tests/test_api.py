@@ -114,7 +114,8 @@ def test_models_lists_chat_and_speech_models():
     c = client(transcriber=FakeTranscriber())
     data = c.get("/v1/models").json()
     assert data["object"] == "list"
-    assert [m["id"] for m in data["data"]] == ["fake", "fake-whisper"]
+    # changed on purpose: /v1/embeddings' model is listed too
+    assert [m["id"] for m in data["data"]] == ["fake", "fake-whisper", "all-MiniLM-L6-v2"]
     assert data["data"][0]["max_model_len"] == 4096 and data["data"][0]["object"] == "model"
     assert c.get("/v1/models/fake").json()["id"] == "fake"
     assert c.get("/v1/models/nope").status_code == 404
@@ -644,8 +645,14 @@ def model_id(oai):
 @pytest.mark.slow
 def test_openai_client_chat_with_an_image(oai, model_id):
     ids = [m.id for m in oai.models.list().data]
-    # changed on purpose: the app now also serves speech (POST /v1/audio/speech) with its voice
-    assert ids == [model_id, "whisper-base (embedded)", "piper en_US-joe-medium (embedded)"]
+    # changed on purpose: the app now also serves speech (POST /v1/audio/speech) with its voice,
+    # and embeddings (POST /v1/embeddings)
+    assert ids == [
+        model_id,
+        "whisper-base (embedded)",
+        "all-MiniLM-L6-v2",
+        "piper en_US-joe-medium (embedded)",
+    ]
     messages = [
         {
             "role": "user",

@@ -126,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from assistant.request_ids import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
 
     import uvicorn
 
@@ -149,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's loggers go through ours (the request id, --log-format)
         timeout_graceful_shutdown=5,
     )
     return 0

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api.responses import ErrorDetail, ErrorResponse
+from assistant import request_ids
 from assistant.errors import AssistantError, InvalidParams
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,10 @@ def from_exception(exc: BaseException) -> ApiError:
         headers = {"Retry-After": str(retry)} if retry is not None else None
         return ApiError(exc.http_status, str(exc), code=exc.code, headers=headers)
     log.exception("unexpected error in the API", exc_info=exc)
-    return ApiError(500, f"internal error ({type(exc).__name__}); see the server log", code="internal_error")
+    named = f", request {request_ids.current()}" if request_ids.current() else ""
+    return ApiError(
+        500, f"internal error ({type(exc).__name__}); see the server log{named}", code="internal_error"
+    )
 
 
 def from_invalid_params(exc: InvalidParams, fields: dict[str, str]) -> ApiError:

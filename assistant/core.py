@@ -20,7 +20,7 @@ from typing import Any, Union
 
 from PIL import Image
 
-from assistant import limits
+from assistant import limits, request_ids
 from assistant.conversation import ImageAttachment, Message
 from assistant.embeddings import load_embedder
 from assistant.errors import InvalidParams, ModelUnavailable
@@ -89,8 +89,11 @@ class Reply:
     ``text``, ``stats``, ``transcript`` and ``message`` hold the outcome. ``close()`` (or
     leaving a ``with`` block) stops the generation and frees the model at once."""
 
-    def __init__(self, message: Message, steps: Generator[Event, None, None] | None = None):
+    def __init__(
+        self, message: Message, steps: Generator[Event, None, None] | None = None, request_id: str = ""
+    ):
         self.message = message  # the user's message; gains its transcript once heard
+        self.request_id = request_id  # in the server's log lines about this reply
         self.text = ""
         self.stats: ReplyStats | None = None
         self.transcript: Transcript | None = None
@@ -369,7 +372,8 @@ class Assistant:
         ``prefix``: the start of the reply, already written (Continue): the model carries on
         from its last word, and the Reply's text is what comes after it. ``user``: who asks
         (the logged-in user, the API's caller): what a model caches of one user's prompt
-        serves no one else."""
+        serves no one else. The turn's id in the logs is the HTTP request's, or a new one."""
+        request_id = request_ids.of_request() or request_ids.new()
         steps = self._answer(
             history,
             message,
@@ -380,8 +384,9 @@ class Assistant:
             language,
             prefix,
             user,
+            request_id,
         )
-        return Reply(message, steps)
+        return Reply(message, steps, request_id)
 
     def prepare(
         self,
@@ -452,8 +457,10 @@ class Assistant:
         language: str | None,
         prefix: str = "",
         user: str = "",
+        request_id: str = "",
     ) -> Generator[Event, None, None]:
         started = time.perf_counter()
+        request_ids.use_for_turn(request_id)  # for the log lines of this step (the caller's context)
         if message.is_empty():
             raise InvalidParams("the message is empty: type something, attach a photo or record your voice")
         self.quotas.admit(user)  # RateLimited past the user's limits
@@ -475,7 +482,12 @@ class Assistant:
         model = self.require_chat()  # after transcription: voice works without a chat model
         prompt = self.prompt.build(history, message, system_text, params.max_new_tokens, prefix)
         request = ChatRequest(
-            prompt.messages, params, cancel, user=user, shared_system=self.prompt.is_servers(system_text)
+            prompt.messages,
+            params,
+            cancel,
+            user=user,
+            shared_system=self.prompt.is_servers(system_text),
+            request_id=request_id,
         )
         ticket = self.queue.enter(self._photos_read_ahead_in(request)) if self.queue is not None else None
         try:

@@ -348,6 +348,12 @@ class Settings:
     )
     remote_image_timeout_s: float = 10.0
     log_level: str = setting("INFO", "server log detail", "server", choices=LOG_LEVELS)
+    log_format: str = setting(
+        "text",
+        "server log lines: text, or json (one object a line, with each request's id)",
+        "server",
+        choices=("text", "json"),
+    )
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -451,3 +451,17 @@ def test_export_then_import_gives_the_same_chat_with_its_photo(env):
     assert [c.id for c in env.store.conversations("bob")] == [bob.conversation_id]
     with pytest.warns(UserWarning, match="Could not import"):
         assert sidebar.import_chat(env.store, bob, markdown)[0] == gr.skip()
+
+
+def test_an_unexpected_failure_names_the_request_to_look_up_in_the_log(env, caplog):
+    def broken(request):
+        raise RuntimeError("a bug")
+
+    env.model.stream = broken
+    send(env, "hi")
+    with caplog.at_level("ERROR", logger="ui.actions"):
+        run(env)
+    logged = [r for r in caplog.records if r.getMessage().startswith("answering failed (request req-")]
+    assert len(logged) == 1
+    request = logged[0].getMessage().split("(request ")[1].rstrip(")")
+    assert env.session.error == render.unexpected(request) and request in env.session.error

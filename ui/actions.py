@@ -235,9 +235,9 @@ def respond(assistant, store, session: ChatSession, *panel_values):
         session.error = str(exc)
         yield _take_back(turn, session.error)
     except Exception:
-        log.exception("answering failed")
-        session.error = render.UNEXPECTED
-        yield _take_back(turn, render.UNEXPECTED)
+        log.exception("answering failed (request %s)", turn.request_id)
+        session.error = render.unexpected(turn.request_id)
+        yield _take_back(turn, session.error)
     finally:
         session.busy = False
 
@@ -254,6 +254,7 @@ class _Turn:
         self.saved = False  # something of this turn is in the store
         self.unsaved = False  # a save of this turn failed (and the toast said so, once)
         self.last_save = 0.0
+        self.request_id = ""  # the reply's id in the server log, once asked for
 
     def refresh(self) -> None:
         """A new turn after the history: first take in what another tab saved to this chat."""
@@ -352,6 +353,7 @@ def _answer(assistant, turn: _Turn, panel_values):
         prefix=turn.prefix,
         user=session.owner,
     )
+    turn.request_id = reply.request_id
     last_frame = 0.0
     with reply:  # leaving early (a closed tab, an error) frees the model at once
         try:

@@ -15,6 +15,13 @@ TRANSCRIBING = f"{MIC} *transcribing…*"
 THINKING = "…"
 EMPTY_REPLY = "*(the model gave an empty reply)*"
 UNEXPECTED = "Something went wrong while answering. The details are in the server log."
+
+
+def unexpected(request_id: str = "") -> str:
+    """UNEXPECTED, naming the turn's id in the server log (for the admin a user tells)."""
+    return f"{UNEXPECTED[:-1]}, request {request_id}." if request_id else UNEXPECTED
+
+
 PARAGRAPH = "\n\n"
 # Maths as models write it: $$…$$ and \[…\] as a block, \(…\) inline (KaTeX, Gradio's own
 # renderer). A single "$" is left out: the renderer pairs any two, so "$5 or $10" became maths.

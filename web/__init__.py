@@ -7,7 +7,8 @@ Each piece is a plain ASGI middleware with its own module: :mod:`web.headers` (C
 headers), :mod:`web.body` (body caps while streaming), :mod:`web.sessions` (login rate limit,
 session lifetime, logout), :mod:`web.files` (who may fetch which photo, upload types),
 :mod:`web.payloads` (which files a call to the page may name), :mod:`web.origins` (no other
-website may act with a user's login), :mod:`web.metrics` (requests counted for ``/metrics``).
+website may act with a user's login), :mod:`web.metrics` (requests counted for ``/metrics``),
+:mod:`web.request_ids` (each request's id, in its answer and its log lines).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from web.headers import SecurityHeaders
 from web.logins import Logins
 from web.metrics import RequestMetrics
 from web.payloads import PayloadFiles
+from web.request_ids import RequestIds
 from web.sessions import GradioSessions, LoginGuard
 
 PAGE_BODY_BYTES = 16 * MB  # the page's JSON calls (its files come through the upload route)
@@ -129,8 +131,9 @@ def install(
     server.add_middleware(BodyLimit, limit_for=body_limits(settings))
     origins.install(server, settings.allowed_origins, settings.host, bool(logins))
     server.add_middleware(SecurityHeaders)
-    if registry is not None:  # outermost: the others' refusals count too
+    if registry is not None:  # the others' refusals count too
         server.add_middleware(RequestMetrics, registry=registry, prefix=PREFIX)
+    server.add_middleware(RequestIds)  # outermost: every log line of a request names it
 
 
 __all__ = ["exposure_problem", "install", "is_loopback", "user_lookup"]

@@ -45,6 +45,7 @@ class ChatRequest:
     # The system message is the server's own (a persona, the configured prompt), not text a user
     # wrote: its keys/values may serve every user.
     shared_system: bool = False
+    request_id: str = ""  # the turn's id in the logs (assistant.request_ids), sent on to servers
 
     @property
     def continues(self) -> bool:

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from assistant import request_ids
 from assistant.conversation import Message, fit_to_context
 from assistant.errors import AssistantError, GenerationFailed, InvalidParams, ModelUnavailable
 from assistant.models.base import ChatRequest, ModelInfo, Usage
@@ -392,7 +393,8 @@ class RemoteChatModel:
             if self._model is None:
                 self.discover()
             body = self._body(request)
-            with self._client.stream("POST", "chat/completions", json=body) as response:
+            headers = {request_ids.HEADER: request.request_id} if request.request_id else None
+            with self._client.stream("POST", "chat/completions", json=body, headers=headers) as response:
                 if (
                     response.status_code == 400
                     and "stream_options" in body

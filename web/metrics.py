@@ -17,6 +17,7 @@ NAMED = (
     "/v1/audio/transcriptions",
     "/v1/audio/speech",
     "/v1/models",
+    "/v1/embeddings",
     "/metrics",
     "/gradio_api/queue/join",
     "/gradio_api/queue/data",

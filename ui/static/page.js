@@ -1,7 +1,8 @@
 // What only the browser can do for the page (served from this server: the CSP allows it).
 // - the open chat's id in the address bar (?chat=ID), so a reload or a shared link reopens it
 // - Esc stops a reply; Enter while a reply is being written says so instead of queueing
-// - on a narrow screen the sidebars start closed and close again after a choice
+// - on a narrow screen the sidebars start closed and close again after a choice; a closed one
+//   is out of the Tab order
 // - the "‹ 2/3 ›" arrows of answer versions
 // - a photo dropped anywhere on the page is attached to the message
 // - "Copy conversation" puts the chat's Markdown on the clipboard
@@ -103,6 +104,52 @@
     }
   }
 
+  // A closed sidebar's content is off-screen but still in the Tab order (12 stops through the
+  // closed Settings; "New chat" at x = -370 on a phone): inert while closed, and the arrow says
+  // whether it is open. Synced on every class change of the sidebar, and once a poll.
+  function syncSidebar(side) {
+    const content = side.querySelector(":scope > .sidebar-content");
+    const toggle = side.querySelector(":scope > button.toggle-button");
+    const open = side.classList.contains("open");
+    if (content && content.inert === open) content.inert = !open;
+    if (toggle && toggle.getAttribute("aria-expanded") !== String(open)) toggle.setAttribute("aria-expanded", String(open));
+  }
+  const watched = new WeakSet();
+  function closedSidebarsInert() {
+    for (const side of document.querySelectorAll("#history-sidebar, #settings")) {
+      syncSidebar(side);
+      if (watched.has(side)) continue;
+      watched.add(side);
+      new MutationObserver(() => syncSidebar(side)).observe(side, { attributes: true, attributeFilter: ["class"] });
+    }
+  }
+
+  // The chat list is one Tab stop (each past chat was its own): the open chat, or the first, is
+  // reachable by Tab; the arrows move between chats, Enter or Space opens the one focused.
+  const chats = () => [...document.querySelectorAll("#history input[type=radio]")];
+  function oneTabStopForChats() {
+    const all = chats();
+    if (!all.length) return;
+    const focused = all.indexOf(document.activeElement);
+    const current = focused >= 0 ? focused : Math.max(0, all.findIndex((r) => r.checked));
+    all.forEach((radio, i) => { const want = i === current ? "0" : "-1"; if (radio.getAttribute("tabindex") !== want) radio.setAttribute("tabindex", want); });
+  }
+  document.addEventListener("keydown", (event) => {
+    const all = chats();
+    const at = all.indexOf(document.activeElement);
+    if (at < 0) return;
+    const step = { ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1, Home: -at, End: all.length - 1 - at }[event.key];
+    if (step !== undefined) {
+      event.preventDefault(); // move only: opening every chat passed on the way would be slow
+      const next = all[Math.min(all.length - 1, Math.max(0, at + step))];
+      next.focus();
+      oneTabStopForChats();
+    } else if (event.key === "Enter") {
+      event.preventDefault();
+      all[at].click();
+    }
+  }, true);
+
   // Answer versions: "‹ 2/3 ›" under each message that has them (#versions says which, by
   // message index). A message may show as several rows (photos, then text): consecutive rows of
   // one role are one message, since the history alternates.
@@ -192,6 +239,8 @@
   setInterval(() => {
     showChatInAddress();
     labelButtons();
+    closedSidebarsInert();
+    oneTabStopForChats();
     showVersions();
     copyWhenAsked();
     if (!sidebarsChecked && $("#history-sidebar")) {

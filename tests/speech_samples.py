@@ -3,6 +3,7 @@
 Reused by the speech tests, the benchmark and the web/API tests:
 
     make_speech("Turn on the lights.", tmp_path / "q.webm", voice="en-us", fmt="webm")
+    speech_samples("Turn on the lights.")  # float32 samples at 16 kHz
 
 espeak-ng writes a 22.05 kHz WAV; sox resamples it to 16 kHz mono 16-bit (what a phone or a
 browser would send after its own processing), and ffmpeg packs it into the asked container.
@@ -12,7 +13,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
+import wave
 from pathlib import Path
+
+import numpy as np
 
 # container -> ffmpeg codec arguments (webm/ogg carry Opus like a browser's MediaRecorder).
 FORMATS: dict[str, list[str]] = {
@@ -70,6 +75,7 @@ def make_speech(
     fmt: str = "wav",
     speed: int = 140,
     sampling_rate: int = 16000,
+    dither: bool = True,
 ) -> Path:
     """Speak ``text`` with espeak-ng into ``path`` (a ``fmt`` container) and return the path."""
     if fmt not in FORMATS:
@@ -80,7 +86,8 @@ def make_speech(
     wav = path if fmt == "wav" else path.with_name(path.stem + ".16k.wav")
     try:
         _run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text])
-        _run(["sox", str(raw), "-r", str(sampling_rate), "-c", "1", "-b", "16", str(wav)])
+        no_dither = [] if dither else ["-D"]  # sox's dither is random: the same text, other samples
+        _run(["sox", *no_dither, str(raw), "-r", str(sampling_rate), "-c", "1", "-b", "16", str(wav)])
         if fmt != "wav":
             _run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(wav), *FORMATS[fmt], str(path)])
     finally:
@@ -88,6 +95,14 @@ def make_speech(
         if wav != path:
             wav.unlink(missing_ok=True)
     return path
+
+
+def speech_samples(text: str, voice: str = "en-us", speed: int = 140) -> np.ndarray:
+    """``text`` spoken by espeak-ng as 16-kHz mono float32 samples, the same on every run."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = make_speech(text, Path(folder) / "s.wav", voice=voice, speed=speed, dither=False)
+        with wave.open(str(path)) as clip:
+            return np.frombuffer(clip.readframes(clip.getnframes()), np.int16).astype(np.float32) / 32768
 
 
 def make_silence(path: str | Path, seconds: float = 3.0, sampling_rate: int = 16000) -> Path:

@@ -16,6 +16,8 @@ The modules, by job:
 - :mod:`~assistant.speech.bounds`: the speed range, the seconds a text will take, the caps
 - :mod:`~assistant.speech.spoken`: a reply read aloud while it streams (:class:`SpokenReply`)
 - :mod:`~assistant.speech.encode`: speech as the bytes of an audio file, as it is made
+- :mod:`~assistant.speech.turns`: when a spoken turn has ended (Silero VAD + smart-turn,
+  :class:`~assistant.speech.turns.TurnDetector`), fed a stream's audio
 - :mod:`~assistant.speech.remote`: both over an OpenAI-compatible server
   (``RemoteTranscriber``, ``RemoteSynthesizer``), imported on demand (httpx)
 

@@ -192,7 +192,7 @@ def test_a_text_only_model_gets_the_photos_text_marked_as_such(tmp_path):
     model.info = ModelInfo("text-model", "local", "cpu", "none", 4096, vision=False)
     path = tmp_path / "receipt.png"
     receipt().save(path)
-    builder = PromptBuilder(Settings(data_dir=tmp_path), lambda: model)
+    builder = PromptBuilder(Settings(data_dir=tmp_path), model)
     prompt = builder.build([], Message.user("What is the total?", [str(path)]), "", 64)
     sent = prompt.messages[-1]
     assert not sent.images  # nothing it cannot read is sent
@@ -200,7 +200,7 @@ def test_a_text_only_model_gets_the_photos_text_marked_as_such(tmp_path):
     assert "57.00" in sent.text and sent.text.endswith("What is the total?")
     assert "photo 1: its text by OCR" in prompt.sent
 
-    off = PromptBuilder(Settings(data_dir=tmp_path, ocr="off"), lambda: model)
+    off = PromptBuilder(Settings(data_dir=tmp_path, ocr="off"), model)
     quiet = off.build([], Message.user("What is the total?", [str(path)]), "", 64).messages[-1]
     assert "photo 1 is not shown" in quiet.text and "57" not in quiet.text
 
@@ -215,9 +215,9 @@ def test_a_vision_model_gets_the_photo_and_its_text_only_with_ocr_on(tmp_path):
     path = tmp_path / "receipt.png"
     receipt().save(path)
     message = Message.user("What is the total?", [str(path)])
-    auto = PromptBuilder(Settings(data_dir=tmp_path), lambda: model).build([], message, "", 64)
+    auto = PromptBuilder(Settings(data_dir=tmp_path), model).build([], message, "", 64)
     assert auto.messages[-1].images and "OCR" not in auto.messages[-1].text
-    on = PromptBuilder(Settings(data_dir=tmp_path, ocr="on"), lambda: model).build([], message, "", 64)
+    on = PromptBuilder(Settings(data_dir=tmp_path, ocr="on"), model).build([], message, "", 64)
     assert on.messages[-1].images and "57.00" in on.messages[-1].text
 
 
@@ -236,7 +236,7 @@ def test_a_scanned_pdf_is_read_by_ocr_for_every_model(tmp_path):
     blind = FakeChatModel()
     blind.info = ModelInfo("text-model", "local", "cpu", "none", 4096, vision=False)
     for model, pictures in ((vision, True), (blind, False)):
-        prompt = PromptBuilder(Settings(data_dir=tmp_path), lambda m=model: m).build([], message, "", 64)
+        prompt = PromptBuilder(Settings(data_dir=tmp_path), model).build([], message, "", 64)
         sent = prompt.messages[-1]
         assert "--- page 1 (text read by OCR) ---" in sent.text and "57.00" in sent.text, sent.text
         assert bool(sent.images) == pictures
@@ -263,7 +263,7 @@ def test_a_text_only_model_gets_the_text_on_a_clips_frames(tmp_path):
     )
     model = FakeChatModel()
     model.info = ModelInfo("text-model", "local", "cpu", "none", 4096, vision=False)
-    prompt = PromptBuilder(Settings(data_dir=tmp_path), lambda: model).build(
+    prompt = PromptBuilder(Settings(data_dir=tmp_path), model).build(
         [], Message.user("What does it say?", videos=[str(clip)]), "", 64
     )
     sent = prompt.messages[-1]

@@ -6,7 +6,17 @@ import random
 
 import pytest
 
-from assistant.speech.speakable import LONG, Speakable, clean, guess_language, sentence_end, split, streamed
+from assistant.speech.speakable import (
+    FIRST_CLAUSE_WORDS,
+    FIRST_WORDS,
+    LONG,
+    Speakable,
+    clean,
+    guess_language,
+    sentence_end,
+    split,
+    streamed,
+)
 
 REPLY = """Sure! Here is what I found. Dr. Smith arrived at 3.14 p.m. on Jan. 5, e.g. the day after.
 
@@ -95,7 +105,8 @@ def test_exclamation_and_question_need_only_a_space():
     ],
 )
 def test_abbreviations_initials_and_numbers_do_not_end_a_sentence(text):
-    assert split(text + " Next one.") == [text, "Next one."]
+    # After a first piece (which may end before its sentence does), pieces are whole sentences.
+    assert split("Hello! " + text + " Next one.") == ["Hello!", text, "Next one."]
 
 
 def test_a_number_at_the_end_of_a_sentence_does_end_it():
@@ -168,6 +179,106 @@ def test_sentence_end_says_where():
     assert sentence_end("Dr. Who") is None
 
 
+# --- the first piece ends sooner ------------------------------------------------------------
+
+FIRST = "Sure, the capital of France is Paris, which sits on the Seine. It has about two million people."
+
+
+def test_the_first_piece_ends_at_a_comma_once_it_has_a_few_words():
+    pieces = Speakable()
+    assert pieces.feed("Hello there, my good friend,") == []  # "Hello there," is too short
+    assert pieces.feed(" how are you today? I") == ["Hello there, my good friend,", "how are you today?"]
+    assert pieces.flush() == ["I"]
+
+
+@pytest.mark.parametrize("mark", [";", ":", " -", " —"])
+def test_the_first_piece_ends_at_other_clause_marks_too(mark):
+    assert split(f"Here are the four steps{mark} open it first. Then close it.") == [
+        f"Here are the four steps{mark}",
+        "open it first.",
+        "Then close it.",
+    ]
+
+
+def test_the_first_piece_ends_after_a_few_words_when_no_comma_comes():
+    pieces = Speakable()
+    assert pieces.feed("One two three four five six") == []  # "six" may go on: "sixty"
+    assert pieces.feed(" seven") == ["One two three four five six"]
+    assert pieces.feed(" eight. Nine ten eleven twelve thirteen fourteen fifteen. Sixteen") == [
+        "seven eight.",
+        "Nine ten eleven twelve thirteen fourteen fifteen.",  # later pieces are whole sentences
+    ]
+    assert pieces.flush() == ["Sixteen"]
+
+
+def test_the_thresholds_are_what_the_tests_assume():
+    assert (FIRST_CLAUSE_WORDS, FIRST_WORDS) == (4, 6)
+
+
+def test_only_the_first_piece_is_cut_short_and_the_rest_are_whole_sentences():
+    assert split(FIRST) == [
+        "Sure, the capital of France is",
+        "Paris, which sits on the Seine.",
+        "It has about two million people.",
+    ]
+    later = "It is big, old and beautiful, with many long streets, and it never sleeps at night."
+    assert split("Yes! " + later + " " + later) == ["Yes!", later, later]
+
+
+def test_a_first_sentence_shorter_than_the_threshold_is_still_one_piece():
+    assert split("The capital is Paris. It is big.") == ["The capital is Paris.", "It is big."]
+
+
+@pytest.mark.parametrize(
+    ("text", "first"),
+    [
+        ("It costs 1,000 dollars or 3,5 euros in all shops today.", "It costs 1,000 dollars or 3,5"),
+        ("Pi is 3.14159 and e is 2.71828 to five places.", "Pi is 3.14159 and e is"),
+        (
+            "See https://example.com/a,b;c?x=1.5 or www.python.org/x,y for all the rest.",
+            "See example.com or python.org for all",
+        ),
+        (
+            "Click [the big red button on the page](https://x.y/z) to save it all.",
+            "Click the big red button on the page",
+        ),
+        (
+            "Run `pip install --upgrade the package` in a terminal window now.",
+            "Run pip install --upgrade the package",
+        ),
+        ("We all went to see Dr. Smith and his wife here.", "We all went to see Dr. Smith"),
+        ("The book is by J. R. R. Tolkien and is long.", "The book is by J. R. R. Tolkien"),
+        ("Prices rose in the whole U.S. economy last year.", "Prices rose in the whole U.S. economy"),
+        ("**Paris** is *the* capital 🎉 of France and big.", "Paris is the capital of France"),
+    ],
+)
+def test_the_first_piece_is_never_cut_inside_a_number_url_link_code_or_after_an_abbreviation(text, first):
+    pieces = split(text)
+    assert pieces[0] == first
+    assert " ".join(pieces) == clean(text)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_first_piece_is_cut_at_the_same_place_in_any_chunks(seed):
+    assert streamed(chunked(FIRST, seed)) == split(FIRST)
+
+
+def test_a_heading_first_is_one_piece_and_then_sentences_are_whole():
+    text = "## How to make a good cup of tea\nBoil the water, then pour it over the leaves slowly."
+    assert split(text) == [
+        "How to make a good cup of tea",
+        "Boil the water, then pour it over the leaves slowly.",
+    ]
+
+
+def test_after_flush_the_next_reply_starts_soon_again():
+    pieces = Speakable()
+    assert pieces.feed("Fine. ") == []
+    assert pieces.flush() == ["Fine."]
+    assert pieces.feed("Well, the answer is simple, you see. ") == ["Well, the answer is simple,"]
+    assert pieces.flush() == ["you see."]
+
+
 @pytest.mark.parametrize(
     ("text", "language"),
     [
@@ -180,3 +291,9 @@ def test_sentence_end_says_where():
 )
 def test_guess_language(text, language):
     assert guess_language(text) == language
+
+
+def test_a_sure_guess_is_none_on_a_tie_even_when_short():
+    assert guess_language("La maison de ma mère") == "es"  # fr and es tie: the first wins
+    assert guess_language("La maison de ma mère", sure=True) is None
+    assert guess_language("La maison de ma mère est belle", sure=True) == "fr"

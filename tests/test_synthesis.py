@@ -198,6 +198,38 @@ def test_the_language_heard_picks_the_voice(voice):
     assert spoken.voice().name == EMBEDDED_VOICE
 
 
+def test_a_streamed_reply_is_heard_from_its_first_clause(voice):
+    text = "Sure, the capital of France is Paris, which sits on the Seine. It has about two million people."
+    spoken = SpokenReply(voice)
+    feeder = threading.Thread(target=stream_tokens, args=(spoken, text, 0.03))
+    feeder.start()
+    chunks = list(spoken)
+    feeder.join()
+    assert [c.text for c in chunks] == [
+        "Sure, the capital of France is",  # the first piece: six words, not the whole sentence
+        "Paris, which sits on the Seine.",
+        "It has about two million people.",
+    ]
+    assert spoken.voice().name == EMBEDDED_VOICE  # six words were enough to tell English
+
+
+def test_a_short_first_piece_that_cannot_tell_the_language_waits_for_more(tmp_path):
+    files = embedded_voice()
+    (tmp_path / "fr_FR-test.onnx").symlink_to(files.model)
+    config = json.loads(files.config.read_text())
+    config["language"] = {"code": "fr_FR"}
+    (tmp_path / "fr_FR-test.onnx.json").write_text(json.dumps(config))
+    two = PiperSynthesizer(("embedded", str(tmp_path / "fr_FR-test.onnx")))
+    spoken = SpokenReply(two)
+    # "Bien sûr, la capitale de la" (the first piece) has as many Spanish words as French ones.
+    spoken.feed("Bien sûr, la capitale de la ")
+    assert not spoken.decided
+    spoken.feed("France est Paris, et elle est très belle. Voilà.")
+    spoken.finish()
+    assert spoken.voice(timeout=5).name == "fr_FR-test"
+    assert [c.text for c in spoken][0] == "Bien sûr, la capitale de la"
+
+
 # --- the remote backend --------------------------------------------------------------------
 
 

@@ -2,8 +2,8 @@
 
     pieces = Speakable()
     for chunk in tokens:
-        for text in pieces.feed(chunk):   # whole sentences (long ones cut at a comma)
-            speak(text)
+        for text in pieces.feed(chunk):   # whole sentences (long ones cut at a comma; the
+            speak(text)                   # first one ends sooner, see below)
     for text in pieces.flush():           # what is left once the reply has ended
         speak(text)
 
@@ -15,6 +15,11 @@ tags, emoji and control characters (a NUL would stop the voice) are dropped. A s
 ``.``, ``!``, ``?`` or ``…`` followed by a space and a new sentence, not after an abbreviation
 (``Dr.``, ``e.g.``, ``U.S.``), an initial (``J. R. Tolkien``) or inside a number (``3.14``); a
 newline always ends a piece.
+
+The first piece of a reply ends sooner, so that the voice can start: at a comma, semicolon, colon
+or dash once it has FIRST_CLAUSE_WORDS words, else after FIRST_WORDS words (never after an
+abbreviation or an initial, nor inside a link or inline code). Later pieces stay whole sentences,
+which sound better.
 
 Pure text processing (no model, no I/O), so it runs on the caller's thread at no cost.
 """
@@ -29,6 +34,9 @@ from collections.abc import Iterable
 LONG = 160  # a sentence longer than this is cut at a comma (or semicolon, colon, dash)
 MIN_CUT = 40  # ...but never before this many characters
 HARD = 280  # no comma either: cut at a space
+# The first piece is said while the rest is still being written: it need not be a sentence.
+FIRST_CLAUSE_WORDS = 4  # it ends at a clause mark once it has this many words...
+FIRST_WORDS = 6  # ...or after this many words when no clause mark comes
 
 ABBREVIATIONS = frozenset(
     [
@@ -140,6 +148,7 @@ _SPEAKABLE = re.compile(r"[^\W_]", re.UNICODE)  # a letter or digit: something t
 # A candidate end of sentence: the marks, any closing quotes/brackets/emphasis, then a space.
 _END = re.compile(r"([.!?…]+|[。！？])[\"'”’)\]*_]*(?=\s)")
 _CUT_AT = re.compile(r"[,;:](?=\s)|\s[-–—](?=\s)")
+_WORD_END = re.compile(r"\S(?=\s)")  # the last character of a word that is complete
 
 
 def _is_emoji(ch: str) -> bool:
@@ -214,6 +223,39 @@ def sentence_end(text: str, start: int = 0) -> int | None:
     return None
 
 
+def _abbreviated(text: str, end: int) -> bool:
+    """The word that ends at ``end`` is an abbreviation, initial or dotted acronym (``Dr.``,
+    ``J.``, ``U.S.``): the name or word after it belongs with it."""
+    head = text[:end].rstrip("\"'”’)]*_")
+    word = _word_before(head, len(head))
+    bare = word.rstrip(".").lower()
+    if not word.endswith(".") or not bare:
+        return False
+    return bare in ABBREVIATIONS or "." in bare or (len(bare) == 1 and bare.isalpha())
+
+
+def first_cut(text: str, before: int | None = None) -> int | None:
+    """Where the first piece of a reply may end before its sentence does (before ``before``):
+    at the first clause mark once FIRST_CLAUSE_WORDS words are said, or after FIRST_WORDS words,
+    whichever comes first (so that streaming it in any chunks cuts it at the same place)."""
+    limit = len(text) if before is None else before
+    clauses = [(m.end(), FIRST_CLAUSE_WORDS) for m in _CUT_AT.finditer(text, 0, limit)]
+    words = [(m.end(), FIRST_WORDS) for m in _WORD_END.finditer(text, 0, limit)]
+    for end, needed in sorted(clauses + words):
+        head = text[:end]
+        if needed == FIRST_WORDS and _abbreviated(text, end):
+            continue  # "Dr." / "J." / "U.S." go with the word after them
+        # An HTML tag (its attributes have spaces) would be read out if cut in two.
+        if _words(head) >= needed and _closed(head) and head.count("<") <= head.count(">"):
+            return end
+    return None
+
+
+def _words(text: str) -> int:
+    """Words the listener would hear (a URL is one, its host; marks and emoji are none)."""
+    return len(clean(text).split())
+
+
 def long_cut(text: str) -> int | None:
     """Where to cut a sentence that runs long without ending: after its last comma (or ;, :,
     dash) between MIN_CUT and LONG characters, else at a space once it passes HARD."""
@@ -237,6 +279,7 @@ class Speakable:
         self._line = ""  # raw text of the line being written (after what was already cut)
         self._kind: str | None = None  # prose | item | heading | fence | table | rule, once known
         self._in_code = False
+        self._started = False  # a piece was given out: the rest are whole sentences
 
     def feed(self, chunk: str) -> list[str]:
         out: list[str] = []
@@ -251,7 +294,7 @@ class Speakable:
         """The rest, once the reply has ended (an unclosed code block is still skipped)."""
         line, self._line = self._line, ""
         out = self._end_line(line) if line else []
-        self._kind, self._in_code = None, False
+        self._kind, self._in_code, self._started = None, False, False
         return out
 
     # -- lines ------------------------------------------------------------------------------
@@ -299,7 +342,11 @@ class Speakable:
             return []
         if kind in ("code", "table", "rule"):
             return []
-        pieces, _ = _sentences(line, final=True)
+        # A heading is one piece (and is here only once its line is complete, so it waits for
+        # nothing), so it is not cut short even when it comes first.
+        quick = not self._started and kind != "heading"
+        pieces, _ = _sentences(line, final=True, quick=quick)
+        self._started = self._started or bool(pieces)
         return pieces
 
     def _partial(self) -> list[str]:
@@ -311,16 +358,20 @@ class Speakable:
             self._line = self._start(kind, self._line)
         if self._kind not in ("prose", "item"):
             return []  # a heading is one piece, said when its line ends; code is not said
-        pieces, self._line = _sentences(self._line, final=False)
+        pieces, self._line = _sentences(self._line, final=False, quick=not self._started)
+        self._started = self._started or bool(pieces)
         return pieces
 
 
-def _sentences(text: str, final: bool) -> tuple[list[str], str]:
+def _sentences(text: str, final: bool, quick: bool = False) -> tuple[list[str], str]:
     """Cut complete sentences off ``text``: (the pieces, what stays unfinished). ``final``: the
-    line has ended, so the rest is a piece too."""
+    line has ended, so the rest is a piece too. ``quick``: the first piece is the reply's first,
+    which may end before its sentence does (:func:`first_cut`)."""
     out: list[str] = []
     while True:
         end = _safe_end(text)
+        if quick and not out:
+            end = first_cut(text, end) or end
         if end is None:
             end = long_cut(text)
         if end is None:
@@ -344,14 +395,16 @@ def _safe_end(text: str) -> int | None:
         end = sentence_end(text, start)
         if end is None:
             return None
-        head = text[:end]
-        if (
-            head.count("`") % 2 == 0
-            and head.count("[") <= head.count("]")
-            and head.count("(") <= head.count(")")
-        ):
+        if _closed(text[:end]):
             return end
         start = end
+
+
+def _closed(head: str) -> bool:
+    """No inline code, link or bracket is left open at the end of ``head``."""
+    return (
+        head.count("`") % 2 == 0 and head.count("[") <= head.count("]") and head.count("(") <= head.count(")")
+    )
 
 
 def split(text: str) -> list[str]:
@@ -383,10 +436,11 @@ _WORDS = {lang: frozenset(words.split()) for lang, words in _STOPWORDS.items()}
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 
 
-def guess_language(text: str) -> str | None:
+def guess_language(text: str, sure: bool = False) -> str | None:
     """ISO 639-1 code of a reply's language by its commonest short words (en, es, fr, de, it, pt,
-    nl), or None when it is too short to tell or uses none of them. Cheap; meant for choosing a
-    voice, not for linguistics."""
+    nl), or None when it is too short to tell or uses none of them (``sure``: or when two
+    languages tie, however short the text). Cheap; meant for choosing a voice, not for
+    linguistics."""
     words = [w.lower() for w in _WORD.findall(text)[:400]]
     if len(words) < 3:
         return None
@@ -395,6 +449,6 @@ def guess_language(text: str) -> str | None:
     if scores[best] == 0:
         return None
     ranked = sorted(scores.values(), reverse=True)
-    if len(words) >= 6 and ranked[0] == ranked[1]:
+    if (sure or len(words) >= 6) and ranked[0] == ranked[1]:
         return None
     return best

@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 _END = object()
 GUESS_WORDS = 4  # words of a reply before its language is guessed
+# The first piece may be only a few words (speakable.FIRST_WORDS): while they cannot tell (a tie,
+# or none of the commonest words), wait for more, up to this many.
+GUESS_MOST_WORDS = 12
 
 
 class SpokenReply:
@@ -178,9 +181,15 @@ class SpokenReply:
             language = self._language
             if language is None:
                 words = " ".join(self._held)
-                if len(words.split()) < GUESS_WORDS and not final:
+                count = len(words.split())
+                if count < GUESS_WORDS and not final:
                     return False  # "Sure!" alone cannot tell: wait for the next sentence
-                language = speakable.guess_language(words)
+                if count < GUESS_MOST_WORDS and not final:
+                    language = speakable.guess_language(words, sure=True)
+                    if language is None:
+                        return False  # "Bien sûr, la capitale de la" ties fr and es: wait
+                else:
+                    language = speakable.guess_language(words)
             self._voice = synth.voice_for(language) if language else synth.voices[0]
             if self._voice is None:
                 self.missing_language = language

@@ -76,9 +76,21 @@ def send(session: ChatSession, value):
     return render.chat(session.messages, user, ""), busy_box(clear=True)
 
 
+def has_reply(session: ChatSession) -> bool:
+    """Whether the chat ends with a reply that Regenerate or Continue could work on."""
+    return len(session.messages) >= 2 and session.messages[-1].role == "assistant"
+
+
+def turn_buttons(session: ChatSession) -> tuple[gr.Button, gr.Button, gr.Button]:
+    """Regenerate, Continue, Undo: greyed out while there is nothing for them to act on (an
+    enabled button that does nothing reads as broken)."""
+    reply, turn = has_reply(session), len(session.messages) >= 2
+    return gr.Button(interactive=reply), gr.Button(interactive=reply), gr.Button(interactive=turn)
+
+
 @unless_busy(2)
 def regenerate(session: ChatSession):
-    if len(session.messages) < 2 or session.messages[-1].role != "assistant":
+    if not has_reply(session):
         gr.Info("There is no reply to regenerate yet.")
         return gr.skip(), gr.skip()
     previous = list(session.messages)
@@ -91,7 +103,7 @@ def regenerate(session: ChatSession):
 @unless_busy(2)
 def continue_reply(session: ChatSession):
     """Carry on the last reply from where it stopped (it hit the length limit, or was stopped)."""
-    if len(session.messages) < 2 or session.messages[-1].role != "assistant":
+    if not has_reply(session):
         gr.Info("There is no reply to continue yet.")
         return gr.skip(), gr.skip()
     previous = list(session.messages)
@@ -139,7 +151,8 @@ def edit(session: ChatSession, data: gr.EditData):
 @unless_busy(4)
 def undo(store, session: ChatSession):
     """Take back the last exchange; its words and photos return to the input box for another try."""
-    if len(session.messages) < 2:
+    if len(session.messages) < 2:  # (the button is greyed out then; another tab may differ)
+        gr.Info("There is nothing to undo yet.")
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     session.messages, user = undo_last_turn(session.messages)
     # The photos are copied out first: undoing a chat's only turn deletes the chat and its files.
@@ -429,7 +442,17 @@ def history_update(store, session: ChatSession):
     )
     now = time.time()
     choices = [(f"{plain_text(c.title)} · {render.when(c.updated_at, now)}", c.id) for c in found]
-    return gr.Radio(choices=choices, value=session.conversation_id)
+    return gr.Radio(choices=choices, value=session.conversation_id, info=no_match(session.query, found))
+
+
+def no_match(query: str, found: Sequence) -> str:
+    """The line under the list's name when a search finds nothing: an empty list alone looks
+    broken. (Always a string: ``None`` would leave the last search's line standing.)"""
+    query = " ".join(query.split())
+    if not query or found:
+        return ""
+    shown = query if len(query) <= 40 else query[:39] + "…"
+    return f"No chats match “{shown}”."
 
 
 def save(store, session: ChatSession) -> bool:

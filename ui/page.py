@@ -121,9 +121,10 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
         with gr.Row(elem_classes="turn-actions"):
             # Labelled words, not emoji (a machine without an emoji font shows boxes); one of
             # each: the chat's own retry / undo / clear icons are not used.
-            regen_btn = gr.Button("Regenerate", size="sm", elem_id="regenerate")
-            continue_btn = gr.Button("Continue", size="sm", elem_id="continue")
-            undo_btn = gr.Button("Undo last turn", size="sm", elem_id="undo")
+            # Greyed out until the chat has a reply (actions.turn_buttons, after each change).
+            regen_btn = gr.Button("Regenerate", size="sm", elem_id="regenerate", interactive=False)
+            continue_btn = gr.Button("Continue", size="sm", elem_id="continue", interactive=False)
+            undo_btn = gr.Button("Undo last turn", size="sm", elem_id="undo", interactive=False)
 
         endpoint.install(assistant, CONCURRENCY, store.media_dir)
 
@@ -139,11 +140,12 @@ def build_ui(assistant, settings, store) -> gr.Blocks:
         # Quick handlers still go through the queue (toasts from queue=False events are
         # dropped), but nothing limits how many run at once.
         quick: dict[str, Any] = dict(concurrency_limit=None, show_progress="hidden", api_visibility="private")
-        # After anything that changes which messages are shown: their versions, for the arrows.
+        # After anything that changes which messages are shown: their versions, for the arrows,
+        # and which of the turn's buttons have something to act on.
         show_versions: dict[str, Any] = dict(
-            fn=lambda tab: render.versions(tab.messages, tab.others),
+            fn=lambda tab: (render.versions(tab.messages, tab.others), *actions.turn_buttons(tab)),
             inputs=[session],
-            outputs=[versions],
+            outputs=[versions, regen_btn, continue_btn, undo_btn],
             **quick,
         )
         for start in (

@@ -70,3 +70,35 @@ def test_a_search_that_finds_nothing_says_so(browser, app):  # noqa: F811
     page.locator("#history input[type=radio]").first.wait_for(state="attached")
     assert "No chats match" not in history.inner_text()
     page.close()
+
+
+def test_a_clip_or_a_document_in_the_chat_has_no_share_button(browser, tmp_path):  # noqa: F811
+    """Gradio's Share only works on Spaces ("Must be on Spaces to share"): none is shown."""
+    from assistant.conversation import Message
+    from assistant.store import HistoryStore
+    from tests.clip_samples import make_clip
+    from tests.pdf_samples import text_pdf
+    from tests.server import start_app, tiny_model
+
+    pdf = tmp_path / "invoice.pdf"
+    pdf.write_bytes(text_pdf(["Invoice 42"]))
+    clip = make_clip(tmp_path / "walk.mp4", speech=None, seconds_each=0.5, size=(160, 120))
+    HistoryStore(tmp_path / "data").save(
+        None,
+        [
+            Message.user("What is this?", videos=[str(clip)], documents=[str(pdf)]),
+            Message.assistant("A walk."),
+        ],
+    )
+    running = start_app(["--model", str(tiny_model()), "--data-dir", str(tmp_path / "data")])
+    try:
+        page = open_page(browser, running, DESKTOP)
+        open_first_chat(page)
+        page.locator("#chat video").first.wait_for(state="attached")
+        page.locator("#chat [data-testid=chatbot-file]").first.wait_for()
+        page.wait_for_timeout(500)
+        shown = "() => [...document.querySelectorAll('#chat button[title=Share]')].filter(b => b.offsetWidth).length"
+        assert page.evaluate(shown) == 0
+        page.close()
+    finally:
+        running.stop()

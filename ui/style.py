@@ -42,6 +42,13 @@ CSS = """
   max-height: 160px; }
 /* a photo's own download / share buttons: share only works on Spaces, download is in the lightbox */
 #chat .message-wrap > .message-row:has(.image-container) + .message-buttons { display: none; }
+/* Gradio 6.31 gives every file in the chat (a clip, a document) a Share button, whatever the
+   chatbot's buttons are, and it only works on Spaces (ShareError): hidden, by its words and,
+   for a page in another language, by its icon */
+#chat .message-buttons button[aria-label="Share"],
+#chat .message-buttons button:has(path[d^="M23,20a5,5,0,0,0-3.89,1.89"]) { display: none; }
+/* (a document's row then holds nothing: its chip is the download link) */
+#chat .message-wrap > .message-row:has([data-testid=chatbot-file]) + .message-buttons { display: none; }
 /* page.js's short notices (Enter while a reply is written, Esc) */
 #page-notice { position: fixed; left: 50%; bottom: 96px; transform: translateX(-50%); z-index: 1000;
   max-width: min(90vw, 560px); padding: 8px 14px; border-radius: 8px; font-size: 0.9rem;

@@ -114,7 +114,10 @@ def test_in_front_of_llama_server_the_same_weights_give_the_same_greedy_answers(
     the remote backend, answer the same questions with the same words. Asked where the model's
     choice is clear: on "the capital of France" llama.cpp's Q4_1 arithmetic (8-bit activations)
     answers "L'Étoile, la Marseillaise…" where ours says Paris, and even an F32 copy of these
-    weights in llama.cpp calls the red planet Europa: a 135M model at Q4_1 sits on knife edges."""
+    weights in llama.cpp calls the red planet Europa: a 135M model at Q4_1 sits on knife edges.
+    The wording may still part at a near-tie on another CPU (on an Intel Xeon with AMX llama.cpp
+    said "The answer to this classic math problem is 4." where ours said "The answer is 4."), so
+    the test asks for the same answer and the same opening words, not the same sentence."""
     from assistant.models.local import LocalChatModel
 
     remote = RemoteChatModel(llama_smollm2.url + "/v1")
@@ -126,8 +129,9 @@ def test_in_front_of_llama_server_the_same_weights_give_the_same_greedy_answers(
         theirs, usage = ask(remote, messages, max_new_tokens=24)
         mine, _ = ask(ours, messages, max_new_tokens=24)
         assert usage.completion_tokens > 3 and usage.finish_reason == "stop"
-        assert theirs.strip() == mine.strip(), (theirs, mine)
-        assert word in theirs
+        assert word in theirs.split() or word + "." in theirs.split(), (theirs, mine)
+        assert word in mine.split() or word + "." in mine.split(), (theirs, mine)
+        assert theirs.split()[:2] == mine.split()[:2], (theirs, mine)
 
 
 def photo(color="red", size=(96, 64)) -> Image.Image:

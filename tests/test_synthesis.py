@@ -108,13 +108,18 @@ def test_openai_voice_names_read_with_the_default_voice(voice):
     assert voice.resolve("alloy") == voice.voices[0]
 
 
-def test_a_voice_file_and_its_language(tmp_path):
+def with_second_voice(tmp_path, code: str) -> PiperSynthesizer:
+    """The embedded voice and a copy of it that says it reads ``code`` (voice ``<code>-test``)."""
     files = embedded_voice()
-    (tmp_path / "es_ES-test.onnx").symlink_to(files.model)
+    (tmp_path / f"{code}-test.onnx").symlink_to(files.model)
     config = json.loads(files.config.read_text())
-    config["language"] = {"code": "es_ES"}
-    (tmp_path / "es_ES-test.onnx.json").write_text(json.dumps(config))
-    two = PiperSynthesizer(("embedded", str(tmp_path / "es_ES-test.onnx")))
+    config["language"] = {"code": code}
+    (tmp_path / f"{code}-test.onnx.json").write_text(json.dumps(config))
+    return PiperSynthesizer(("embedded", str(tmp_path / f"{code}-test.onnx")))
+
+
+def test_a_voice_file_and_its_language(tmp_path):
+    two = with_second_voice(tmp_path, "es_ES")
     assert [v.name for v in two.voices] == [EMBEDDED_VOICE, "es_ES-test"]
     assert two.voice_for("es").name == "es_ES-test"
     assert two.voice_for("en").name == EMBEDDED_VOICE
@@ -214,13 +219,7 @@ def test_a_streamed_reply_is_heard_from_its_first_clause(voice):
 
 
 def test_a_short_first_piece_that_cannot_tell_the_language_waits_for_more(tmp_path):
-    files = embedded_voice()
-    (tmp_path / "fr_FR-test.onnx").symlink_to(files.model)
-    config = json.loads(files.config.read_text())
-    config["language"] = {"code": "fr_FR"}
-    (tmp_path / "fr_FR-test.onnx.json").write_text(json.dumps(config))
-    two = PiperSynthesizer(("embedded", str(tmp_path / "fr_FR-test.onnx")))
-    spoken = SpokenReply(two)
+    spoken = SpokenReply(with_second_voice(tmp_path, "fr_FR"))
     # "Bien sûr, la capitale de la" (the first piece) has as many Spanish words as French ones.
     spoken.feed("Bien sûr, la capitale de la ")
     assert not spoken.decided

@@ -212,13 +212,8 @@ def sentence_end(text: str, start: int = 0) -> int | None:
         nxt = rest[0]
         if nxt.islower():
             continue  # "e.g. the", "approx. ten": not a new sentence
-        word = _word_before(text, match.start(1))
-        bare = word.rstrip(".").lower()
-        if marks == ".":
-            if bare in ABBREVIATIONS or "." in bare:  # Dr. / e.g. / U.S.
-                continue
-            if len(bare) == 1 and bare.isalpha() and word[:1].isupper():  # J. R. R. Tolkien
-                continue
+        if marks == "." and _shortened(_word_before(text, match.start(1))):
+            continue
         return after
     return None
 
@@ -228,10 +223,18 @@ def _abbreviated(text: str, end: int) -> bool:
     ``J.``, ``U.S.``): the name or word after it belongs with it."""
     head = text[:end].rstrip("\"'”’)]*_")
     word = _word_before(head, len(head))
+    return word.endswith(".") and _shortened(word, any_case=True)
+
+
+def _shortened(word: str, any_case: bool = False) -> bool:
+    """``word`` (its dot or not) is an abbreviation, dotted acronym or initial: Dr. / e.g. /
+    U.S. / J. (an initial in capitals only, unless ``any_case``)."""
     bare = word.rstrip(".").lower()
-    if not word.endswith(".") or not bare:
+    if not bare:
         return False
-    return bare in ABBREVIATIONS or "." in bare or (len(bare) == 1 and bare.isalpha())
+    if bare in ABBREVIATIONS or "." in bare:
+        return True
+    return len(bare) == 1 and bare.isalpha() and (any_case or word[:1].isupper())
 
 
 def first_cut(text: str, before: int | None = None) -> int | None:
